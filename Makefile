@@ -1,0 +1,156 @@
+# terrain_odt developer entry points. `make test` is what CI runs (via .ci/run) on a fresh clone.
+#
+#   make setup      create .venv and install the package with dev extras (instant when done)
+#   make test       Rust lint + tests, Python lint + tests, MCU cross builds
+#   make lint       formatting and lint checks only (Rust and Python)
+#   make fmt        apply formatting (cargo fmt, ruff format, ruff import sorting)
+#   make golden     regenerate the golden vectors with the Python reference
+#   make bench-mcu  MCU benchmarks in QEMU -> bench/results/mcu.json
+#   make mcu-setup  install the Debian cross toolchain listed in tools/apt-packages.txt
+#   make clean      remove the venv and build outputs
+#
+# Set MCU=0 to leave out the Debian cross toolchain and the MCU builds (e.g. on a non-Debian
+# laptop); CI always runs with the default MCU=1.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+CARGO ?= cargo
+MCU ?= 1
+
+VENV := .venv
+VPY := $(VENV)/bin/python
+RUFF := $(VENV)/bin/ruff
+SETUP_STAMP := $(VENV)/.stamp-setup
+FIRMWARE := firmware
+APT_LIST := tools/apt-packages.txt
+# Python sources checked by ruff (only those that exist: empty dirs are not in git).
+PY_SRC = $(wildcard setup.py terrain_odt test tools)
+
+ifeq ($(MCU),1)
+MCU_SETUP := mcu-setup
+else
+MCU_SETUP :=
+endif
+
+header = @printf '\n==> %s\n' "$(1)"
+
+# ---------------------------------------------------------------------------------------------
+# Steps, shared by several targets. Kept as canned recipes so `test` runs them in a fixed order.
+
+define rust_lint
+	$(call header,cargo fmt --check (firmware/))
+	cd $(FIRMWARE) && $(CARGO) fmt --all --check
+	@if [ -e $(FIRMWARE)/bench-mcu/Cargo.toml ]; then \
+		echo "cargo fmt --check (firmware/bench-mcu/, outside the workspace)"; \
+		cd $(FIRMWARE)/bench-mcu && $(CARGO) fmt --check; \
+	fi
+	$(call header,cargo clippy --workspace --all-targets -- -D warnings (firmware/))
+	cd $(FIRMWARE) && $(CARGO) clippy --workspace --all-targets -- -D warnings
+endef
+
+define rust_test
+	$(call header,cargo test --workspace (firmware/))
+	cd $(FIRMWARE) && $(CARGO) test --workspace
+endef
+
+define py_lint
+	$(call header,ruff check $(PY_SRC))
+	$(RUFF) check $(PY_SRC)
+	$(call header,ruff format --check $(PY_SRC))
+	$(RUFF) format --check $(PY_SRC)
+endef
+
+define py_test
+	$(call header,pytest)
+	$(VPY) -m pytest -q
+endef
+
+define mcu_build
+	$(call header,MCU cross builds (tools/build_mcu.sh))
+	@if [ -e tools/build_mcu.sh ]; then \
+		bash tools/build_mcu.sh; \
+	else \
+		echo "tools/build_mcu.sh not present yet: skipped"; \
+	fi
+endef
+
+# ---------------------------------------------------------------------------------------------
+
+.PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+setup: $(SETUP_STAMP)
+
+# Re-run pip only when the build definition (or this Makefile) changes; otherwise instant.
+$(SETUP_STAMP): setup.py setup.cfg package.xml Makefile
+	$(call header,setup: $(VENV) with terrain_odt[dev] (editable))
+	@if [ ! -x $(VPY) ]; then $(PYTHON) -m venv $(VENV); fi
+	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+mcu-setup:
+	$(call header,mcu-setup: Debian packages from $(APT_LIST))
+	@command -v dpkg-query >/dev/null || { \
+		echo "dpkg-query not found: install these packages yourself, or use MCU=0:"; \
+		grep -v -e '^\s*#' -e '^\s*$$' $(APT_LIST); exit 1; }
+	@missing=""; \
+	for pkg in $$(grep -v -e '^\s*#' -e '^\s*$$' $(APT_LIST)); do \
+		st=$$(dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null || true); \
+		[ "$$st" = "install ok installed" ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+		echo "all present"; \
+	else \
+		echo "installing:$$missing"; \
+		sudo=""; if [ "$$(id -u)" -ne 0 ]; then sudo="sudo"; fi; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test: setup $(MCU_SETUP)
+	$(rust_lint)
+	$(rust_test)
+	$(py_lint)
+	$(py_test)
+ifeq ($(MCU),1)
+	$(mcu_build)
+endif
+	$(call header,make test: all steps passed)
+
+lint: setup
+	$(rust_lint)
+	$(py_lint)
+
+fmt: setup
+	$(call header,cargo fmt (firmware/))
+	cd $(FIRMWARE) && $(CARGO) fmt --all
+	@if [ -e $(FIRMWARE)/bench-mcu/Cargo.toml ]; then \
+		cd $(FIRMWARE)/bench-mcu && $(CARGO) fmt; \
+	fi
+	$(call header,ruff format + import sorting)
+	$(RUFF) check --select I --fix $(PY_SRC)
+	$(RUFF) format $(PY_SRC)
+
+golden: setup
+	$(call header,golden vectors (tools/gen_golden.py))
+	$(VPY) tools/gen_golden.py
+
+bench-mcu: setup mcu-setup
+	$(call header,MCU benchmarks (tools/bench_mcu.py))
+	$(VPY) tools/bench_mcu.py
+
+demo:
+	@echo "make demo is not available yet: it lands with the ROS 2 package work (see README)." >&2
+	@exit 1
+
+clean:
+	$(call header,clean)
+	rm -rf $(VENV) build install log dist .pytest_cache .ruff_cache .hypothesis
+	rm -rf *.egg-info $(FIRMWARE)/target $(FIRMWARE)/bench-mcu/target
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

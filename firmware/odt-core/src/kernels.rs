@@ -1,0 +1,443 @@
+//! One implementation of the parameter-layer arithmetic for Dense, Conv1d and Conv2d.
+//!
+//! A Dense layer is a 1×1 convolution over a 1×1 image, a Conv1d one over a 1×L image, so a single
+//! geometry-driven kernel serves all three and the Python reference mirrors one function, not
+//! three. The geometry comes from const generics, so after inlining the loops over unit
+//! dimensions fold away. Computed indices go through `get`, never `[]`: a bad geometry cannot
+//! panic, it can only skip work (and geometries are checked at compile time anyway).
+
+use crate::fixed::{requant, sat_i32, scale_sat, shr_round, DELTA_BITS, R_MAX, V_MAX};
+use crate::layer::{ChannelParams, Counters, TrainCtx, TrainMode, Weight};
+
+/// Shape of a (possibly degenerate) 2-D convolution, input `[h][w][cin]`, weights
+/// `[cout][kh][kw][cin]`, output `[oh][ow][cout]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Vertical zero padding.
+    pub ph: usize,
+    /// Horizontal zero padding.
+    pub pw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl Geom {
+    /// Input elements.
+    pub const fn in_len(&self) -> usize {
+        self.h * self.w * self.cin
+    }
+    /// Output elements.
+    pub const fn out_len(&self) -> usize {
+        self.oh * self.ow * self.cout
+    }
+    /// Weights per output channel.
+    pub const fn fan(&self) -> usize {
+        self.kh * self.kw * self.cin
+    }
+    /// Output positions.
+    pub const fn npos(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Multiply-accumulates of one forward pass (padding included).
+    pub const fn macs(&self) -> usize {
+        self.npos() * self.cout * self.fan()
+    }
+    /// Whether the output size follows from the input, kernel, stride and padding.
+    pub const fn is_consistent(&self) -> bool {
+        self.sh > 0
+            && self.sw > 0
+            && self.h + 2 * self.ph >= self.kh
+            && self.w + 2 * self.pw >= self.kw
+            && self.oh == (self.h + 2 * self.ph - self.kh) / self.sh + 1
+            && self.ow == (self.w + 2 * self.pw - self.kw) / self.sw + 1
+    }
+
+    /// Input row/column read by output position `o` and tap `k`, if inside the image.
+    #[inline(always)]
+    fn src(o: usize, k: usize, stride: usize, pad: usize, n: usize) -> Option<usize> {
+        let i = (o * stride + k).checked_sub(pad)?;
+        if i < n {
+            Some(i)
+        } else {
+            None
+        }
+    }
+}
+
+/// Forward pass (docs §2).
+pub fn forward<Wt: Weight, const OUT: usize>(
+    g: &Geom,
+    w: &[Wt],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+) {
+    let zx = q.z_x as i32;
+    let zy = q.z_y as i64;
+    let lo = if relu { q.z_y as i64 } else { -128 };
+    let fan = g.fan();
+    let mut out = y.iter_mut();
+    let mut sat = 0u32;
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            for (c, row) in w.chunks_exact(fan).take(OUT).enumerate() {
+                let mut acc = q.bias[c];
+                for kh in 0..g.kh {
+                    let Some(ih) = Geom::src(oh, kh, g.sh, g.ph, g.h) else {
+                        continue;
+                    };
+                    for kw in 0..g.kw {
+                        let Some(iw) = Geom::src(ow, kw, g.sw, g.pw, g.w) else {
+                            continue;
+                        };
+                        let xo = (ih * g.w + iw) * g.cin;
+                        let wo = (kh * g.kw + kw) * g.cin;
+                        if let (Some(xs), Some(ws)) =
+                            (x.get(xo..xo + g.cin), row.get(wo..wo + g.cin))
+                        {
+                            acc = acc.wrapping_add(dot(ws, xs, zx));
+                        }
+                    }
+                }
+                let v = zy + requant(acc, q.m[c], q.s[c]) as i64;
+                sat += (!(-128..=127).contains(&v)) as u32;
+                if let Some(o) = out.next() {
+                    *o = v.clamp(lo, 127) as i8;
+                }
+            }
+        }
+    }
+    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+#[inline(always)]
+fn dot<Wt: Weight>(w: &[Wt], x: &[i8], zx: i32) -> i32 {
+    let mut acc = 0i32;
+    for (a, &b) in w.iter().zip(x) {
+        acc = acc.wrapping_add(a.q() as i32 * (b as i32 - zx));
+    }
+    acc
+}
+
+/// Error wrt the int8 output → δ (docs §4.1). Returns `(exponent, nonzero)`.
+pub fn to_delta<const OUT: usize>(
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    y: &[i8],
+    e: &[i32],
+    exp: i32,
+    d: &mut [i16],
+) -> (i32, bool) {
+    let smax = q.max_s() as i32;
+    let term = |c: usize, yj: i8, ej: i32| -> i64 {
+        if relu && yj == q.z_y {
+            0
+        } else {
+            shr_round(ej as i64 * q.m[c] as i64, smax - q.s[c] as i32)
+        }
+    };
+    let mut max_abs = 0u64;
+    let mut c = 0usize;
+    for (&yj, &ej) in y.iter().zip(e) {
+        max_abs = max_abs.max(term(c, yj, ej).unsigned_abs());
+        c += 1;
+        if c == OUT {
+            c = 0;
+        }
+    }
+    let e0 = exp + smax - 31;
+    if max_abs == 0 {
+        d.fill(0);
+        return (e0, false);
+    }
+    let r = crate::fixed::normalize_shift(max_abs, DELTA_BITS);
+    c = 0;
+    for ((dj, &yj), &ej) in d.iter_mut().zip(y).zip(e) {
+        *dj = shr_round(term(c, yj, ej), r) as i16;
+        c += 1;
+        if c == OUT {
+            c = 0;
+        }
+    }
+    (e0 + r, true)
+}
+
+/// Error wrt the input from δ: the transposed convolution (docs §4.2).
+pub fn backward<Wt: Weight, const OUT: usize>(g: &Geom, w: &[Wt], d: &[i16], e_in: &mut [i32]) {
+    e_in.fill(0);
+    let fan = g.fan();
+    let mut dj = d.iter();
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            for row in w.chunks_exact(fan).take(OUT) {
+                let dv = match dj.next() {
+                    Some(&v) if v != 0 => v as i32,
+                    _ => continue,
+                };
+                for kh in 0..g.kh {
+                    let Some(ih) = Geom::src(oh, kh, g.sh, g.ph, g.h) else {
+                        continue;
+                    };
+                    for kw in 0..g.kw {
+                        let Some(iw) = Geom::src(ow, kw, g.sw, g.pw, g.w) else {
+                            continue;
+                        };
+                        let xo = (ih * g.w + iw) * g.cin;
+                        let wo = (kh * g.kw + kw) * g.cin;
+                        if let (Some(es), Some(ws)) =
+                            (e_in.get_mut(xo..xo + g.cin), row.get(wo..wo + g.cin))
+                        {
+                            for (ev, wv) in es.iter_mut().zip(ws) {
+                                *ev = ev.wrapping_add(dv * wv.q() as i32);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stored samples of one batch, flat over the slots.
+pub struct Slots<'a> {
+    /// Layer inputs, `slots × in_len`.
+    pub xs: &'a [i8],
+    /// δ, `slots × out_len`.
+    pub ds: &'a [i16],
+    /// δ exponents.
+    pub es: &'a [i32],
+    /// Whether each slot's δ is non-zero.
+    pub nz: &'a [bool],
+}
+
+/// Scratch a parameter layer owns for its update.
+pub struct Scratch<'a, const OUT: usize> {
+    /// Step factors `r`, `slots × npos`.
+    pub rs: &'a mut [i32],
+    /// Row importance for partial updates.
+    pub imp: &'a mut [u32; OUT],
+    /// Selected rows.
+    pub sel: &'a mut [bool; OUT],
+}
+
+/// Apply the batch's update to weights and biases (docs §5).
+#[allow(clippy::too_many_arguments)]
+pub fn update<Wt: Weight, const OUT: usize>(
+    g: &Geom,
+    w: &mut [Wt],
+    q: &mut ChannelParams<OUT>,
+    mode: TrainMode,
+    s: &Slots<'_>,
+    sc: Scratch<'_, OUT>,
+    ctx: &mut TrainCtx<'_>,
+) {
+    if mode == TrainMode::Frozen {
+        return;
+    }
+    let nslots = ctx.slots.min(s.es.len());
+    let (in_len, out_len, npos, fan) = (g.in_len(), g.out_len(), g.npos(), g.fan());
+    select_rows::<OUT>(s, nslots, npos, out_len, ctx, sc.imp, sc.sel);
+    let zx = q.z_x as i32;
+    let mut clips = 0u32;
+    let mut wsat = 0u32;
+    for (c, row) in w.chunks_exact_mut(fan).take(OUT).enumerate() {
+        if !sc.sel[c] {
+            continue;
+        }
+        if mode == TrainMode::All {
+            let mut any = false;
+            for b in 0..nslots {
+                for pos in 0..npos {
+                    let dv = s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
+                    let big_r = ctx.lr_m as i64 * q.um[c] as i64 * dv;
+                    let e = ctx.lr_e + q.ue[c] as i32 + s.es.get(b).copied().unwrap_or(0) + 16;
+                    let (r, clip) = scale_sat(big_r, e, R_MAX);
+                    clips += clip as u32;
+                    any |= r != 0;
+                    if let Some(slot) = sc.rs.get_mut(b * npos + pos) {
+                        *slot = r as i32;
+                    }
+                }
+            }
+            if any {
+                if npos == 1 && nslots == 1 {
+                    // Dense, batch 1: the hot path; |r·xc| < 2^28 fits i32.
+                    let r = sc.rs.first().copied().unwrap_or(0);
+                    for (wv, &xv) in row.iter_mut().zip(s.xs) {
+                        let v = r * (xv as i32 - zx);
+                        let vc = v.clamp(-(V_MAX as i32), V_MAX as i32);
+                        clips += (vc != v) as u32;
+                        wsat += wv.step(vc, ctx.rng) as u32;
+                    }
+                } else {
+                    let (a, b) = update_row_general(g, row, zx, s, nslots, sc.rs, in_len, ctx);
+                    clips += a;
+                    wsat += b;
+                }
+            }
+        }
+        // Bias (round to nearest, §5.3).
+        let mut db = 0i64;
+        for b in 0..nslots {
+            let mut tot = 0i64;
+            for pos in 0..npos {
+                tot += s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
+            }
+            let t = ctx.lr_m as i64 * q.ubm[c] as i64 * tot;
+            let e = ctx.lr_e + q.ube[c] as i32 + s.es.get(b).copied().unwrap_or(0);
+            let (d, clip) = bias_step(t, e);
+            clips += clip as u32;
+            db += d;
+        }
+        q.bias[c] = sat_i32(q.bias[c] as i64 - db);
+    }
+    ctx.ctr.update_clips = ctx.ctr.update_clips.wrapping_add(clips);
+    ctx.ctr.weight_saturations = ctx.ctr.weight_saturations.wrapping_add(wsat);
+}
+
+/// `clamp(t·2^e)` to the i32 range exactly for `e ≥ 0`, `sat_i32(shr_round(t, −e))` otherwise.
+fn bias_step(t: i64, e: i32) -> (i64, bool) {
+    if e >= 0 {
+        let k = e as u32;
+        let hi = i32::MAX as i64;
+        let lo = i32::MIN as i64;
+        if k >= 32 {
+            return match t {
+                0 => (0, false),
+                t if t > 0 => (hi, true),
+                _ => (lo, true),
+            };
+        }
+        if t > (hi >> k) {
+            (hi, true)
+        } else if t < (lo >> k) {
+            (lo, true)
+        } else {
+            (t << k, false)
+        }
+    } else {
+        let v = shr_round(t, -e);
+        let c = sat_i32(v) as i64;
+        (c, c != v)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_row_general<Wt: Weight>(
+    g: &Geom,
+    row: &mut [Wt],
+    zx: i32,
+    s: &Slots<'_>,
+    nslots: usize,
+    rs: &[i32],
+    in_len: usize,
+    ctx: &mut TrainCtx<'_>,
+) -> (u32, u32) {
+    let npos = g.npos();
+    let mut clips = 0u32;
+    let mut wsat = 0u32;
+    let mut wi = row.iter_mut();
+    for kh in 0..g.kh {
+        for kw in 0..g.kw {
+            for ci in 0..g.cin {
+                let Some(wv) = wi.next() else {
+                    return (clips, wsat);
+                };
+                let mut v = 0i64;
+                for b in 0..nslots {
+                    let xs = s.xs.get(b * in_len..(b + 1) * in_len).unwrap_or(&[]);
+                    for oh in 0..g.oh {
+                        let Some(ih) = Geom::src(oh, kh, g.sh, g.ph, g.h) else {
+                            continue;
+                        };
+                        for ow in 0..g.ow {
+                            let r = rs.get(b * npos + oh * g.ow + ow).copied().unwrap_or(0);
+                            if r == 0 {
+                                continue;
+                            }
+                            let Some(iw) = Geom::src(ow, kw, g.sw, g.pw, g.w) else {
+                                continue;
+                            };
+                            if let Some(&xv) = xs.get((ih * g.w + iw) * g.cin + ci) {
+                                v += r as i64 * (xv as i32 - zx) as i64;
+                            }
+                        }
+                    }
+                }
+                let vc = v.clamp(-V_MAX, V_MAX);
+                clips += (vc != v) as u32;
+                wsat += wv.step(vc as i32, ctx.rng) as u32;
+            }
+        }
+    }
+    (clips, wsat)
+}
+
+/// Choose the rows to update (docs §5.6); without partial updates every row is selected.
+fn select_rows<const OUT: usize>(
+    s: &Slots<'_>,
+    nslots: usize,
+    npos: usize,
+    out_len: usize,
+    ctx: &TrainCtx<'_>,
+    imp: &mut [u32; OUT],
+    sel: &mut [bool; OUT],
+) {
+    let Some(kmin) = ctx.topk_min else {
+        sel.fill(true);
+        return;
+    };
+    sel.fill(false);
+    let emax = s.es.iter().take(nslots).copied().max().unwrap_or(0);
+    for (c, ic) in imp.iter_mut().enumerate() {
+        let mut total = 0u64;
+        for b in 0..nslots {
+            let mut sum = 0u64;
+            for pos in 0..npos {
+                let dv = s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0);
+                sum += dv.unsigned_abs() as u64;
+            }
+            let sh = (emax - s.es.get(b).copied().unwrap_or(emax)) as u32;
+            total += if sh >= 64 { 0 } else { sum >> sh };
+        }
+        *ic = total.min(u32::MAX as u64) as u32;
+    }
+    let kmin = (kmin as usize).min(OUT);
+    let loss = ctx.loss_avg_q15.clamp(0, 32768) as usize;
+    let k = kmin + (((OUT - kmin) * loss) >> 15);
+    for _ in 0..k {
+        let mut best: Option<usize> = None;
+        for c in 0..OUT {
+            if sel[c] || imp[c] == 0 {
+                continue;
+            }
+            if best.is_none_or(|b| imp[c] > imp[b]) {
+                best = Some(c);
+            }
+        }
+        match best {
+            Some(b) => sel[b] = true,
+            None => break,
+        }
+    }
+}
