@@ -1,7 +1,7 @@
 //! Model blob reading and writing (`firmware/FORMAT.md`). Every malformed input is an error
 //! value; nothing here can panic.
 
-use crate::layer::{Kind, Layer, LayerDesc};
+use crate::layer::{Kind, Layer};
 
 /// Format magic.
 pub const MAGIC: [u8; 4] = *b"ODTM";
@@ -260,6 +260,40 @@ pub struct ModelMeta {
     pub softmax_a: i32,
 }
 
+/// A raw descriptor as stored.
+struct RawDesc {
+    kind: u8,
+    flags: u8,
+    dims: [u16; 10],
+}
+
+fn desc_at(blob: &[u8], i: usize) -> Result<RawDesc, BlobError> {
+    let at = HEADER_BYTES + DESC_BYTES * i;
+    let mut r = Reader::new(blob, at, at + DESC_BYTES);
+    let kind = r.u8()?;
+    let flags = r.u8()?;
+    let _reserved = r.u16()?;
+    let mut dims = [0u16; 10];
+    for d in dims.iter_mut() {
+        *d = r.u16()?;
+    }
+    Ok(RawDesc { kind, flags, dims })
+}
+
+/// Parameter-section bytes a descriptor implies (FORMAT.md), 0 for parameterless kinds.
+/// Computed in `u64` and saturated: u16 dimensions multiply past `usize` on 32-bit targets.
+fn section_len(d: &RawDesc) -> usize {
+    let v = |i: usize| d.dims[i] as u64;
+    let (out, fan) = match d.kind {
+        1 => (v(1), v(0)),
+        2 => (v(2), v(3) * v(1)),
+        3 => (v(3), v(4) * v(5) * v(2)),
+        _ => return 0,
+    };
+    let n = (4 + out * 16 + out * fan + 3) & !3;
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 fn kind_from(b: u8) -> Option<Kind> {
     Some(match b {
         1 => Kind::Dense,
@@ -302,45 +336,54 @@ pub fn load(
     if total < HEADER_BYTES + 4 || blob.len() < total {
         return Err(BlobError::Truncated);
     }
+    let end = total - 4;
+    // Section extents from the blob's own descriptors: an overrun is `Truncated` (checked first).
+    let mut pos = DESC_BYTES
+        .checked_mul(n_layers)
+        .and_then(|d| d.checked_add(HEADER_BYTES))
+        .ok_or(BlobError::Truncated)?;
+    if pos > end {
+        return Err(BlobError::Truncated);
+    }
+    for i in 0..n_layers {
+        let d = desc_at(blob, i)?;
+        pos = pos.saturating_add(section_len(&d));
+        if pos > end {
+            return Err(BlobError::Truncated);
+        }
+    }
     if magic != MAGIC {
         return Err(BlobError::BadMagic);
     }
     if version != VERSION {
         return Err(BlobError::UnsupportedVersion);
     }
-    let body = blob.get(..total - 4).ok_or(BlobError::Truncated)?;
-    let stored = blob.get(total - 4..total).ok_or(BlobError::Truncated)?;
+    let body = blob.get(..end).ok_or(BlobError::Truncated)?;
+    let stored = blob.get(end..total).ok_or(BlobError::Truncated)?;
     if crc32(body) != u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]) {
         return Err(BlobError::BadCrc);
     }
-    if n_layers != layers.len() || in_len != input_len || out_len != output_len || softmax_a <= 0 {
+    if n_layers != layers.len() || in_len != input_len || out_len != output_len {
         return Err(BlobError::ArchMismatch { layer: 255 });
     }
-    let mut r = Reader::new(blob, HEADER_BYTES, total - 4);
     for (i, l) in layers.iter().enumerate() {
-        let kind = r.u8()?;
-        let flags = r.u8()?;
-        let _reserved = r.u16()?;
-        let mut dims = [0u16; 10];
-        for d in dims.iter_mut() {
-            *d = r.u16()?;
-        }
-        let desc = LayerDesc {
-            kind: kind_from(kind).ok_or(BlobError::ArchMismatch { layer: i as u8 })?,
-            relu: flags & 1 != 0,
-            dims,
-        };
-        if desc != l.desc() || flags & !1 != 0 {
+        let d = desc_at(blob, i)?;
+        let want = l.desc();
+        let ok = kind_from(d.kind) == Some(want.kind)
+            && d.flags == want.relu as u8
+            && d.dims == want.dims;
+        if !ok {
             return Err(BlobError::ArchMismatch { layer: i as u8 });
         }
     }
+    if softmax_a <= 0 {
+        return Err(BlobError::BadQuant { layer: 255 });
+    }
+    let mut r = Reader::new(blob, HEADER_BYTES + DESC_BYTES * n_layers, end);
     for (i, l) in layers.iter_mut().enumerate() {
         l.read_params(&mut r, i as u8, dry)?;
     }
-    if r.pos() != total - 4 {
-        return Err(BlobError::ArchMismatch { layer: 255 });
-    }
-    if blob.len() > total {
+    if r.pos() != end || blob.len() > total {
         return Err(BlobError::TrailingBytes);
     }
     Ok(ModelMeta {

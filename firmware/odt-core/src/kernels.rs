@@ -82,7 +82,9 @@ impl Geom {
     }
 }
 
-/// Forward pass (docs §2).
+/// Forward pass (docs §2). `scratch` receives the centred input `x − z_x` once, so the inner
+/// loop is a plain multiply-accumulate shared by every output channel.
+#[allow(clippy::too_many_arguments)]
 pub fn forward<Wt: Weight, const OUT: usize>(
     g: &Geom,
     w: &[Wt],
@@ -91,8 +93,17 @@ pub fn forward<Wt: Weight, const OUT: usize>(
     x: &[i8],
     y: &mut [i8],
     ctr: &mut Counters,
+    scratch: &mut [i32],
 ) {
     let zx = q.z_x as i32;
+    let xc = match scratch.get_mut(..x.len()) {
+        Some(xc) => xc,
+        None => return,
+    };
+    for (c, &v) in xc.iter_mut().zip(x) {
+        *c = v as i32 - zx;
+    }
+    let xc = &*xc;
     let zy = q.z_y as i64;
     let lo = if relu { q.z_y as i64 } else { -128 };
     let fan = g.fan();
@@ -101,7 +112,7 @@ pub fn forward<Wt: Weight, const OUT: usize>(
     for oh in 0..g.oh {
         for ow in 0..g.ow {
             for (c, row) in w.chunks_exact(fan).take(OUT).enumerate() {
-                let mut acc = q.bias[c];
+                let mut sum = 0i32;
                 for kh in 0..g.kh {
                     let Some(ih) = Geom::src(oh, kh, g.sh, g.ph, g.h) else {
                         continue;
@@ -113,14 +124,17 @@ pub fn forward<Wt: Weight, const OUT: usize>(
                         let xo = (ih * g.w + iw) * g.cin;
                         let wo = (kh * g.kw + kw) * g.cin;
                         if let (Some(xs), Some(ws)) =
-                            (x.get(xo..xo + g.cin), row.get(wo..wo + g.cin))
+                            (xc.get(xo..xo + g.cin), row.get(wo..wo + g.cin))
                         {
-                            acc = acc.wrapping_add(dot(ws, xs, zx));
+                            sum = sum.wrapping_add(dot(ws, xs));
                         }
                     }
                 }
+                // The products cannot overflow i32 for fan-in ≤ 65793; the bias add saturates.
+                let acc = q.bias[c].saturating_add(sum);
                 let v = zy + requant(acc, q.m[c], q.s[c]) as i64;
-                sat += (!(-128..=127).contains(&v)) as u32;
+                // The ReLU clamp is not a saturation (docs §2).
+                sat += (v > 127 || (!relu && v < -128)) as u32;
                 if let Some(o) = out.next() {
                     *o = v.clamp(lo, 127) as i8;
                 }
@@ -131,10 +145,10 @@ pub fn forward<Wt: Weight, const OUT: usize>(
 }
 
 #[inline(always)]
-fn dot<Wt: Weight>(w: &[Wt], x: &[i8], zx: i32) -> i32 {
+fn dot<Wt: Weight>(w: &[Wt], xc: &[i32]) -> i32 {
     let mut acc = 0i32;
-    for (a, &b) in w.iter().zip(x) {
-        acc = acc.wrapping_add(a.q() as i32 * (b as i32 - zx));
+    for (a, &b) in w.iter().zip(xc) {
+        acc = acc.wrapping_add(a.q() as i32 * b);
     }
     acc
 }
@@ -258,6 +272,16 @@ pub fn update<Wt: Weight, const OUT: usize>(
     let (in_len, out_len, npos, fan) = (g.in_len(), g.out_len(), g.npos(), g.fan());
     select_rows::<OUT>(s, nslots, npos, out_len, ctx, sc.imp, sc.sel);
     let zx = q.z_x as i32;
+    // Dense, batch 1: centre the stored input once for all rows.
+    let mut xc_max = 0u32;
+    if npos == 1 && nslots == 1 {
+        if let Some(xc) = ctx.scratch.get_mut(..fan) {
+            for (c, &v) in xc.iter_mut().zip(s.xs) {
+                *c = v as i32 - zx;
+                xc_max = xc_max.max(c.unsigned_abs());
+            }
+        }
+    }
     let mut clips = 0u32;
     let mut wsat = 0u32;
     for (c, row) in w.chunks_exact_mut(fan).take(OUT).enumerate() {
@@ -281,14 +305,27 @@ pub fn update<Wt: Weight, const OUT: usize>(
             }
             if any {
                 if npos == 1 && nslots == 1 {
-                    // Dense, batch 1: the hot path; |r·xc| < 2^28 fits i32.
+                    // Dense, batch 1: the hot path; |r·xc| < 2^28 fits i32. When |r|·max|xc|
+                    // cannot exceed V_MAX the clamp is a no-op and is left out of the loop.
                     let r = sc.rs.first().copied().unwrap_or(0);
-                    for (wv, &xv) in row.iter_mut().zip(s.xs) {
-                        let v = r * (xv as i32 - zx);
-                        let vc = v.clamp(-(V_MAX as i32), V_MAX as i32);
-                        clips += (vc != v) as u32;
-                        wsat += wv.step(vc, ctx.rng) as u32;
+                    let xc = ctx.scratch.get(..fan).unwrap_or(&[]);
+                    // A local generator stays in a register (through `ctx` it is stored per weight).
+                    let mut rng = *ctx.rng;
+                    let mut cut = 0i32;
+                    if (r.unsigned_abs() as i64) * (xc_max as i64) <= V_MAX {
+                        for (wv, &xv) in row.iter_mut().zip(xc) {
+                            cut |= wv.step(r * xv, &mut rng);
+                        }
+                    } else {
+                        for (wv, &xv) in row.iter_mut().zip(xc) {
+                            let v = r * xv;
+                            let vc = v.clamp(-(V_MAX as i32), V_MAX as i32);
+                            clips += (vc != v) as u32;
+                            cut |= wv.step(vc, &mut rng);
+                        }
                     }
+                    wsat += (cut != 0) as u32;
+                    *ctx.rng = rng;
                 } else {
                     let (a, b) = update_row_general(g, row, zx, s, nslots, sc.rs, in_len, ctx);
                     clips += a;
@@ -355,13 +392,13 @@ fn update_row_general<Wt: Weight>(
 ) -> (u32, u32) {
     let npos = g.npos();
     let mut clips = 0u32;
-    let mut wsat = 0u32;
+    let mut cut = 0i32;
     let mut wi = row.iter_mut();
     for kh in 0..g.kh {
         for kw in 0..g.kw {
             for ci in 0..g.cin {
                 let Some(wv) = wi.next() else {
-                    return (clips, wsat);
+                    return (clips, (cut != 0) as u32);
                 };
                 let mut v = 0i64;
                 for b in 0..nslots {
@@ -386,11 +423,11 @@ fn update_row_general<Wt: Weight>(
                 }
                 let vc = v.clamp(-V_MAX, V_MAX);
                 clips += (vc != v) as u32;
-                wsat += wv.step(vc as i32, ctx.rng) as u32;
+                cut |= wv.step(vc as i32, ctx.rng);
             }
         }
     }
-    (clips, wsat)
+    (clips, (cut != 0) as u32)
 }
 
 /// Choose the rows to update (docs §5.6); without partial updates every row is selected.

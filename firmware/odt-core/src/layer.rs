@@ -53,7 +53,7 @@ pub struct Counters {
     pub forward_saturations: u32,
     /// Clamped per-row step factors, weight changes or bias changes.
     pub update_clips: u32,
-    /// Weights clamped at the ends of their storage range by an update.
+    /// Rows (output channels) in which an update clamped at least one weight.
     pub weight_saturations: u32,
     /// Layer backward passes whose error signal was all zero.
     pub zero_grad_steps: u32,
@@ -85,8 +85,9 @@ pub trait Weight: Scalar + 'static {
     /// Store an int8 weight loaded from a blob.
     fn from_q(q: i8) -> Self;
     /// Apply a step of `v` Q16 quantization steps (`|v| ≤ V_MAX`) in the descent direction;
-    /// returns whether the result saturated.
-    fn step(&mut self, v: i32, rng: &mut Lcg) -> bool;
+    /// returns the amount cut off by saturation (0 when the result is in range), so callers can
+    /// OR it into a per-row flag.
+    fn step(&mut self, v: i32, rng: &mut Lcg) -> i32;
     /// Little-endian bytes of the stored value (for the state checksum).
     fn state_bytes(self, out: &mut [u8; 2]) -> usize;
 }
@@ -105,12 +106,12 @@ impl Weight for i8 {
         q
     }
     #[inline(always)]
-    fn step(&mut self, v: i32, rng: &mut Lcg) -> bool {
+    fn step(&mut self, v: i32, rng: &mut Lcg) -> i32 {
         let step = (v + rng.next16()) >> 16;
         let w = *self as i32 - step;
         let c = w.clamp(-128, 127);
         *self = c as i8;
-        c != w
+        w - c
     }
     fn state_bytes(self, out: &mut [u8; 2]) -> usize {
         out[0] = self as u8;
@@ -136,11 +137,11 @@ impl Weight for Hp {
         Hp(((q as i16) << 8) | 0x80)
     }
     #[inline(always)]
-    fn step(&mut self, v: i32, _rng: &mut Lcg) -> bool {
+    fn step(&mut self, v: i32, _rng: &mut Lcg) -> i32 {
         let w = self.0 as i32 - ((v + 128) >> 8);
         let c = w.clamp(i16::MIN as i32, i16::MAX as i32);
         self.0 = c as i16;
-        c != w
+        w - c
     }
     fn state_bytes(self, out: &mut [u8; 2]) -> usize {
         *out = self.0.to_le_bytes();
@@ -331,6 +332,8 @@ pub struct TrainCtx<'a> {
     pub loss_avg_q15: i32,
     /// Minimum rows per layer for dynamic partial updates; `None` updates every row.
     pub topk_min: Option<u16>,
+    /// Free buffer at least as long as any layer input (contents undefined).
+    pub scratch: &'a mut [i32],
 }
 
 /// Compile-time facts of a layer type: shapes and memory, used for the model's constants.
@@ -369,8 +372,9 @@ pub trait Layer {
     fn out_zp(&self, z_in: i8) -> i8 {
         z_in
     }
-    /// Forward pass. Slices have exactly `in_len`/`out_len` elements.
-    fn forward(&self, x: &[i8], z_x: i8, y: &mut [i8], ctr: &mut Counters);
+    /// Forward pass. Slices have exactly `in_len`/`out_len` elements; `scratch` (at least
+    /// `in_len` long, contents undefined) is free for the layer to use.
+    fn forward(&self, x: &[i8], z_x: i8, y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]);
     /// Backward through a parameterless layer: error wrt `y` → error wrt `x`; returns the new
     /// exponent.
     fn backward_data(&self, _x: &[i8], _z_x: i8, e_out: &[i32], exp: i32, e_in: &mut [i32]) -> i32 {

@@ -56,8 +56,8 @@ macro_rules! impl_param_layer {
             fn out_zp(&self, _z_in: i8) -> i8 {
                 self.q.z_y
             }
-            fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], ctr: &mut Counters) {
-                kernels::forward::<Wt, $out>(&Self::GEOM, self.w_flat(), &self.q, $relu, x, y, ctr);
+            fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]) {
+                kernels::forward::<Wt, $out>(&Self::GEOM, self.w_flat(), &self.q, $relu, x, y, ctr, scratch);
             }
             fn stash(&mut self, slot: usize, x: &[i8], y: &[i8], e_out: &[i32], exp: i32) -> bool {
                 if slot >= B {
@@ -561,7 +561,7 @@ macro_rules! impl_pool {
             fn out_len(&self) -> usize {
                 (H / PH) * (W / PW) * C
             }
-            fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], _ctr: &mut Counters) {
+            fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], _ctr: &mut Counters, _scratch: &mut [i32]) {
                 for_windows(H, W, C, PH, PW, |o, win| {
                     if let Some(out) = y.get_mut(o) {
                         *out = $fwd(x, win, PH * PW);
@@ -699,7 +699,7 @@ impl<const LEN: usize, const B: usize, Wt> Layer for Relu<LEN, B, Wt> {
     fn out_len(&self) -> usize {
         LEN
     }
-    fn forward(&self, x: &[i8], z_x: i8, y: &mut [i8], _ctr: &mut Counters) {
+    fn forward(&self, x: &[i8], z_x: i8, y: &mut [i8], _ctr: &mut Counters, _scratch: &mut [i32]) {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v.max(z_x);
         }
@@ -726,7 +726,7 @@ impl<const LEN: usize, const B: usize, Wt> Layer for Flatten<LEN, B, Wt> {
     fn out_len(&self) -> usize {
         LEN
     }
-    fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], _ctr: &mut Counters) {
+    fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], _ctr: &mut Counters, _scratch: &mut [i32]) {
         copy(y, x);
     }
 }

@@ -27,4 +27,4 @@ pub mod models;
 
 pub use blob::BlobError;
 pub use layer::{Counters, Hp, Kind, Layer, LayerDesc, LayerShape, TrainMode, Weight};
-pub use model::{Error, MemEntry, Prediction, StepOutput, TrainConfig};
+pub use model::{Error, MemEntry, Model, Prediction, StepOutput, TrainConfig};

@@ -110,6 +110,39 @@ pub struct MemEntry {
     pub bytes: usize,
 }
 
+/// What the co-processor application needs from a model, implemented by every `odt_model!`
+/// type (object safe, so firmware can hold `&mut dyn Model`).
+pub trait Model {
+    /// Input length (int8 features).
+    fn input_len(&self) -> usize;
+    /// Number of classes.
+    fn classes(&self) -> usize;
+    /// RAM of the model type in bytes (compile-time constant).
+    fn ram_bytes(&self) -> usize;
+    /// Exact length of this model's blob.
+    fn blob_len(&self) -> usize;
+    /// Classify one input.
+    fn infer(&mut self, x: &[i8]) -> Result<Prediction, Error>;
+    /// Softmax probabilities (Q15) of the last inference.
+    fn scores_q15(&self) -> &[i32];
+    /// Train on one labelled input.
+    fn train_step(&mut self, x: &[i8], label: u8) -> Result<StepOutput, Error>;
+    /// Set the training configuration.
+    fn set_train_config(&mut self, cfg: &TrainConfig) -> Result<(), Error>;
+    /// The active training configuration.
+    fn train_config(&self) -> TrainConfig;
+    /// Counters.
+    fn counters(&self) -> Counters;
+    /// Load a blob (the model is unchanged on error).
+    fn load_blob(&mut self, blob: &[u8]) -> Result<(), crate::blob::BlobError>;
+    /// Save the model as a blob into `out`.
+    fn save_blob(&self, out: &mut [u8]) -> Result<usize, crate::blob::BlobError>;
+    /// Blob header fields of the loaded model.
+    fn meta(&self) -> ModelMeta;
+    /// CRC-32 of the trainable state.
+    fn state_crc32(&self) -> u32;
+}
+
 /// Activation and error buffers shared by all layers.
 pub struct Workspace<const ACT: usize, const ERR: usize> {
     /// Input then every layer's output, back to back.
@@ -295,7 +328,7 @@ impl Run<'_> {
             let (a, b) = self.acts.split_at_mut((off + n_in).min(self.acts.len()));
             let xin = a.get(off..).unwrap_or(&[]);
             let y = b.get_mut(..n_out).unwrap_or(&mut []);
-            l.forward(xin, z, y, &mut self.st.ctr);
+            l.forward(xin, z, y, &mut self.st.ctr, self.eb);
             z = l.out_zp(z);
             off += n_in;
         }
@@ -418,6 +451,7 @@ impl Run<'_> {
                 0
             },
             topk_min: st.cfg.topk_min,
+            scratch: self.ea,
         };
         for l in self.layers.iter_mut() {
             if l.has_params() {
@@ -673,6 +707,51 @@ macro_rules! odt_model {
         impl Default for $name {
             fn default() -> Self {
                 Self::new()
+            }
+        }
+
+        impl $crate::model::Model for $name {
+            fn input_len(&self) -> usize {
+                Self::INPUT_LEN
+            }
+            fn classes(&self) -> usize {
+                Self::OUTPUT_LEN
+            }
+            fn ram_bytes(&self) -> usize {
+                Self::RAM_BYTES
+            }
+            fn blob_len(&self) -> usize {
+                Self::BLOB_LEN
+            }
+            fn infer(&mut self, x: &[i8]) -> Result<$crate::Prediction, $crate::Error> {
+                $name::infer(self, x)
+            }
+            fn scores_q15(&self) -> &[i32] {
+                $name::scores_q15(self)
+            }
+            fn train_step(&mut self, x: &[i8], label: u8) -> Result<$crate::StepOutput, $crate::Error> {
+                $name::train_step(self, x, label)
+            }
+            fn set_train_config(&mut self, cfg: &$crate::TrainConfig) -> Result<(), $crate::Error> {
+                $name::set_train_config(self, cfg)
+            }
+            fn train_config(&self) -> $crate::TrainConfig {
+                self.st.cfg
+            }
+            fn counters(&self) -> $crate::Counters {
+                self.st.ctr
+            }
+            fn load_blob(&mut self, blob: &[u8]) -> Result<(), $crate::blob::BlobError> {
+                $name::load_blob(self, blob)
+            }
+            fn save_blob(&self, out: &mut [u8]) -> Result<usize, $crate::blob::BlobError> {
+                $name::save_blob(self, out)
+            }
+            fn meta(&self) -> $crate::blob::ModelMeta {
+                self.st.meta
+            }
+            fn state_crc32(&self) -> u32 {
+                $name::state_crc32(self)
             }
         }
     };
