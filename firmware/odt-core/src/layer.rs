@@ -176,14 +176,15 @@ impl<const OUT: usize> ChannelParams<OUT> {
     /// Bytes of RAM these parameters occupy.
     pub const BYTES: usize = core::mem::size_of::<Self>();
 
-    /// All-zero parameters (not a valid model until loaded).
+    /// All-zero parameters (not a valid model until loaded). All-zero so that a `static`
+    /// model is placed in `.bss` and costs no flash for its initial value.
     pub const fn new() -> Self {
         Self {
-            m: [1 << 30; OUT],
+            m: [0; OUT],
             s: [0; OUT],
-            um: [1 << 14; OUT],
+            um: [0; OUT],
             ue: [0; OUT],
-            ubm: [1 << 14; OUT],
+            ubm: [0; OUT],
             ube: [0; OUT],
             bias: [0; OUT],
             z_x: 0,

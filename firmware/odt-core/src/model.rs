@@ -191,10 +191,18 @@ pub struct TrainerState {
 }
 
 impl TrainerState {
-    /// Fresh state.
+    /// Fresh, all-zero state (so a `static` model lives in `.bss`); the configuration becomes
+    /// [`TrainConfig::all_trainable`] when a model is loaded.
     pub const fn new() -> Self {
         Self {
-            cfg: TrainConfig::all_trainable(),
+            cfg: TrainConfig {
+                lr_m: 0,
+                lr_e: 0,
+                modes: [TrainMode::Frozen; MAX_PARAM_LAYERS],
+                batch: 0,
+                topk_min: None,
+                seed: 0,
+            },
             ctr: Counters {
                 forward_saturations: 0,
                 update_clips: 0,
@@ -203,7 +211,7 @@ impl TrainerState {
                 steps: 0,
                 updates: 0,
             },
-            rng: Lcg::new(0x2545_F491),
+            rng: Lcg::new(0),
             slots: 0,
             slot_loss: [0; MAX_BATCH],
             meta: ModelMeta {
@@ -212,7 +220,7 @@ impl TrainerState {
                 output_zp: 0,
                 input_scale: [0; 4],
                 output_scale: [0; 4],
-                softmax_a: 1,
+                softmax_a: 0,
             },
             zps: [0; crate::blob::MAX_LAYERS + 1],
             loaded: false,
@@ -632,8 +640,7 @@ macro_rules! odt_model {
                 $( $crate::Layer::init_synthetic(&mut self.$lname, &mut rng); )+
                 self.st.meta = $crate::blob::ModelMeta { softmax_a: 11819, ..Default::default() };
                 self.st.loaded = true;
-                let cfg = self.st.cfg;
-                let _ = self.set_train_config(&cfg);
+                self.apply_current_config();
             }
 
             /// Load a blob; on error the model is unchanged.
@@ -644,9 +651,20 @@ macro_rules! odt_model {
                 self.st.meta = meta;
                 self.st.loaded = true;
                 self.st.slots = 0;
-                let cfg = self.st.cfg;
-                let _ = self.set_train_config(&cfg);
+                self.apply_current_config();
                 Ok(())
+            }
+
+            /// Re-apply the active configuration to freshly loaded layers (the default one if
+            /// none was set yet).
+            fn apply_current_config(&mut self) {
+                let cfg = if self.st.cfg.is_valid(Self::BATCH) {
+                    self.st.cfg
+                } else {
+                    $crate::TrainConfig::all_trainable()
+                };
+                // Valid by construction, so this cannot fail.
+                let _ = self.set_train_config(&cfg);
             }
 
             /// Write the current model as a blob into `out`; returns its length.
