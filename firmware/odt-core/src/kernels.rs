@@ -6,7 +6,8 @@
 //! dimensions fold away. Computed indices go through `get`, never `[]`: a bad geometry cannot
 //! panic, it can only skip work (and geometries are checked at compile time anyway).
 
-use crate::fixed::{requant, sat_i32, scale_sat, shr_round, DELTA_BITS, R_MAX, V_MAX};
+use crate::dsp;
+use crate::fixed::{requant, sat_i32, scale_sat, shr_round, Lcg, DELTA_BITS, R_MAX, V_MAX};
 use crate::layer::{ChannelParams, Counters, TrainCtx, TrainMode, Weight};
 
 /// Shape of a (possibly degenerate) 2-D convolution, input `[h][w][cin]`, weights
@@ -56,6 +57,10 @@ impl Geom {
     pub const fn npos(&self) -> usize {
         self.oh * self.ow
     }
+    /// Whether this is a fully connected layer (1×1 everything).
+    pub const fn is_dense(&self) -> bool {
+        self.h == 1 && self.w == 1 && self.kh == 1 && self.kw == 1 && self.oh == 1 && self.ow == 1
+    }
     /// Multiply-accumulates of one forward pass (padding included).
     pub const fn macs(&self) -> usize {
         self.npos() * self.cout * self.fan()
@@ -96,6 +101,12 @@ pub fn forward<Wt: Weight, const OUT: usize>(
     scratch: &mut [i32],
 ) {
     let zx = q.z_x as i32;
+    if g.is_dense() {
+        if let Some(w8) = Wt::as_i8(w) {
+            dense_forward_i8::<OUT>(w8, q, relu, x, y, ctr, scratch);
+            return;
+        }
+    }
     let xc = match scratch.get_mut(..x.len()) {
         Some(xc) => xc,
         None => return,
@@ -104,8 +115,6 @@ pub fn forward<Wt: Weight, const OUT: usize>(
         *c = v as i32 - zx;
     }
     let xc = &*xc;
-    let zy = q.z_y as i64;
-    let lo = if relu { q.z_y as i64 } else { -128 };
     let fan = g.fan();
     let mut out = y.iter_mut();
     let mut sat = 0u32;
@@ -130,18 +139,109 @@ pub fn forward<Wt: Weight, const OUT: usize>(
                         }
                     }
                 }
-                // The products cannot overflow i32 for fan-in ≤ 65793; the bias add saturates.
-                let acc = q.bias[c].saturating_add(sum);
-                let v = zy + requant(acc, q.m[c], q.s[c]) as i64;
-                // The ReLU clamp is not a saturation (docs §2).
-                sat += (v > 127 || (!relu && v < -128)) as u32;
+                // The products cannot overflow i32 for fan-in ≤ 65793; the bias add saturates
+                // and the ReLU clamp is not a saturation (docs §2).
+                let v = finish_output(sum, q, c, relu, &mut sat);
                 if let Some(o) = out.next() {
-                    *o = v.clamp(lo, 127) as i8;
+                    *o = v;
                 }
             }
         }
     }
     ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+/// Requantize, clamp and count output channel `c` (docs §2).
+#[inline(always)]
+fn finish_output<const OUT: usize>(
+    sum: i32,
+    q: &ChannelParams<OUT>,
+    c: usize,
+    relu: bool,
+    sat: &mut u32,
+) -> i8 {
+    let acc = q.bias[c].saturating_add(sum);
+    let v = q.z_y as i64 + requant(acc, q.m[c], q.s[c]) as i64;
+    *sat += (v > 127 || (!relu && v < -128)) as u32;
+    let lo = if relu { q.z_y as i64 } else { -128 };
+    v.clamp(lo, 127) as i8
+}
+
+/// Dense forward on int8 weights with packed 16-bit multiply-accumulates: the centred input is
+/// stored once as pairs `(xc[4k], xc[4k+2])`, `(xc[4k+1], xc[4k+3])` so that `SXTB16` of a
+/// 4-byte weight word lines up with them (two MACs per `SMLAD`).
+fn dense_forward_i8<const OUT: usize>(
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
+    let n = x.len();
+    let groups = n / 4;
+    let zx = q.z_x as i32;
+    let Some(packed) = scratch.get_mut(..2 * groups + (n - 4 * groups)) else {
+        return;
+    };
+    let (pairs, tail) = packed.split_at_mut(2 * groups);
+    for (p, xs) in pairs.chunks_exact_mut(2).zip(x.chunks_exact(4)) {
+        let c = |i: usize| ((xs[i] as i32 - zx) as u32) & 0xFFFF;
+        p[0] = (c(0) | (c(2) << 16)) as i32;
+        p[1] = (c(1) | (c(3) << 16)) as i32;
+    }
+    for (t, &v) in tail.iter_mut().zip(x.get(4 * groups..).unwrap_or(&[])) {
+        *t = v as i32 - zx;
+    }
+    let (pairs, tail) = (&*pairs, &*tail);
+    let mut sat = 0u32;
+    for ((c, row), out) in w
+        .chunks_exact(n.max(1))
+        .take(OUT)
+        .enumerate()
+        .zip(y.iter_mut())
+    {
+        let (body, rest) = row.split_at(4 * groups);
+        let mut sum = 0i32;
+        for (w4, p) in body.chunks_exact(4).zip(pairs.chunks_exact(2)) {
+            let word = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
+            sum = dsp::smlad(dsp::sxtb16(word), p[0] as u32, sum);
+            sum = dsp::smlad(dsp::sxtb16_ror8(word), p[1] as u32, sum);
+        }
+        for (&wv, &xv) in rest.iter().zip(tail) {
+            sum = sum.wrapping_add(wv as i32 * xv);
+        }
+        *out = finish_output(sum, q, c, relu, &mut sat);
+    }
+    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+/// One row of the stochastic-rounding update on int8 weights, four weights per packed
+/// saturating subtract. Requires `|r·xc| ≤ V_MAX` (steps in −8..=8). Returns a non-zero value
+/// when a weight saturated.
+#[inline(always)]
+fn sr_row_i8(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
+    let split = row.len() / 4 * 4;
+    let (body, rest) = row.split_at_mut(split);
+    let mut cut = 0u32;
+    for (w4, xq) in body.chunks_exact_mut(4).zip(xc.chunks_exact(4)) {
+        let word = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
+        let mut steps = 0u32;
+        for (j, &xv) in xq.iter().enumerate() {
+            let step = (r * xv + rng.next16()) >> 16;
+            steps |= ((step as u32) & 0xFF) << (8 * j);
+        }
+        let (q, wrapped) = dsp::qsub8_with_wrap(word, steps);
+        cut |= q ^ wrapped;
+        for (d, b) in w4.iter_mut().zip(q.to_le_bytes()) {
+            *d = b as i8;
+        }
+    }
+    for (wv, &xv) in rest.iter_mut().zip(xc.get(split..).unwrap_or(&[])) {
+        cut |= wv.step(r * xv, rng) as u32;
+    }
+    cut
 }
 
 #[inline(always)]
@@ -252,6 +352,8 @@ pub struct Scratch<'a, const OUT: usize> {
     pub imp: &'a mut [u32; OUT],
     /// Selected rows.
     pub sel: &'a mut [bool; OUT],
+    /// Per-weight accumulators of one row for convolutions (`fan` long; empty for Dense).
+    pub vacc: &'a mut [i64],
 }
 
 /// Apply the batch's update to weights and biases (docs §5).
@@ -312,7 +414,12 @@ pub fn update<Wt: Weight, const OUT: usize>(
                     // A local generator stays in a register (through `ctx` it is stored per weight).
                     let mut rng = *ctx.rng;
                     let mut cut = 0i32;
-                    if (r.unsigned_abs() as i64) * (xc_max as i64) <= V_MAX {
+                    let no_clamp = (r.unsigned_abs() as i64) * (xc_max as i64) <= V_MAX;
+                    if no_clamp && Wt::STOCHASTIC && Wt::as_i8(row).is_some() {
+                        if let Some(row8) = Wt::as_i8_mut(row) {
+                            cut = sr_row_i8(row8, xc, r, &mut rng) as i32;
+                        }
+                    } else if no_clamp {
                         for (wv, &xv) in row.iter_mut().zip(xc) {
                             cut |= wv.step(r * xv, &mut rng);
                         }
@@ -326,6 +433,10 @@ pub fn update<Wt: Weight, const OUT: usize>(
                     }
                     wsat += (cut != 0) as u32;
                     *ctx.rng = rng;
+                } else if sc.vacc.len() == fan {
+                    let (a, b) = update_row_conv(g, row, zx, s, nslots, sc.rs, sc.vacc, ctx);
+                    clips += a;
+                    wsat += b;
                 } else {
                     let (a, b) = update_row_general(g, row, zx, s, nslots, sc.rs, in_len, ctx);
                     clips += a;
@@ -377,6 +488,64 @@ fn bias_step(t: i64, e: i32) -> (i64, bool) {
         let c = sat_i32(v) as i64;
         (c, c != v)
     }
+}
+
+/// Convolution row update: accumulate `Σ r·xc` per weight position-outer (contiguous runs of
+/// `cin` inputs, one 32×32→64 multiply-accumulate each), then step every weight once in memory
+/// order. Integer sums do not depend on order, so this equals the per-weight definition.
+#[allow(clippy::too_many_arguments)]
+fn update_row_conv<Wt: Weight>(
+    g: &Geom,
+    row: &mut [Wt],
+    zx: i32,
+    s: &Slots<'_>,
+    nslots: usize,
+    rs: &[i32],
+    vacc: &mut [i64],
+    ctx: &mut TrainCtx<'_>,
+) -> (u32, u32) {
+    let (in_len, npos) = (g.in_len(), g.npos());
+    vacc.fill(0);
+    for b in 0..nslots {
+        let xs = s.xs.get(b * in_len..(b + 1) * in_len).unwrap_or(&[]);
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let r = rs.get(b * npos + oh * g.ow + ow).copied().unwrap_or(0) as i64;
+                if r == 0 {
+                    continue;
+                }
+                for kh in 0..g.kh {
+                    let Some(ih) = Geom::src(oh, kh, g.sh, g.ph, g.h) else {
+                        continue;
+                    };
+                    for kw in 0..g.kw {
+                        let Some(iw) = Geom::src(ow, kw, g.sw, g.pw, g.w) else {
+                            continue;
+                        };
+                        let xo = (ih * g.w + iw) * g.cin;
+                        let wo = (kh * g.kw + kw) * g.cin;
+                        if let (Some(xr), Some(ar)) =
+                            (xs.get(xo..xo + g.cin), vacc.get_mut(wo..wo + g.cin))
+                        {
+                            for (a, &xv) in ar.iter_mut().zip(xr) {
+                                *a += r * (xv as i32 - zx) as i64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut clips = 0u32;
+    let mut cut = 0i32;
+    let mut rng = *ctx.rng;
+    for (wv, &v) in row.iter_mut().zip(vacc.iter()) {
+        let vc = v.clamp(-V_MAX, V_MAX);
+        clips += (vc != v) as u32;
+        cut |= wv.step(vc as i32, &mut rng);
+    }
+    *ctx.rng = rng;
+    (clips, (cut != 0) as u32)
 }
 
 #[allow(clippy::too_many_arguments)]

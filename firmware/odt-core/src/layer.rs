@@ -68,6 +68,7 @@ pub trait Scalar: Copy {}
 impl Scalar for i8 {}
 impl Scalar for i16 {}
 impl Scalar for i32 {}
+impl Scalar for i64 {}
 impl Scalar for u32 {}
 impl Scalar for bool {}
 impl Scalar for Hp {}
@@ -90,6 +91,14 @@ pub trait Weight: Scalar + 'static {
     fn step(&mut self, v: i32, rng: &mut Lcg) -> i32;
     /// Little-endian bytes of the stored value (for the state checksum).
     fn state_bytes(self, out: &mut [u8; 2]) -> usize;
+    /// The weights as plain int8, when that is how they are stored (enables packed kernels).
+    fn as_i8(_w: &[Self]) -> Option<&[i8]> {
+        None
+    }
+    /// Mutable view as plain int8, when that is how they are stored.
+    fn as_i8_mut(_w: &mut [Self]) -> Option<&mut [i8]> {
+        None
+    }
 }
 
 /// Stochastic rounding into int8 storage: 1 byte per weight.
@@ -116,6 +125,12 @@ impl Weight for i8 {
     fn state_bytes(self, out: &mut [u8; 2]) -> usize {
         out[0] = self as u8;
         1
+    }
+    fn as_i8(w: &[Self]) -> Option<&[i8]> {
+        Some(w)
+    }
+    fn as_i8_mut(w: &mut [Self]) -> Option<&mut [i8]> {
+        Some(w)
     }
 }
 

@@ -85,14 +85,14 @@ macro_rules! impl_param_layer {
             }
             fn update(&mut self, ctx: &mut TrainCtx<'_>) {
                 let g = Self::GEOM;
-                let Self { w, q, mode, xs, ds, es, nz, rs, imp, sel } = self;
+                let Self { w, q, mode, xs, ds, es, nz, rs, imp, sel, vacc } = self;
                 let slots = Slots {
                     xs: xs.flatten_all(),
                     ds: ds.flatten_all(),
                     es,
                     nz,
                 };
-                let sc = Scratch { rs: rs.flatten_all_mut(), imp, sel };
+                let sc = Scratch { rs: rs.flatten_all_mut(), imp, sel, vacc: vacc.flatten_all_mut() };
                 kernels::update::<Wt, $out>(&g, w.flatten_all_mut(), q, *mode, &slots, sc, ctx);
             }
             fn set_mode(&mut self, mode: TrainMode) {
@@ -218,6 +218,7 @@ pub struct Dense<const IN: usize, const OUT: usize, const RELU: bool, const B: u
     es: [i32; B],
     nz: [bool; B],
     rs: [[i32; 1]; B],
+    vacc: [i64; 0],
     imp: [u32; OUT],
     sel: [bool; OUT],
 }
@@ -259,6 +260,7 @@ impl<const IN: usize, const OUT: usize, const RELU: bool, const B: usize, Wt: We
             es: [0; B],
             nz: [false; B],
             rs: [[0; 1]; B],
+            vacc: [],
             imp: [0; OUT],
             sel: [false; OUT],
         }
@@ -295,6 +297,7 @@ pub struct Conv1d<
     es: [i32; B],
     nz: [bool; B],
     rs: [[i32; LOUT]; B],
+    vacc: [[i64; CIN]; K],
     imp: [u32; COUT],
     sel: [bool; COUT],
 }
@@ -349,6 +352,7 @@ impl<
             es: [0; B],
             nz: [false; B],
             rs: [[0; LOUT]; B],
+            vacc: [[0; CIN]; K],
             imp: [0; COUT],
             sel: [false; COUT],
         }
@@ -389,6 +393,7 @@ pub struct Conv2d<
     es: [i32; B],
     nz: [bool; B],
     rs: [[[i32; OW]; OH]; B],
+    vacc: [[[i64; CIN]; KW]; KH],
     imp: [u32; COUT],
     sel: [bool; COUT],
 }
@@ -446,6 +451,7 @@ impl<
             es: [0; B],
             nz: [false; B],
             rs: [[[0; OW]; OH]; B],
+            vacc: [[[0; CIN]; KW]; KH],
             imp: [0; COUT],
             sel: [false; COUT],
         }

@@ -1,0 +1,115 @@
+//! Packed-SIMD helpers for Armv7E-M (Cortex-M4/M7 "DSP extension"), with portable fallbacks
+//! that compute exactly the same bits on every other target.
+//!
+//! Stable `asm!` is used because the DSP intrinsics are not stable in `core::arch::arm`. Each
+//! helper is a single instruction; the fallbacks are the reference definitions, and the
+//! cross-target benchmark checks that both give the same trained state.
+
+/// Two 16-bit lanes of `x` (bytes 0 and 2) sign-extended: `SXTB16`.
+#[inline(always)]
+pub fn sxtb16(x: u32) -> u32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: u32;
+        // SAFETY: a pure register-to-register instruction of this target.
+        unsafe {
+            core::arch::asm!("sxtb16 {0}, {1}", out(reg) r, in(reg) x, options(pure, nomem, nostack, preserves_flags))
+        };
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let lo = (x as u8 as i8 as i16) as u16 as u32;
+        let hi = ((x >> 16) as u8 as i8 as i16) as u16 as u32;
+        lo | (hi << 16)
+    }
+}
+
+/// Bytes 1 and 3 of `x` sign-extended to 16-bit lanes: `SXTB16 …, ROR #8`.
+#[inline(always)]
+pub fn sxtb16_ror8(x: u32) -> u32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: u32;
+        // SAFETY: a pure register-to-register instruction of this target.
+        unsafe {
+            core::arch::asm!("sxtb16 {0}, {1}, ror #8", out(reg) r, in(reg) x, options(pure, nomem, nostack, preserves_flags))
+        };
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        sxtb16(x >> 8)
+    }
+}
+
+/// `acc + a.lo·b.lo + a.hi·b.hi` on signed 16-bit lanes: `SMLAD`.
+///
+/// Callers keep the sums far from `i32` overflow (|lane products| < 2^15·2^8).
+#[inline(always)]
+pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: i32;
+        // SAFETY: a pure register instruction; it may set the sticky Q flag, which nothing reads.
+        unsafe {
+            core::arch::asm!("smlad {0}, {1}, {2}, {3}", out(reg) r, in(reg) a, in(reg) b, in(reg) acc, options(pure, nomem, nostack))
+        };
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let lo = (a as u16 as i16 as i32) * (b as u16 as i16 as i32);
+        let hi = ((a >> 16) as u16 as i16 as i32) * ((b >> 16) as u16 as i16 as i32);
+        acc.wrapping_add(lo).wrapping_add(hi)
+    }
+}
+
+/// Per byte lane, saturating `a − b` (`QSUB8`) and the wrapping difference (`SSUB8`): the
+/// lanes differ exactly where the result saturated.
+#[inline(always)]
+pub fn qsub8_with_wrap(a: u32, b: u32) -> (u32, u32) {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let q: u32;
+        let w: u32;
+        // SAFETY: pure register instructions; SSUB8 sets the GE flags, which nothing reads.
+        unsafe {
+            core::arch::asm!(
+                "qsub8 {q}, {a}, {b}",
+                "ssub8 {w}, {a}, {b}",
+                q = out(reg) q, w = out(reg) w, a = in(reg) a, b = in(reg) b,
+                options(pure, nomem, nostack)
+            )
+        };
+        (q, w)
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let mut q = 0u32;
+        let mut w = 0u32;
+        for lane in 0..4 {
+            let x = (a >> (8 * lane)) as u8 as i8 as i32;
+            let y = (b >> (8 * lane)) as u8 as i8 as i32;
+            let d = x - y;
+            q |= (d.clamp(-128, 127) as u8 as u32) << (8 * lane);
+            w |= (d as u8 as u32) << (8 * lane);
+        }
+        (q, w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallbacks_match_their_definitions() {
+        assert_eq!(sxtb16(0x80_7F_01_FF), 0x007F_FFFF);
+        assert_eq!(sxtb16_ror8(0x80_7F_01_FF), 0xFF80_0001);
+        assert_eq!(smlad(0x0002_FFFF, 0x0003_0005, 10), 10 - 5 + 6);
+        let (q, w) = qsub8_with_wrap(0x80_7F_00_05, 0x01_FF_08_02);
+        assert_eq!(q, 0x80_7F_F8_03);
+        assert_eq!(w, 0x7F_80_F8_03);
+    }
+}
