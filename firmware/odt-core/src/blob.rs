@@ -224,7 +224,7 @@ impl<'a> Writer<'a> {
     }
     /// Zero padding to the next multiple of 4.
     pub fn align4(&mut self) -> Result<(), BlobError> {
-        while self.pos % 4 != 0 {
+        while !self.pos.is_multiple_of(4) {
             self.u8(0)?;
         }
         Ok(())

@@ -188,16 +188,22 @@ fn exp_term(d: i32, a: i32) -> u64 {
     }
 }
 
+/// Index of the first maximal element (0 for an empty slice).
+pub fn argmax_first(v: &[i8]) -> usize {
+    let mut best = (0usize, i8::MIN);
+    for (i, &y) in v.iter().enumerate() {
+        if i == 0 || y > best.1 {
+            best = (i, y);
+        }
+    }
+    best.0
+}
+
 /// Fixed-point softmax cross-entropy: fills `g` with the Q15 gradient wrt the real logits
 /// (`p − onehot(label)`) and returns the loss figures.
 pub fn softmax_ce(logits: &[i8], label: usize, softmax_a: i32, g: &mut [i32]) -> LossOut {
     let sum = softmax_q15(logits, softmax_a, g);
-    let mut pred = 0usize;
-    for (i, &y) in logits.iter().enumerate() {
-        if y > logits[pred] {
-            pred = i;
-        }
-    }
+    let pred = argmax_first(logits);
     let p_label = g.get(label).copied().unwrap_or(0);
     if let Some(gl) = g.get_mut(label) {
         *gl -= 32768;

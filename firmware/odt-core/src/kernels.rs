@@ -10,6 +10,13 @@ use crate::dsp;
 use crate::fixed::{requant, sat_i32, scale_sat, shr_round, Lcg, DELTA_BITS, R_MAX, V_MAX};
 use crate::layer::{ChannelParams, Counters, TrainCtx, TrainMode, Weight};
 
+/// `a[i]`, or the default when out of range: kernels never index with `[]` so that no panic
+/// path exists even where the optimiser cannot prove an index in range.
+#[inline(always)]
+fn at<T: Copy + Default>(a: &[T], i: usize) -> T {
+    a.get(i).copied().unwrap_or_default()
+}
+
 /// Shape of a (possibly degenerate) 2-D convolution, input `[h][w][cin]`, weights
 /// `[cout][kh][kw][cin]`, output `[oh][ow][cout]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +127,7 @@ pub fn forward<Wt: Weight, const OUT: usize>(
     let mut sat = 0u32;
     for oh in 0..g.oh {
         for ow in 0..g.ow {
-            for (c, row) in w.chunks_exact(fan).take(OUT).enumerate() {
+            for (c, row) in w.chunks_exact(fan.max(1)).take(OUT).enumerate() {
                 let mut sum = 0i32;
                 for kh in 0..g.kh {
                     let Some(ih) = Geom::src(oh, kh, g.sh, g.ph, g.h) else {
@@ -160,8 +167,8 @@ fn finish_output<const OUT: usize>(
     relu: bool,
     sat: &mut u32,
 ) -> i8 {
-    let acc = q.bias[c].saturating_add(sum);
-    let v = q.z_y as i64 + requant(acc, q.m[c], q.s[c]) as i64;
+    let acc = at(&q.bias, c).saturating_add(sum);
+    let v = q.z_y as i64 + requant(acc, at(&q.m, c), at(&q.s, c)) as i64;
     *sat += (v > 127 || (!relu && v < -128)) as u32;
     let lo = if relu { q.z_y as i64 } else { -128 };
     v.clamp(lo, 127) as i8
@@ -186,10 +193,17 @@ fn dense_forward_i8<const OUT: usize>(
         return;
     };
     let (pairs, tail) = packed.split_at_mut(2 * groups);
-    for (p, xs) in pairs.chunks_exact_mut(2).zip(x.chunks_exact(4)) {
-        let c = |i: usize| ((xs[i] as i32 - zx) as u32) & 0xFFFF;
-        p[0] = (c(0) | (c(2) << 16)) as i32;
-        p[1] = (c(1) | (c(3) << 16)) as i32;
+    // `as_chunks` (fixed-size arrays) rather than `chunks_exact`: zipping the latter keeps a
+    // division by the chunk size, i.e. a divide-by-zero panic path, in the firmware.
+    for ([p0, p1], &[x0, x1, x2, x3]) in pairs
+        .as_chunks_mut::<2>()
+        .0
+        .iter_mut()
+        .zip(x.as_chunks::<4>().0)
+    {
+        let c = |v: i8| ((v as i32 - zx) as u32) & 0xFFFF;
+        *p0 = (c(x0) | (c(x2) << 16)) as i32;
+        *p1 = (c(x1) | (c(x3) << 16)) as i32;
     }
     for (t, &v) in tail.iter_mut().zip(x.get(4 * groups..).unwrap_or(&[])) {
         *t = v as i32 - zx;
@@ -202,12 +216,16 @@ fn dense_forward_i8<const OUT: usize>(
         .enumerate()
         .zip(y.iter_mut())
     {
-        let (body, rest) = row.split_at(4 * groups);
+        let Some((body, rest)) = row.split_at_checked(4 * groups) else {
+            continue;
+        };
         let mut sum = 0i32;
-        for (w4, p) in body.chunks_exact(4).zip(pairs.chunks_exact(2)) {
-            let word = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
-            sum = dsp::smlad(dsp::sxtb16(word), p[0] as u32, sum);
-            sum = dsp::smlad(dsp::sxtb16_ror8(word), p[1] as u32, sum);
+        for (&[a, b, c, d], &[p0, p1]) in
+            body.as_chunks::<4>().0.iter().zip(pairs.as_chunks::<2>().0)
+        {
+            let word = u32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]);
+            sum = dsp::smlad(dsp::sxtb16(word), p0 as u32, sum);
+            sum = dsp::smlad(dsp::sxtb16_ror8(word), p1 as u32, sum);
         }
         for (&wv, &xv) in rest.iter().zip(tail) {
             sum = sum.wrapping_add(wv as i32 * xv);
@@ -222,11 +240,12 @@ fn dense_forward_i8<const OUT: usize>(
 /// when a weight saturated.
 #[inline(always)]
 fn sr_row_i8(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
-    let split = row.len() / 4 * 4;
-    let (body, rest) = row.split_at_mut(split);
+    let (body, rest) = row.as_chunks_mut::<4>();
+    let split = body.len() * 4;
     let mut cut = 0u32;
-    for (w4, xq) in body.chunks_exact_mut(4).zip(xc.chunks_exact(4)) {
-        let word = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
+    for (w4, xq) in body.iter_mut().zip(xc.as_chunks::<4>().0) {
+        let [a, b, c, d] = *w4;
+        let word = u32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]);
         let mut steps = 0u32;
         for (j, &xv) in xq.iter().enumerate() {
             let step = (r * xv + rng.next16()) >> 16;
@@ -234,9 +253,7 @@ fn sr_row_i8(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
         }
         let (q, wrapped) = dsp::qsub8_with_wrap(word, steps);
         cut |= q ^ wrapped;
-        for (d, b) in w4.iter_mut().zip(q.to_le_bytes()) {
-            *d = b as i8;
-        }
+        *w4 = q.to_le_bytes().map(|b| b as i8);
     }
     for (wv, &xv) in rest.iter_mut().zip(xc.get(split..).unwrap_or(&[])) {
         cut |= wv.step(r * xv, rng) as u32;
@@ -267,7 +284,7 @@ pub fn to_delta<const OUT: usize>(
         if relu && yj == q.z_y {
             0
         } else {
-            shr_round(ej as i64 * q.m[c] as i64, smax - q.s[c] as i32)
+            shr_round(ej as i64 * at(&q.m, c) as i64, smax - at(&q.s, c) as i32)
         }
     };
     let mut max_abs = 0u64;
@@ -303,7 +320,7 @@ pub fn backward<Wt: Weight, const OUT: usize>(g: &Geom, w: &[Wt], d: &[i16], e_i
     let mut dj = d.iter();
     for oh in 0..g.oh {
         for ow in 0..g.ow {
-            for row in w.chunks_exact(fan).take(OUT) {
+            for row in w.chunks_exact(fan.max(1)).take(OUT) {
                 let dv = match dj.next() {
                     Some(&v) if v != 0 => v as i32,
                     _ => continue,
@@ -386,8 +403,8 @@ pub fn update<Wt: Weight, const OUT: usize>(
     }
     let mut clips = 0u32;
     let mut wsat = 0u32;
-    for (c, row) in w.chunks_exact_mut(fan).take(OUT).enumerate() {
-        if !sc.sel[c] {
+    for (c, row) in w.chunks_exact_mut(fan.max(1)).take(OUT).enumerate() {
+        if !at(sc.sel, c) {
             continue;
         }
         if mode == TrainMode::All {
@@ -395,8 +412,8 @@ pub fn update<Wt: Weight, const OUT: usize>(
             for b in 0..nslots {
                 for pos in 0..npos {
                     let dv = s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
-                    let big_r = ctx.lr_m as i64 * q.um[c] as i64 * dv;
-                    let e = ctx.lr_e + q.ue[c] as i32 + s.es.get(b).copied().unwrap_or(0) + 16;
+                    let big_r = ctx.lr_m as i64 * at(&q.um, c) as i64 * dv;
+                    let e = ctx.lr_e + at(&q.ue, c) as i32 + at(s.es, b) + 16;
                     let (r, clip) = scale_sat(big_r, e, R_MAX);
                     clips += clip as u32;
                     any |= r != 0;
@@ -451,13 +468,15 @@ pub fn update<Wt: Weight, const OUT: usize>(
             for pos in 0..npos {
                 tot += s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
             }
-            let t = ctx.lr_m as i64 * q.ubm[c] as i64 * tot;
-            let e = ctx.lr_e + q.ube[c] as i32 + s.es.get(b).copied().unwrap_or(0);
+            let t = ctx.lr_m as i64 * at(&q.ubm, c) as i64 * tot;
+            let e = ctx.lr_e + at(&q.ube, c) as i32 + at(s.es, b);
             let (d, clip) = bias_step(t, e);
             clips += clip as u32;
             db += d;
         }
-        q.bias[c] = sat_i32(q.bias[c] as i64 - db);
+        if let Some(bias) = q.bias.get_mut(c) {
+            *bias = sat_i32(*bias as i64 - db);
+        }
     }
     ctx.ctr.update_clips = ctx.ctr.update_clips.wrapping_add(clips);
     ctx.ctr.weight_saturations = ctx.ctr.weight_saturations.wrapping_add(wsat);
@@ -632,17 +651,18 @@ fn select_rows<const OUT: usize>(
     let loss = ctx.loss_avg_q15.clamp(0, 32768) as usize;
     let k = kmin + (((OUT - kmin) * loss) >> 15);
     for _ in 0..k {
-        let mut best: Option<usize> = None;
-        for c in 0..OUT {
-            if sel[c] || imp[c] == 0 {
+        // Largest importance among unselected rows; ties keep the lower index.
+        let mut best: Option<(usize, u32)> = None;
+        for (c, (&taken, &v)) in sel.iter().zip(imp.iter()).enumerate() {
+            if taken || v == 0 {
                 continue;
             }
-            if best.is_none_or(|b| imp[c] > imp[b]) {
-                best = Some(c);
+            if best.is_none_or(|(_, bv)| v > bv) {
+                best = Some((c, v));
             }
         }
-        match best {
-            Some(b) => sel[b] = true,
+        match best.and_then(|(b, _)| sel.get_mut(b)) {
+            Some(flag) => *flag = true,
             None => break,
         }
     }

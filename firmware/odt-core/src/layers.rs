@@ -65,20 +65,22 @@ macro_rules! impl_param_layer {
                 }
                 let n_in = Self::GEOM.in_len();
                 let n_out = Self::GEOM.out_len();
-                if let Some(xs) = self.xs.flatten_all_mut().chunks_exact_mut(n_in).nth(slot) {
+                if let Some(xs) = self.xs.flatten_all_mut().chunks_exact_mut(n_in.max(1)).nth(slot) {
                     copy(xs, x);
                 }
-                let (e, nz) = match self.ds.flatten_all_mut().chunks_exact_mut(n_out).nth(slot) {
+                let (e, nz) = match self.ds.flatten_all_mut().chunks_exact_mut(n_out.max(1)).nth(slot) {
                     Some(d) => kernels::to_delta::<$out>(&self.q, $relu, y, e_out, exp, d),
                     None => (exp, false),
                 };
-                self.es[slot] = e;
-                self.nz[slot] = nz;
+                if let (Some(es), Some(nzs)) = (self.es.get_mut(slot), self.nz.get_mut(slot)) {
+                    *es = e;
+                    *nzs = nz;
+                }
                 nz
             }
             fn backward_delta(&self, slot: usize, e_in: &mut [i32]) -> i32 {
                 let n_out = Self::GEOM.out_len();
-                if let Some(d) = self.ds_flat().chunks_exact(n_out).nth(slot) {
+                if let Some(d) = self.ds_flat().chunks_exact(n_out.max(1)).nth(slot) {
                     kernels::backward::<Wt, $out>(&Self::GEOM, self.w_flat(), d, e_in);
                 }
                 self.es.get(slot).copied().unwrap_or(0)

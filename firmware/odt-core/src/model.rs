@@ -350,12 +350,7 @@ impl Run<'_> {
         let logits = self.acts.get(off..off + self.classes).unwrap_or(&[]);
         let p = self.ea.get_mut(..self.classes).unwrap_or(&mut []);
         softmax_q15(logits, self.st.meta.softmax_a, p);
-        let mut class = 0usize;
-        for (i, &y) in logits.iter().enumerate() {
-            if y > logits[class] {
-                class = i;
-            }
-        }
+        let class = crate::fixed::argmax_first(logits);
         Ok(Prediction {
             class: class as u8,
             confidence_q15: p.get(class).copied().unwrap_or(0),
@@ -400,7 +395,8 @@ impl Run<'_> {
                 break;
             };
             let (n_in, n_out) = (l.in_len(), l.out_len());
-            let (xo, yo) = (offs[i], offs[i + 1]);
+            let xo = offs.get(i).copied().unwrap_or(0);
+            let yo = offs.get(i + 1).copied().unwrap_or(0);
             let xin = self.acts.get(xo..xo + n_in).unwrap_or(&[]);
             let y = self.acts.get(yo..yo + n_out).unwrap_or(&[]);
             let e_out = cur.get(..n_out).unwrap_or(&[]);
