@@ -11,7 +11,8 @@ import sys
 
 
 def locations(path: str) -> list[tuple[str, int, int]]:
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     shoff = struct.unpack_from("<I", data, 0x20)[0]
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
     secs = [struct.unpack_from("<IIIIII", data, shoff + i * shentsize) for i in range(shnum)]
@@ -23,7 +24,9 @@ def locations(path: str) -> list[tuple[str, int, int]]:
         blob = data[off : off + size]
         i = blob.find(b".rs")
         while i != -1:
-            start = max(blob.rfind(b"/work", 0, i), blob.rfind(b"/usr", 0, i), blob.rfind(b"\0", 0, i) + 1)
+            start = max(
+                blob.rfind(b"/work", 0, i), blob.rfind(b"/usr", 0, i), blob.rfind(b"\0", 0, i) + 1
+            )
             pat = struct.pack("<II", addr + start, i + 3 - start)
             j = blob.find(pat)
             while j != -1:
