@@ -5,6 +5,7 @@
 #   make lint       formatting and lint checks only (Rust and Python)
 #   make fmt        apply formatting (cargo fmt, ruff format, ruff import sorting)
 #   make golden     regenerate the golden vectors with the Python reference
+#   make mem        print the compile-time per-buffer RAM table of the shipped models
 #   make bench-mcu  MCU benchmarks in QEMU -> bench/results/mcu.json
 #   make mcu-setup  install the Debian cross toolchain listed in tools/apt-packages.txt
 #   make clean      remove the venv and build outputs
@@ -26,6 +27,9 @@ RUFF := $(VENV)/bin/ruff
 SETUP_STAMP := $(VENV)/.stamp-setup
 FIRMWARE := firmware
 APT_LIST := tools/apt-packages.txt
+# MCU-only crates with their own [workspace] (built by tools/*.sh, not by the host workspace).
+# (Board crates pin Espressif toolchains in rust-toolchain.toml; tools/build_boards.sh checks them.)
+STANDALONE_CRATES = $(FIRMWARE)/bench-mcu $(FIRMWARE)/nopanic-check
 # Python sources checked by ruff (only those that exist: empty dirs are not in git).
 PY_SRC = $(wildcard setup.py terrain_odt test tools)
 
@@ -43,10 +47,10 @@ header = @printf '\n==> %s\n' "$(1)"
 define rust_lint
 	$(call header,cargo fmt --check (firmware/))
 	cd $(FIRMWARE) && $(CARGO) fmt --all --check
-	@if [ -e $(FIRMWARE)/bench-mcu/Cargo.toml ]; then \
-		echo "cargo fmt --check (firmware/bench-mcu/, outside the workspace)"; \
-		cd $(FIRMWARE)/bench-mcu && $(CARGO) fmt --check; \
-	fi
+	@for d in $(STANDALONE_CRATES); do \
+		echo "cargo fmt --check ($$d, outside the workspace)"; \
+		(cd $$d && $(CARGO) fmt --check); \
+	done
 	$(call header,cargo clippy --workspace --all-targets -- -D warnings (firmware/))
 	cd $(FIRMWARE) && $(CARGO) clippy --workspace --all-targets -- -D warnings
 endef
@@ -69,17 +73,18 @@ define py_test
 endef
 
 define mcu_build
-	$(call header,MCU cross builds (tools/build_mcu.sh))
-	@if [ -e tools/build_mcu.sh ]; then \
-		bash tools/build_mcu.sh; \
-	else \
-		echo "tools/build_mcu.sh not present yet: skipped"; \
-	fi
+	$(call header,MCU cross builds: odt-core + bench for Cortex-M4F / Cortex-M0 / RV32IMC (tools/build_mcu.sh))
+	bash tools/build_mcu.sh
+	$(call header,no reachable panic in the firmware, per instruction set (tools/check_no_panic.sh))
+	bash tools/check_no_panic.sh
+	$(call header,board crates (tools/build_boards.sh))
+	@if [ -e tools/build_boards.sh ]; then bash tools/build_boards.sh; else echo "no board build script"; fi
 endef
 
 # ---------------------------------------------------------------------------------------------
 
-.PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean
+.PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean mem
+.PHONY: bench-link
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -130,12 +135,14 @@ lint: setup
 fmt: setup
 	$(call header,cargo fmt (firmware/))
 	cd $(FIRMWARE) && $(CARGO) fmt --all
-	@if [ -e $(FIRMWARE)/bench-mcu/Cargo.toml ]; then \
-		cd $(FIRMWARE)/bench-mcu && $(CARGO) fmt; \
-	fi
+	@for d in $(STANDALONE_CRATES); do (cd $$d && $(CARGO) fmt); done
 	$(call header,ruff format + import sorting)
 	$(RUFF) check --select I --fix $(PY_SRC)
 	$(RUFF) format $(PY_SRC)
+
+mem:
+	$(call header,compile-time RAM/flash table of the shipped models)
+	cd $(FIRMWARE) && $(CARGO) run -q -p odt-core --example memory
 
 golden: setup
 	$(call header,golden vectors (tools/gen_golden.py))
@@ -144,6 +151,11 @@ golden: setup
 bench-mcu: setup mcu-setup
 	$(call header,MCU benchmarks (tools/bench_mcu.py))
 	$(VPY) tools/bench_mcu.py
+
+# Link benchmark against the odt-emu emulator (built with cargo if missing) -> bench/results/link.json
+bench-link: setup
+	$(call header,link benchmark (tools/bench_link.py))
+	$(VPY) tools/bench_link.py
 
 demo:
 	@echo "make demo is not available yet: it lands with the ROS 2 package work (see README)." >&2
@@ -154,3 +166,13 @@ clean:
 	rm -rf $(VENV) build install log dist .pytest_cache .ruff_cache .hypothesis
 	rm -rf *.egg-info $(FIRMWARE)/target $(FIRMWARE)/bench-mcu/target
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ---------------------------------------------------------------------------------------------
+#   make exp-choices  trainer design-choice experiment -> bench/results/trainer_choices.json,
+#                     docs/trainer_choices.md (~8 min; QUICK=1: a 1-min smoke run into build/)
+
+.PHONY: exp-choices
+
+exp-choices: setup
+	$(call header,trainer design choices (tools/exp_trainer_choices.py))
+	$(VPY) tools/exp_trainer_choices.py $(if $(filter 1,$(QUICK)),--quick,)

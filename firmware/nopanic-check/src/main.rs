@@ -31,7 +31,13 @@ fn run() {
         if let Some(r) = dec.push(byte(i)) {
             let n = match r.map_err(RxError::Frame).and_then(decode_request) {
                 Ok((seq, req)) => encode_message(seq, &req, &mut pkt, &mut frame).unwrap_or(0),
-                Err(e) => encode_message(e.seq(), &Response::Error(e.to_error()), &mut pkt, &mut frame).unwrap_or(0),
+                Err(e) => encode_message(
+                    e.seq(),
+                    &Response::Error(e.to_error()),
+                    &mut pkt,
+                    &mut frame,
+                )
+                .unwrap_or(0),
             };
             sink(n as u32 + frame[byte(i + 1) as usize] as u32);
         }
@@ -46,26 +52,48 @@ fn run() {
         type Error = ();
         fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
             let n = byte(1) as usize % (buf.len() + 1);
-            for (k, b) in buf.iter_mut().take(n).enumerate() { *b = byte(k + 2); }
+            for (k, b) in buf.iter_mut().take(n).enumerate() {
+                *b = byte(k + 2);
+            }
             Ok(n)
         }
-        fn write(&mut self, data: &[u8]) -> Result<(), ()> { sink(data.len() as u32); Ok(()) }
+        fn write(&mut self, data: &[u8]) -> Result<(), ()> {
+            sink(data.len() as u32);
+            Ok(())
+        }
     }
     struct F;
     impl Flash for F {
         type Error = ();
-        fn region_len(&self, _r: Region) -> u32 { byte(3) as u32 * 1024 }
-        fn read(&mut self, _r: Region, o: u32, buf: &mut [u8]) -> Result<(), ()> {
-            for (k, b) in buf.iter_mut().enumerate() { *b = byte(o as usize + k); }
-            if byte(4) == 0 { Err(()) } else { Ok(()) }
+        fn region_len(&self, _r: Region) -> u32 {
+            byte(3) as u32 * 1024
         }
-        fn erase(&mut self, _r: Region) -> Result<(), ()> { Ok(()) }
-        fn write(&mut self, _r: Region, _o: u32, d: &[u8]) -> Result<(), ()> { sink(d.len() as u32); Ok(()) }
+        fn read(&mut self, _r: Region, o: u32, buf: &mut [u8]) -> Result<(), ()> {
+            for (k, b) in buf.iter_mut().enumerate() {
+                *b = byte(o as usize + k);
+            }
+            if byte(4) == 0 {
+                Err(())
+            } else {
+                Ok(())
+            }
+        }
+        fn erase(&mut self, _r: Region) -> Result<(), ()> {
+            Ok(())
+        }
+        fn write(&mut self, _r: Region, _o: u32, d: &[u8]) -> Result<(), ()> {
+            sink(d.len() as u32);
+            Ok(())
+        }
     }
     static mut MODEL: odt_core::models::TerrainMlp = odt_core::models::TerrainMlp::new();
     let model = unsafe { &mut *core::ptr::addr_of_mut!(MODEL) };
-    if let Ok(mut app) = App::<_, _, { odt_core::models::TerrainMlp::BLOB_LEN }>::new(model, T, F, AppConfig::new(1)) {
-        loop { sink(app.poll() as u32); }
+    if let Ok(mut app) =
+        App::<_, _, { odt_core::models::TerrainMlp::BLOB_LEN }>::new(model, T, F, AppConfig::new(1))
+    {
+        loop {
+            sink(app.poll() as u32);
+        }
     }
 }
 
@@ -78,7 +106,9 @@ pub extern "C" fn _start() -> ! {
 #[cfg(not(feature = "locate"))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    extern "C" { fn __odt_panic_path_is_reachable() -> !; }
+    extern "C" {
+        fn __odt_panic_path_is_reachable() -> !;
+    }
     unsafe { __odt_panic_path_is_reachable() }
 }
 
