@@ -102,9 +102,21 @@ impl Multiplier {
 }
 
 /// Requantize an accumulator: `sat_i32(shr_round(acc · m, 31 − s))`.
+///
+/// For total shifts `t = 31 − s ≥ 33` (every multiplier below 1/4) only the high word of the
+/// product matters: with `p = hi·2^32 + lo`, `⌊(p + 2^(t−1)) / 2^t⌋ = (hi + 2^(t−33)) >> (t−32)`
+/// because `lo / 2^32 < 1` cannot carry past a multiple of `2^(t−32)`. On 32-bit cores that is
+/// one `SMULL`, an add and a shift instead of a 64-bit variable shift; the result is identical.
 #[inline(always)]
 pub fn requant(acc: i32, m: i32, s: i8) -> i32 {
-    sat_i32(shr_round(acc as i64 * m as i64, 31 - s as i32))
+    let t = 31 - s as i32;
+    if (33..=62).contains(&t) {
+        let hi = ((acc as i64 * m as i64) >> 32) as i32;
+        // |acc·m| < 2^62, so |hi| < 2^30 and the add cannot overflow.
+        (hi + (1 << (t - 33))) >> (t - 32)
+    } else {
+        sat_i32(shr_round(acc as i64 * m as i64, t))
+    }
 }
 
 /// Bit length of `|x|` (0 for 0).

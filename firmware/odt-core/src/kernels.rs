@@ -210,12 +210,10 @@ fn dense_forward_i8<const OUT: usize>(
     }
     let (pairs, tail) = (&*pairs, &*tail);
     let mut sat = 0u32;
-    for ((c, row), out) in w
-        .chunks_exact(n.max(1))
-        .take(OUT)
-        .enumerate()
-        .zip(y.iter_mut())
-    {
+    for (c, out) in y.iter_mut().enumerate().take(OUT) {
+        let Some(row) = w.get(c * n..c * n + n) else {
+            break;
+        };
         let Some((body, rest)) = row.split_at_checked(4 * groups) else {
             continue;
         };

@@ -92,6 +92,12 @@ proptest! {
     }
 
     #[test]
+    fn requant_fast_path_equals_the_definition(acc in any::<i32>(), m in (1i32 << 30)..=i32::MAX, s in -31i8..=30) {
+        let def = odt_core::fixed::sat_i32(shr_round(acc as i64 * m as i64, 31 - s as i32));
+        prop_assert_eq!(requant(acc, m, s), def);
+    }
+
+    #[test]
     fn scale_sat_is_clamped_exact_scaling(x in -(1i64 << 45)..(1i64 << 45), k in -60i32..60) {
         let lim = 1i64 << 20;
         let (v, clipped) = scale_sat(x, k, lim);
