@@ -1,0 +1,59 @@
+//! terrain_odt co-processor firmware for the ESP32 (Xtensa, revision v3.0 or newer).
+//!
+//! Host link: UART0 (GPIO1 TX, GPIO3 RX: the USB-UART bridge of ESP32-DevKitC and most ESP32
+//! boards) at `ODT_BAUD` (default 921600). Only the PRO core runs. Everything else is in
+//! `odt-board-esp` (../esp-shared) and `odt-app`; this file mirrors ../esp32c3/src/main.rs.
+#![no_std]
+#![no_main]
+#![deny(clippy::mem_forget)]
+
+use core::ptr::addr_of_mut;
+
+use esp_hal::clock::CpuClock;
+use esp_hal::main;
+use esp_hal::uart::Uart;
+use odt_board_esp::uart_link::{self, UartLink};
+use odt_board_esp::BoardConfig;
+use odt_core::models::TerrainMlp;
+
+mod board_config {
+    include!(concat!(env!("OUT_DIR"), "/board_config.rs"));
+}
+
+// Application descriptor the ESP-IDF second-stage bootloader checks.
+esp_bootloader_esp_idf::esp_app_desc!();
+
+/// The pretrained model given by `ODT_MODEL_BLOB` at build time (empty if none).
+static PRETRAINED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pretrained.bin"));
+
+/// The model (weights, activations and trainer state: about 12.5 KiB), in `.bss`.
+static mut MODEL: TerrainMlp = TerrainMlp::new();
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // odt-app does not panic on any input; if something else does, start over (the boot count
+    // in flash records it).
+    esp_hal::system::software_reset()
+}
+
+#[main]
+fn main() -> ! {
+    let p = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
+
+    // SAFETY: the only reference to MODEL, taken once before the main loop starts.
+    let model = unsafe { &mut *addr_of_mut!(MODEL) };
+
+    let Ok(uart) = Uart::new(p.UART0, uart_link::config(board_config::BAUD)) else {
+        panic!("UART0 config")
+    };
+    let link = UartLink::new(uart.with_tx(p.GPIO1).with_rx(p.GPIO3));
+
+    let cfg = BoardConfig {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        link: "uart0",
+        baud: board_config::BAUD,
+        watchdog_ms: board_config::WATCHDOG_MS,
+    };
+    odt_board_esp::run(link, p.FLASH, p.RTC_TIMER, PRETRAINED, model, &cfg)
+}
