@@ -176,3 +176,18 @@ clean:
 exp-choices: setup
 	$(call header,trainer design choices (tools/exp_trainer_choices.py))
 	$(VPY) tools/exp_trainer_choices.py $(if $(filter 1,$(QUICK)),--quick,)
+
+# ---------------------------------------------------------------------------------------------
+#   make demo-bag  regenerate data/demo/borealtc_demo.mcap from ../shared/data/borealtc
+#                  (BorealTC, CC0; see data/demo/README.md)
+
+.PHONY: demo-bag
+
+DEMO_BAG_SEGMENTS = ASPHALT/01:60-95 FLOORING/03:60-95 ICE/00:60-95 SANDY_LOAM/13:10-45 \
+	SNOW/06:30-65 ASPHALT/04:10-45 FLOORING/00:100-135 ICE/03:5-40 SANDY_LOAM/05:5-40 \
+	SNOW/14:20-55
+
+demo-bag: setup
+	$(call header,demo bag (terrain-odt bag-from-borealtc))
+	$(VPY) -m terrain_odt.cli bag-from-borealtc --force -o data/demo/borealtc_demo.mcap \
+		$(DEMO_BAG_SEGMENTS)

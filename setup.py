@@ -19,8 +19,11 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
     ],
     python_requires=">=3.10",
-    install_requires=["numpy", "scipy", "pyserial", "cobs"],
-    extras_require={"dev": ["pytest", "hypothesis", "ruff", "scikit-learn", "matplotlib"]},
+    install_requires=["numpy", "scipy", "pyserial", "cobs", "rosbags", "tflite"],
+    extras_require={
+        # ai-edge-litert: the TFLite interpreter, only to cross-check the importer in tests.
+        "dev": ["pytest", "hypothesis", "ruff", "scikit-learn", "matplotlib", "ai-edge-litert"],
+    },
     zip_safe=True,
     maintainer="terrain_odt maintainers",
     maintainer_email="maintainers@terrain-odt.invalid",
@@ -32,6 +35,6 @@ setup(
     entry_points={
         # ROS 2 nodes (imu_features, terrain_labeler, odt_bridge, ...) are added here as
         # "name = terrain_odt.module:main" once they exist.
-        "console_scripts": [],
+        "console_scripts": ["terrain-odt = terrain_odt.cli:main"],
     },
 )

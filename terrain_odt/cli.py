@@ -1,0 +1,340 @@
+"""`terrain-odt` command line: a small dispatcher, one `cmd_*` function per subcommand.
+
+Add a subcommand by writing `cmd_name(args) -> int` plus an `_add_name(subparsers)` that
+registers its arguments, and listing the latter in `_SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# bag-from-borealtc
+
+
+def _add_bag_from_borealtc(sub: argparse._SubParsersAction) -> None:
+    from .bagconv import DEFAULT_BASE_EPOCH_S, TRACK_WIDTH_M
+
+    p = sub.add_parser(
+        "bag-from-borealtc",
+        help="convert BorealTC runs into one rosbag2 drive (MCAP)",
+        description=(
+            "Concatenate BorealTC run segments into one drive and write /imu/data (Imu), "
+            "/odom (Odometry, differential drive from wheel speeds) and /terrain/label_truth "
+            "(String, 1 Hz). OUT ending in .mcap gives a single file, else a rosbag2 directory."
+        ),
+    )
+    p.add_argument(
+        "segments",
+        nargs="+",
+        metavar="CLASS/NN[:START-END]",
+        help="run segments in drive order, seconds from the run's start (e.g. SNOW/06:30-65)",
+    )
+    p.add_argument("-o", "--out", required=True, help="output .mcap file or bag directory")
+    p.add_argument("--root", default=None, help="BorealTC directory (default: see borealtc.py)")
+    p.add_argument(
+        "--base-epoch",
+        type=float,
+        default=DEFAULT_BASE_EPOCH_S,
+        help="Unix time of drive time 0 (default %(default).0f)",
+    )
+    p.add_argument(
+        "--gap", type=float, default=1.0, help="pause between segments, s (default %(default)s)"
+    )
+    p.add_argument(
+        "--track-width",
+        type=float,
+        default=TRACK_WIDTH_M,
+        help="wheel track for odometry, m (default %(default)s: Husky A200, an assumption)",
+    )
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_bag_from_borealtc)
+
+
+def cmd_bag_from_borealtc(args: argparse.Namespace) -> int:
+    from .bagconv import Segment, convert
+
+    try:
+        segments = [Segment.parse(s) for s in args.segments]
+    except ValueError as exc:
+        print(f"terrain-odt bag-from-borealtc: {exc}", file=sys.stderr)
+        return 2
+    kwargs = {"progress": None} if args.quiet else {}
+    convert(
+        segments,
+        args.out,
+        root=args.root,
+        base_epoch_s=args.base_epoch,
+        gap_s=args.gap,
+        track_width_m=args.track_width,
+        overwrite=args.force,
+        **kwargs,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Model toolbox: convert, import-tflite, inspect (terrain_odt.toolbox, terrain_odt.tflite_import)
+
+
+class _CliError(Exception):
+    """A user error: printed as `terrain-odt CMD: message`, exit status 2."""
+
+
+def _progress(quiet: bool) -> Callable[[str], None] | None:
+    """Progress lines for the toolbox: a tqdm bar over pretraining epochs when tqdm is
+    installed, plain lines otherwise; None when quiet."""
+    if quiet:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda msg: print(msg, flush=True)
+    bar: list[Any] = []
+
+    def report(msg: str) -> None:
+        if msg.startswith("pretrain epoch "):
+            done, total = (int(v) for v in msg.split()[2].split("/"))
+            if not bar:
+                bar.append(tqdm(total=total, desc="pretrain", unit="epoch", leave=False))
+            bar[0].update(done - bar[0].n)
+            bar[0].set_postfix_str(msg.split(" ", 3)[3])
+            return
+        if bar:
+            bar[0].close()
+            print(f"pretrain: {bar[0].n} epochs, {bar[0].postfix}", flush=True)
+            bar.clear()
+        print(msg, flush=True)
+
+    return report
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return vals
+
+
+def _model_id(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer (e.g. 0x1234), got {text!r}"
+        ) from None
+    if not 0 <= v < 1 << 32:
+        raise argparse.ArgumentTypeError("model id must fit in u32")
+    return v
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--out", required=True, help="blob path; the sidecar is OUT.json")
+    p.add_argument("--model-id", type=_model_id, help="u32 model id (default: CRC-32)")
+    p.add_argument("--storage", choices=("i8", "i16"), default="i8", help="firmware weights")
+    p.add_argument("--name", default="TerrainModel", help="struct name in the odt_model! text")
+    p.add_argument("--batch", type=int, default=1, help="batch size for the RAM estimate")
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="pretrain an MLP on a features .npz, quantize it, write blob + sidecar",
+        description=(
+            "FEATURES is an .npz with either X_train, y_train, X_test, y_test (a split you "
+            "chose) or X, y and optionally groups (e.g. the run of each window: whole groups "
+            "are held out per class, never single windows). With X, y and no groups the "
+            "accuracy is reported on the training data. Optional: class_names."
+        ),
+    )
+    p.add_argument("features", help="features .npz")
+    _export_args(p)
+    p.add_argument("--hidden", type=_int_list, default=(64, 32), help="e.g. 64,32 (default)")
+    p.add_argument("--seed", type=int, default=0, help="pretraining / split seed")
+    p.add_argument("--epochs", type=int, default=200, help="at most this many epochs")
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        help="calibration percentile for input/hidden ranges (e.g. 99.99; default min/max)",
+    )
+    p.add_argument("--test-frac", type=float, default=0.25, help="fraction of groups held out")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_convert)
+
+
+def _load_features(path: str, test_frac: float, seed: int) -> dict[str, Any]:
+    import numpy as np
+
+    from .toolbox import group_split
+
+    f = Path(path)
+    if not f.is_file():
+        raise _CliError(f"{f}: no such file")
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise _CliError(f"{f}: not a readable .npz ({exc})") from exc
+    names = [str(v) for v in d["class_names"]] if "class_names" in d else None
+    if {"X_train", "y_train", "X_test", "y_test"} <= d.keys():
+        out = {k: d[k] for k in ("X_train", "y_train", "X_test", "y_test")}
+    elif {"X", "y"} <= d.keys():
+        x, y = d["X"], d["y"]
+        if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+            raise _CliError(f"{f}: X must be (N, F) and y (N,), got {x.shape} and {y.shape}")
+        out = {"X_train": x, "y_train": y, "X_test": None, "y_test": None}
+        if "groups" in d:
+            g = d["groups"]
+            if g.shape != y.shape:
+                raise _CliError(f"{f}: groups {g.shape} do not match y {y.shape}")
+            try:
+                tr, te = group_split(g, test_frac, seed, labels=y)
+            except ValueError as exc:
+                raise _CliError(f"{f}: {exc}") from exc
+            out = {"X_train": x[tr], "y_train": y[tr], "X_test": x[te], "y_test": y[te]}
+            out["split"] = {"by": "groups", "test_groups": sorted(set(g[te].tolist()))}
+    else:
+        raise _CliError(f"{f}: needs arrays X, y (and groups) or X_train, y_train, X_test, y_test")
+    for a, b in (("X_train", "y_train"), ("X_test", "y_test")):
+        if out[a] is not None and (out[a].ndim != 2 or len(out[a]) != len(out[b])):
+            raise _CliError(f"{f}: {a} {out[a].shape} and {b} {out[b].shape} do not match")
+    out["class_names"] = names
+    return out
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .toolbox import convert
+
+    try:
+        d = _load_features(args.features, args.test_frac, args.seed)
+        res = convert(
+            d["X_train"],
+            d["y_train"],
+            x_test=d["X_test"],
+            y_test=d["y_test"],
+            out=args.out,
+            hidden=args.hidden,
+            seed=args.seed,
+            percentile=args.percentile,
+            class_names=d["class_names"],
+            model_id=args.model_id,
+            storage=args.storage,
+            name=args.name,
+            batch=args.batch,
+            progress=_progress(args.quiet),
+            epochs=args.epochs,
+        )
+    except (_CliError, ValueError) as exc:
+        print(f"terrain-odt convert: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"model_id 0x{res.qmodel.meta.model_id:08x}")
+    return 0
+
+
+def _add_import_tflite(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-tflite",
+        help="convert an int8 .tflite model to blob + sidecar",
+        description="Supported operators: see terrain_odt/tflite_import.py.",
+    )
+    p.add_argument("model", help=".tflite file (int8, full-integer quantized)")
+    _export_args(p)
+    p.add_argument("--class-names", help="comma-separated names of the outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary output")
+    p.set_defaults(func=cmd_import_tflite)
+
+
+def cmd_import_tflite(args: argparse.Namespace) -> int:
+    from .tflite_import import TFLiteImportError, read_tflite
+    from .toolbox import export
+
+    try:
+        r = read_tflite(args.model, model_id=args.model_id, storage=args.storage)
+        names = args.class_names.split(",") if args.class_names else None
+        extra = {
+            "source": {
+                "tflite": str(args.model),
+                "float_input": r.float_input,
+                "operators": r.ops,
+                "notes": r.notes,
+            }
+        }
+        blob, side = export(
+            r.qmodel, args.out, class_names=names, name=args.name, batch=args.batch, extra=extra
+        )
+    except (TFLiteImportError, ValueError) as exc:
+        print(f"terrain-odt import-tflite: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        kinds = ", ".join(f"{o['index']}:{o['op']}" for o in r.ops)
+        print(f"imported {len(r.ops)} operators ({kinds}) -> {len(r.qmodel.layers)} layers")
+        print(f"wrote {blob} and {side}")
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect", help="print a blob's architecture, quantization and memory estimate"
+    )
+    p.add_argument("blob", help="model blob")
+    p.add_argument("--batch", type=int, default=1, help="batch size for the RAM estimate")
+    p.add_argument("--storage", choices=("i8", "i16"), default="i8", help="firmware weights")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .blob import BlobError, error_name
+    from .toolbox import describe_blob
+
+    f = Path(args.blob)
+    try:
+        if not f.is_file():
+            raise _CliError(f"{f}: no such file")
+        text = describe_blob(f.read_bytes(), batch=args.batch, storage=args.storage)
+    except BlobError as exc:
+        print(f"terrain-odt inspect: {f}: {error_name(exc)}: {exc}", file=sys.stderr)
+        return 2
+    except _CliError as exc:
+        print(f"terrain-odt inspect: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_bag_from_borealtc,
+    _add_convert,
+    _add_import_tflite,
+    _add_inspect,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="terrain-odt", description="terrain_odt tools")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
