@@ -191,3 +191,29 @@ demo-bag: setup
 	$(call header,demo bag (terrain-odt bag-from-borealtc))
 	$(VPY) -m terrain_odt.cli bag-from-borealtc --force -o data/demo/borealtc_demo.mcap \
 		$(DEMO_BAG_SEGMENTS)
+
+# ---------------------------------------------------------------------------------------------
+#   make experiments  on-device learning under terrain shift on BorealTC (tools/exp_learning.py)
+#                     and on the standard data sets (tools/exp_standard.py)
+#                     -> bench/results/learning.json, docs/RESULTS.md, docs/img/*.png
+#                     (a few minutes; QUICK=1: a smoke run into build/learning_quick/)
+
+.PHONY: experiments
+
+experiments: setup
+	$(call header,terrain shift on BorealTC (tools/exp_learning.py))
+	$(VPY) tools/exp_learning.py $(if $(filter 1,$(QUICK)),--quick,)
+	$(call header,standard data sets (tools/exp_standard.py))
+	$(VPY) tools/exp_standard.py $(if $(filter 1,$(QUICK)),--quick,)
+
+# ---------------------------------------------------------------------------------------------
+#   make experiments-standard  integer trainer vs float32 on MNIST, Fashion-MNIST, rotated and
+#                              class-incremental MNIST, CIFAR-10 (JPEG) and HAPT -> key
+#                              "standard" of bench/results/learning.json and docs/RESULTS.md
+#                              (~10 min; QUICK=1: a 1-min smoke run into build/standard_quick/)
+
+.PHONY: experiments-standard
+
+experiments-standard: setup
+	$(call header,standard data sets (tools/exp_standard.py))
+	$(VPY) tools/exp_standard.py $(if $(filter 1,$(QUICK)),--quick,)

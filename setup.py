@@ -22,7 +22,15 @@ setup(
     install_requires=["numpy", "scipy", "pyserial", "cobs", "rosbags", "tflite"],
     extras_require={
         # ai-edge-litert: the TFLite interpreter, only to cross-check the importer in tests.
-        "dev": ["pytest", "hypothesis", "ruff", "scikit-learn", "matplotlib", "ai-edge-litert"],
+        "dev": [
+            "pytest",
+            "hypothesis",
+            "ruff",
+            "scikit-learn",
+            "matplotlib",
+            "ai-edge-litert",
+            "pillow",  # decodes the CIFAR-10 JPEGs of tools/exp_standard.py
+        ],
     },
     zip_safe=True,
     maintainer="terrain_odt maintainers",
