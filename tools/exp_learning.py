@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from terrain_odt.borealtc import CLASSES, Run, RunWindows, windows_by_run  # noqa: E402
+from terrain_odt.floatref import FloatMLP  # noqa: E402
 from terrain_odt.qnn import QModel, TrainConfig  # noqa: E402
 from terrain_odt.quantize import lr_to_fixed  # noqa: E402
 from terrain_odt.toolbox import (  # noqa: E402
@@ -223,37 +224,15 @@ def mounted_runs(runs: Sequence[Run], m: Mount, seed: int) -> list[Run]:
 # Models
 
 
-class FloatNet:
+class FloatNet(FloatMLP):
     """float32 copy of a `FloatModel` MLP (standardised inputs), plain SGD batch 1."""
 
     def __init__(self, fm: FloatModel) -> None:
+        super().__init__(fm.params)
         self.fm = fm
-        self.w = [np.asarray(w, dtype=np.float32).copy() for w, _ in fm.params]
-        self.b = [np.asarray(b, dtype=np.float32).copy() for _, b in fm.params]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        a = self.fm.standardize(x).astype(np.float32)
-        for i, (w, b) in enumerate(zip(self.w, self.b, strict=True)):
-            a = a @ w.T + b
-            if i < len(self.w) - 1:
-                a = np.maximum(a, 0.0)
-        return np.asarray(a.argmax(axis=1))
-
-    def step(self, z: np.ndarray, label: int, lr: float) -> None:
-        acts = [np.asarray(z, dtype=np.float32)]
-        for i, (w, b) in enumerate(zip(self.w, self.b, strict=True)):
-            a = w @ acts[-1] + b
-            acts.append(np.maximum(a, 0.0) if i < len(self.w) - 1 else a)
-        p = np.exp(acts[-1] - acts[-1].max())
-        g = p / p.sum()
-        g[label] -= 1.0
-        lr32 = np.float32(lr)
-        for i in range(len(self.w) - 1, -1, -1):
-            g_in = (self.w[i].T @ g) * (acts[i] > 0) if i > 0 else None
-            self.w[i] -= lr32 * np.outer(g, acts[i])
-            self.b[i] -= lr32 * g
-            if g_in is not None:
-                g = g_in
+        return np.asarray(self.logits(self.fm.standardize(x)).argmax(axis=1))
 
 
 def pretrain(

@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 from terrain_odt.blob import LayerDesc  # noqa: E402
 from terrain_odt.datasets import load_mnist  # noqa: E402
+from terrain_odt.floatref import FloatMLP, FloatParams  # noqa: E402
 from terrain_odt.qnn import Lcg, QModel, Storage, TrainConfig  # noqa: E402
 from terrain_odt.quantize import (  # noqa: E402
     QParams,
@@ -64,7 +65,6 @@ from terrain_odt.quantize import (  # noqa: E402
 
 Rounding = Literal["sr", "rtn"]
 Scaling = Literal["qas", "uniform", "plain"]
-FloatParams = list[tuple[np.ndarray, np.ndarray]]
 
 ALL3 = ("all", "all", "all")
 DEFAULT_JSON = ROOT / "bench" / "results" / "trainer_choices.json"
@@ -291,41 +291,6 @@ def pretrain(cfg: ExpConfig, data: Data) -> FloatParams:
         (np.asarray(w).T.copy(), np.asarray(b).copy())
         for w, b in zip(mlp.coefs_, mlp.intercepts_, strict=True)
     ]
-
-
-class FloatMLP:
-    """float32 MLP with ReLU hidden layers, softmax cross-entropy, plain SGD (batch 1)."""
-
-    def __init__(self, params: FloatParams) -> None:
-        self.w = [np.asarray(w, dtype=np.float32).copy() for w, _ in params]
-        self.b = [np.asarray(b, dtype=np.float32).copy() for _, b in params]
-
-    def logits(self, z: np.ndarray) -> np.ndarray:
-        a = np.asarray(z, dtype=np.float32)
-        for i, (w, b) in enumerate(zip(self.w, self.b, strict=True)):
-            a = a @ w.T + b
-            if i < len(self.w) - 1:
-                a = np.maximum(a, 0.0)
-        return a
-
-    def accuracy(self, z: np.ndarray, y: np.ndarray) -> float:
-        return float(np.mean(self.logits(z).argmax(axis=1) == y))
-
-    def step(self, z: np.ndarray, label: int, lr: float) -> None:
-        acts = [np.asarray(z, dtype=np.float32)]
-        for i, (w, b) in enumerate(zip(self.w, self.b, strict=True)):
-            a = w @ acts[-1] + b
-            acts.append(np.maximum(a, 0.0) if i < len(self.w) - 1 else a)
-        p = np.exp(acts[-1] - acts[-1].max())
-        g = p / p.sum()
-        g[label] -= 1.0
-        lr32 = np.float32(lr)
-        for i in range(len(self.w) - 1, -1, -1):
-            g_in = (self.w[i].T @ g) * (acts[i] > 0) if i > 0 else None
-            self.w[i] -= lr32 * np.outer(g, acts[i])
-            self.b[i] -= lr32 * g
-            if g_in is not None:
-                g = g_in
 
 
 # ---------------------------------------------------------------------------------------------
