@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from terrain_odt.emulator import EMU_BIN, Emulator, emulator, find_emulator
 from terrain_odt.link import OdtClient
-from tools.bench_link import (
-    EMU_BIN,
-    Emulator,
-    emulator,
-    find_emulator,
-    synthetic_samples,
-    train_run,
-)
+from tools.bench_link import synthetic_samples, train_run
 
 N = 1000
 

@@ -22,19 +22,12 @@ Python standard library + pyserial + numpy (+ terrain_odt.link).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import select
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,166 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from terrain_odt.emulator import emulator, find_emulator  # noqa: E402
 from terrain_odt.link import OdtClient  # noqa: E402
 
-FIRMWARE = ROOT / "firmware"
-EMU_BIN = FIRMWARE / "target" / "release" / "odt-emu"
 DEFAULT_OUT = ROOT / "bench" / "results" / "link.json"
-
-
-# ---------------------------------------------------------------------------------------------
-# Emulator process
-
-
-def find_emulator(build: bool = True, log: Any = None) -> Path | None:
-    """The odt-emu binary, built with cargo if missing (``None`` without cargo)."""
-    if EMU_BIN.exists() and not build:
-        return EMU_BIN
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    if not Path(cargo).exists():
-        return EMU_BIN if EMU_BIN.exists() else None
-    if build:
-        if log:
-            log(f"building odt-emu (cargo build --release -p odt-emu in {FIRMWARE})")
-        subprocess.run(
-            [cargo, "build", "--release", "-q", "-p", "odt-emu"],
-            cwd=FIRMWARE,
-            check=True,
-        )
-    return EMU_BIN if EMU_BIN.exists() else None
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Emulator:
-    """One odt-emu process. ``url`` is what :class:`OdtClient` opens.
-
-    ``tcp_port=None`` runs it on a pseudo-terminal (its first stdout line is ``PTY /dev/pts/N``);
-    otherwise it listens on ``127.0.0.1:tcp_port`` (0: a free port; ``TCP ADDR`` on stdout).
-    """
-
-    port: int | None = None
-
-    def __init__(
-        self,
-        binary: Path,
-        *,
-        baud: int = 0,
-        flash: Path | None = None,
-        tcp_port: int | None = None,
-        extra: Sequence[str] = (),
-        start_timeout: float = 10.0,
-    ) -> None:
-        args = [str(binary), "--baud", str(baud), "--quiet"]
-        if flash is not None:
-            args += ["--flash", str(flash)]
-        if tcp_port is not None:
-            args += ["--tcp", f"127.0.0.1:{tcp_port}"]
-        args += list(extra)
-        self.args = args
-        self.stderr: list[str] = []
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
-        deadline = time.monotonic() + start_timeout
-        if tcp_port is None:
-            line = self._first_line(deadline)
-            if not line.startswith("PTY "):
-                self.stop()
-                raise RuntimeError(f"odt-emu: expected 'PTY /dev/pts/N', got {line!r}")
-            self.url = line.split(None, 1)[1].strip()
-        else:
-            line = self._first_line(deadline)
-            if not line.startswith("TCP "):
-                self.stop()
-                raise RuntimeError(f"odt-emu: expected 'TCP ADDR', got {line!r}")
-            addr = line.split(None, 1)[1].strip()
-            self.port = int(addr.rsplit(":", 1)[1])
-            self.url = f"socket://{addr}"
-            self._wait_listening(self.port, deadline)
-        threading.Thread(target=self._drain_stdout, daemon=True).start()
-
-    def _first_line(self, deadline: float) -> str:
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
-            if ready:
-                return self.proc.stdout.readline()
-            if self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"odt-emu did not start: {' '.join(self.args)}\n{self.stderr_text}")
-
-    def _wait_listening(self, port: int, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"odt-emu not listening on {port}: {' '.join(self.args)}")
-
-    def _drain_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-            del self.stderr[:-200]
-
-    @property
-    def stderr_text(self) -> str:
-        """The last lines the emulator wrote to stderr."""
-        return "".join(self.stderr[-50:])
-
-    def kill(self) -> None:
-        """SIGKILL (a power cut)."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        """Terminate and wait."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def __enter__(self) -> Emulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-@contextlib.contextmanager
-def emulator(binary: Path, **kw: Any) -> Iterator[Emulator]:
-    """:class:`Emulator` with a private flash file unless one is given."""
-    with contextlib.ExitStack() as stack:
-        if kw.get("flash") is None:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="odt-emu-")))
-            kw["flash"] = tmp / "flash.bin"
-        emu = stack.enter_context(Emulator(binary, **kw))
-        yield emu
 
 
 # ---------------------------------------------------------------------------------------------
