@@ -1,0 +1,202 @@
+"""`odt_bridge`: /terrain/features + /terrain/label → co-processor (via `bridge.BridgeCore`);
+publishes prediction, confidence, prequential accuracy and /diagnostics; std_srvs services."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float32, Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+
+from ..bridge import BridgeConfig, BridgeCore, ModelFileError, Outcome, load_model_files
+from ..graph import ODT_BRIDGE
+from ..paths import resolve
+from .common import ERROR, OK, WARN, ParamError, declare_params, run_node, status
+from .imu_features import FEATURES_TOPIC, parse_features_message
+
+LABEL_QOS = QoSProfile(
+    depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
+
+class OdtBridgeNode(Node):
+    """Thin wrapper around `BridgeCore`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(ODT_BRIDGE.name, **kwargs)
+        p = declare_params(self, ODT_BRIDGE)
+        try:
+            model = load_model_files(
+                resolve(str(p["model_sidecar"])) if p["model_sidecar"] else "",
+                resolve(str(p["model_blob"])) if p["model_blob"] else None,
+            )
+            cfg = BridgeConfig(
+                url=str(p["serial_port"]),
+                baud_rate=int(p["baud_rate"]),
+                training_enabled=bool(p["training_enabled"]),
+                learning_rate=float(p["learning_rate"]),
+                batch_size=int(p["batch_size"]),
+                train_layers=int(p["train_layers"]),
+                partial_update_topk=int(p["partial_update_topk"]),
+                accuracy_window=int(p["accuracy_window"]),
+                max_pending_samples=int(p["max_pending_samples"]),
+                connect_timeout_s=float(p["connect_timeout_s"]),
+                link_window=int(p["link_window"]),
+                upload_model=bool(p["upload_model"]),
+                autosave_period_s=float(p["autosave_period_s"]),
+                stats_period_s=float(p["diagnostics_period_s"]),
+                rehearsal_per_class=int(p["rehearsal_per_class"]),
+                rehearsal_ratio=float(p["rehearsal_ratio"]),
+            )
+        except (ModelFileError, ValueError) as exc:
+            raise ParamError(f"odt_bridge: {exc}") from exc
+        if cfg.upload_model and model.blob is None:
+            raise ParamError("odt_bridge: upload_model is set but model_blob is empty")
+        self.save_on_shutdown = bool(p["save_on_shutdown"])
+        self.pub_pred = self.create_publisher(String, "/terrain/prediction", 10)
+        self.pub_conf = self.create_publisher(Float32, "/terrain/confidence", 10)
+        self.pub_acc = self.create_publisher(Float32, "/terrain/accuracy", 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.core = BridgeCore(cfg, model, self._on_outcome, log=self.get_logger())
+        self.create_subscription(String, "/terrain/label", self._on_label, LABEL_QOS)
+        self.create_subscription(Float64MultiArray, FEATURES_TOPIC, self._on_features, 50)
+        # Services block on the link: their own group, so topics keep flowing meanwhile.
+        srv = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/save_model", self._srv(self.core.save), callback_group=srv)
+        self.create_service(
+            Trigger, "~/restore_model", self._srv(self.core.restore), callback_group=srv
+        )
+        self.create_service(
+            Trigger, "~/reset_pretrained", self._srv(self.core.reset_pretrained), callback_group=srv
+        )
+        self.create_service(SetBool, "~/set_training", self._on_set_training, callback_group=srv)
+        self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics)
+        self.get_logger().info(
+            f"model 0x{model.model_id:08x}: {model.input_len} inputs, classes "
+            f"{', '.join(model.class_names)}; co-processor {cfg.url} at {cfg.baud_rate} baud; "
+            f"training {'on' if cfg.training_enabled else 'off'}"
+        )
+        self.core.start()
+
+    # ---- callbacks -------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_label(self, msg: String) -> None:
+        err = self.core.on_label(self._now(), msg.data)
+        if err:
+            self.get_logger().warning(err, throttle_duration_sec=5.0)
+
+    def _on_features(self, msg: Float64MultiArray) -> None:
+        try:
+            t0, t1, feats = parse_features_message(msg)
+            self.core.on_features(t0, t1, feats)
+        except ValueError as exc:
+            self.get_logger().warning(f"bad features message: {exc}", throttle_duration_sec=5.0)
+
+    def _on_outcome(self, o: Outcome) -> None:
+        # Runs on the link's threads; rclpy publishers are thread-safe.
+        if o.predicted_name is not None:
+            self.pub_pred.publish(String(data=o.predicted_name))
+        if o.confidence is not None:
+            self.pub_conf.publish(Float32(data=float(o.confidence)))
+        if o.kind == "train":
+            acc = self.core.accuracy()
+            if not math.isnan(acc):
+                self.pub_acc.publish(Float32(data=float(acc)))
+        self.last_outcome = o
+
+    def _srv(self, fn: Any) -> Any:
+        def handler(_req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+            resp.success, resp.message = fn()
+            (self.get_logger().info if resp.success else self.get_logger().error)(resp.message)
+            return resp
+
+        return handler
+
+    def _on_set_training(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
+        resp.success, resp.message = self.core.set_training(bool(req.data))
+        self.get_logger().info(resp.message)
+        return resp
+
+    # ---- diagnostics -----------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        snap = self.core.snapshot()
+        c = snap["counters"]
+        link = snap.get("link", {})
+        cop = snap.get("coprocessor", {})
+        if not snap["connected"]:
+            lvl, text = ERROR, f"co-processor not connected at {snap['url']}"
+        elif not snap["model_ok"]:
+            lvl, text = ERROR, snap["model_problem"]
+        elif link.get("frame_errors", 0) or link.get("coprocessor_resets", 0):
+            lvl, text = WARN, "connected; frame errors or co-processor resets seen"
+        else:
+            lvl, text = OK, "connected"
+        link_values = {"url": snap["url"], "connected": snap["connected"], **cop}
+        for k in (
+            "frames_sent",
+            "frames_received",
+            "crc_errors",
+            "frame_errors",
+            "retries",
+            "retransmitted_frames",
+            "timeouts",
+            "reconnects",
+            "coprocessor_resets",
+            "rtt_p50_ms",
+            "rtt_p99_ms",
+            "train_rtt_p99_ms",
+        ):
+            if k in link:
+                link_values[k] = link[k]
+        tr = snap.get("trainer", {})
+        if tr.get("diverged"):
+            tlvl, ttext = ERROR, "trainer diverged (rolled back)"
+        elif c.get("dropped", 0) or c.get("failed", 0):
+            tlvl = WARN
+            ttext = f"{c['dropped']} labelled samples dropped, {c['failed']} failed"
+        else:
+            tlvl = OK
+            ttext = (
+                f"training {'on' if snap['training_enabled'] else 'off'}, {c['trained']} trained"
+            )
+        trainer_values = {
+            "training_enabled": snap["training_enabled"],
+            "accuracy_recent": snap["accuracy_recent"],
+            "accuracy_total": snap["accuracy_total"],
+            **{f"samples_{k}": v for k, v in c.items()},
+            **tr,
+        }
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [
+            status(self, "link", lvl, text, link_values),
+            status(self, "trainer", tlvl, ttext, trainer_values),
+        ]
+        self.pub_diag.publish(arr)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Final counters for `terrain-odt launch --stats-out` (and tests)."""
+        snap = self.core.snapshot()
+        snap["confusion_prequential"] = self.core.confusion.tolist()
+        return snap
+
+    def close(self) -> None:
+        """Flush, optionally save, stop the link (called on shutdown)."""
+        self.core.close(save=self.save_on_shutdown)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(OdtBridgeNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
