@@ -17,10 +17,27 @@ setup(
         # glob() returns [] for empty directories, which setuptools accepts.
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # Shipped pretrained models (blob + JSON sidecar) and the demo bag.
+        (f"share/{PACKAGE}/models", glob("models/*.odtm") + glob("models/*.json")),
+        (f"share/{PACKAGE}/data/demo", glob("data/demo/*.mcap")),
     ],
     python_requires=">=3.10",
-    install_requires=["numpy", "scipy", "pyserial", "cobs", "rosbags", "tflite"],
+    install_requires=["numpy", "scipy", "pyserial", "cobs", "rosbags", "tflite", "pyyaml", "tqdm"],
     extras_require={
+        # ROS 2 Kilted from PyPI wheels, for machines without a ROS install (a ROS install
+        # provides the same packages through rosdep and package.xml instead).
+        "ros": [
+            "ros-kilted-rclpy",
+            "ros-kilted-rmw-fastrtps-cpp",
+            "ros-kilted-sensor-msgs",
+            "ros-kilted-nav-msgs",
+            "ros-kilted-geometry-msgs",
+            "ros-kilted-std-msgs",
+            "ros-kilted-std-srvs",
+            "ros-kilted-diagnostic-msgs",
+            "ros-kilted-rosgraph-msgs",
+            "ros-kilted-ament-index-python",
+        ],
         # ai-edge-litert: the TFLite interpreter, only to cross-check the importer in tests.
         "dev": [
             "pytest",
@@ -41,8 +58,13 @@ setup(
     ),
     license="Apache-2.0",
     entry_points={
-        # ROS 2 nodes (imu_features, terrain_labeler, odt_bridge, ...) are added here as
-        # "name = terrain_odt.module:main" once they exist.
-        "console_scripts": ["terrain-odt = terrain_odt.cli:main"],
+        # The nodes are installed to lib/terrain_odt (setup.cfg), where `ros2 run` and
+        # `ros2 launch` look for them.
+        "console_scripts": [
+            "terrain-odt = terrain_odt.cli:main",
+            "imu_features = terrain_odt.nodes.imu_features:main",
+            "terrain_labeler = terrain_odt.nodes.terrain_labeler:main",
+            "odt_bridge = terrain_odt.nodes.odt_bridge:main",
+        ],
     },
 )

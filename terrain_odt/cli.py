@@ -313,6 +313,113 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    from .launcher import build_parser as launch_parser
+
+    p = sub.add_parser(
+        "launch",
+        help="run the ROS graph (imu_features, terrain_labeler, odt_bridge) in one process",
+        description="Run the graph of robot.launch.py in one process (no ros2 launch needed).",
+    )
+    launch_parser(p)
+    p.set_defaults(func=cmd_launch)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .launcher import run
+
+    return run(args)
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="evaluate: play a rosbag2 through the nodes with /clock, write a report",
+        description=(
+            "Play a rosbag2 (mcap or sqlite3) through the real nodes at --rate x real time, "
+            "with the co-processor emulator (default) or a real device (--serial-port), and "
+            "report accuracy before (training off) and after (training on) on-device "
+            "fine-tuning, prequential accuracy, confusion matrices and link statistics."
+        ),
+    )
+    p.add_argument("bag", help="rosbag2 directory or .mcap/.db3 file")
+    p.add_argument(
+        "--params-file",
+        action="append",
+        default=None,
+        help="parameter file (repeatable; default config/terrain_odt.yaml)",
+    )
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NODE.PARAM:=VALUE",
+        help="override one parameter, e.g. odt_bridge.learning_rate:=0.001",
+    )
+    p.add_argument("--rate", type=float, default=20.0, help="times real time (default 20)")
+    p.add_argument(
+        "--serial-port",
+        help="use this co-processor (device or socket:// URL) instead of the emulator",
+    )
+    p.add_argument("--baud", type=int, default=921600, help="emulated UART speed")
+    p.add_argument(
+        "--operator-until",
+        type=float,
+        default=None,
+        metavar="S",
+        help="act as the operator: publish the bag's truth on /terrain/operator_label for the "
+        "first S seconds; accuracy is evaluated after S",
+    )
+    p.add_argument("--truth-topic", default="/terrain/label_truth", help="ground truth topic")
+    p.add_argument("--no-before", action="store_true", help="skip the training-off (before) pass")
+    p.add_argument("--out-dir", default="build/replay", help="report JSON and PNG plots")
+    p.add_argument("--summary-json", help="also write the headline numbers here")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import json
+
+    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
+    from .replay import ReplayConfig, ReplayError, replay, summary
+
+    try:
+        cfg = ReplayConfig(
+            bag=Path(args.bag),
+            param_files=tuple(Path(f) for f in (args.params_file or [DEFAULT_PARAMS])),
+            overrides=parse_overrides(args.param),
+            rate=args.rate,
+            serial_port=args.serial_port,
+            emulator_baud=args.baud,
+            truth_topic=args.truth_topic,
+            operator_until=args.operator_until,
+            compare_frozen=not args.no_before,
+        )
+        out = Path(args.out_dir)
+        rep = replay(cfg, out_dir=out, log=lambda m: print(f"[replay] {m}", flush=True))
+    except (ReplayError, LaunchError) as exc:
+        print(f"terrain-odt replay: error: {exc}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
+    head = summary(rep)
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(head, indent=2) + "\n")
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    print(f"accuracy before fine-tuning: {pct(head['acc_before'])}")
+    print(f"accuracy after fine-tuning:  {pct(head['acc_after'])}")
+    print(
+        f"samples trained on the co-processor: {head['samples_trained']}, replay speed "
+        f"{head['replay_speed']}x real time; report: {out / 'report.json'}"
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -320,6 +427,8 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_convert,
     _add_import_tflite,
     _add_inspect,
+    _add_launch,
+    _add_replay,
 ]
 
 

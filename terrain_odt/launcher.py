@@ -1,0 +1,353 @@
+"""One-process launcher: the graph of `terrain_odt.graph` in one process, one executor.
+
+`ros2 launch terrain_odt robot.launch.py` starts each node as its own process; this launcher
+brings up the same nodes, with the same parameter files, where `launch`/`ros2` are not installed
+(pip-only machines, CI, the replay evaluation):
+
+    terrain-odt launch --params-file config/terrain_odt.yaml -p odt_bridge.serial_port:=/dev/ttyUSB0
+    terrain-odt launch --emulator            # with the co-processor emulator instead of a board
+
+Parameter precedence is the usual one: defaults < `--params-file` files (in order) < `-p`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import math
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .graph import NODES, NodeSpec, ParamValue, node_spec
+from .paths import resolve
+
+__all__ = ["Graph", "LaunchError", "parse_overrides", "running_graph"]
+
+DEFAULT_PARAMS = "config/terrain_odt.yaml"
+
+
+class LaunchError(RuntimeError):
+    """The graph could not start (bad parameter, missing file, ...); the message says why."""
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`NODE.PARAM:=VALUE` strings (VALUE in YAML) → `{node: {param: value}}`."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition(":=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot or not node or not param:
+            raise LaunchError(f"override '{item}' is not NODE.PARAM:=VALUE")
+        try:
+            spec = node_spec(node)
+            spec.param(param)
+        except KeyError as exc:
+            raise LaunchError(str(exc.args[0])) from None
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as exc:
+            raise LaunchError(f"override '{item}': bad YAML value: {exc}") from None
+        out.setdefault(node, {})[param] = value
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item") and callable(v.item):  # numpy scalars
+        return _jsonable(v.item())
+    return v
+
+
+def _load_factory(spec: NodeSpec) -> Any:
+    module, _, cls = spec.factory.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _param_files(files: Sequence[str | Path]) -> list[Path]:
+    out = []
+    for f in files:
+        p = resolve(f)
+        if not p.is_file():
+            raise LaunchError(f"parameter file {f} not found")
+        try:
+            yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise LaunchError(f"parameter file {p} is not valid YAML: {exc}") from None
+        out.append(p)
+    return out
+
+
+@dataclass
+class Graph:
+    """The running nodes of one launch (by node name) and their executor(s)."""
+
+    nodes: dict[str, Any]
+    mode: str
+    context: Any
+    executors: list[Any] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    extra: list[Any] = field(default_factory=list)
+    closed: bool = False
+
+    def attach(self, node: Any) -> None:
+        """Add `node` to the executor (per-node mode: to a new one)."""
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+        if not self.executors or self.mode == "per-node":
+            cls = MultiThreadedExecutor if self.mode == "multi" else SingleThreadedExecutor
+            self.executors.append(cls(context=self.context))
+            if self.threads:  # already spinning: spin the new one too
+                self._start(self.executors[-1])
+        self.executors[-1].add_node(node)
+
+    def add(self, node: Any) -> None:
+        """Spin an extra node (a player, a recorder) with the graph."""
+        self.extra.append(node)
+        self.attach(node)
+
+    def _start(self, ex: Any) -> None:
+        t = threading.Thread(
+            target=_spin, args=(ex, self.context), name="ros-executor", daemon=True
+        )
+        t.start()
+        self.threads.append(t)
+
+    def start(self) -> None:
+        for ex in self.executors:
+            self._start(ex)
+
+    def shutdown(self) -> None:
+        for ex in self.executors:
+            ex.shutdown(timeout_sec=5.0)
+        for t in self.threads:
+            t.join(timeout=5.0)
+
+    def close_nodes(self) -> None:
+        """Call every node's `close` (the bridge flushes and saves if configured), once."""
+        if self.closed:
+            return
+        self.closed = True
+        for node in reversed(list(self.nodes.values())):
+            close = getattr(node, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    print(f"[launcher] closing {node.get_name()}: {exc}", file=sys.stderr)
+
+    def stats(self) -> dict[str, Any]:
+        """Every node's `diagnostics()` (JSON-friendly)."""
+        out = {}
+        for name, node in self.nodes.items():
+            diag = getattr(node, "diagnostics", None)
+            if diag is not None:
+                out[name] = _jsonable(diag())
+        return out
+
+
+EXECUTORS = ("multi", "single", "per-node")
+
+
+@contextlib.contextmanager
+def running_graph(
+    param_files: Sequence[str | Path] = (DEFAULT_PARAMS,),
+    overrides: Mapping[str, Mapping[str, ParamValue]] | None = None,
+    *,
+    use_sim_time: bool = False,
+    nodes: Sequence[NodeSpec] = NODES,
+    spin: bool = True,
+    executor: str = "multi",
+    domain_id: int | None = None,
+) -> Iterator[Graph]:
+    """Create the graph's nodes in a fresh rclpy context and spin them in background threads.
+
+    `executor`: "multi" (one `MultiThreadedExecutor` for all nodes), "single" (one
+    `SingleThreadedExecutor`) or "per-node" (a `SingleThreadedExecutor` and thread per node:
+    each wake-up only scans its own node's entities, which is what keeps a 2 kHz IMU stream
+    cheap in rclpy). On exit the nodes are closed (the bridge flushes and, if configured,
+    saves), destroyed, and the context shut down.
+    """
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+
+    from .nodes.common import ParamError
+
+    if executor not in EXECUTORS:
+        raise LaunchError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    files = _param_files(param_files)
+    args = ["terrain_odt_launch", "--ros-args"]
+    for f in files:
+        args += ["--params-file", str(f)]
+    context = rclpy.Context()
+    # The caller owns SIGINT/SIGTERM: shutdown must close the nodes (flush, save) in order.
+    rclpy.init(
+        args=args,
+        context=context,
+        domain_id=domain_id,
+        signal_handler_options=SignalHandlerOptions.NO,
+    )
+    created: dict[str, Any] = {}
+    graph = Graph(created, executor, context)
+    try:
+        for spec in nodes:
+            ov = [Parameter("use_sim_time", value=use_sim_time)]
+            for k, v in (overrides or {}).get(spec.name, {}).items():
+                ov.append(Parameter(k, value=v))
+            try:
+                node = _load_factory(spec)(context=context, parameter_overrides=ov)
+            except ParamError as exc:
+                raise LaunchError(str(exc)) from None
+            created[spec.name] = node
+            graph.attach(node)
+        if spin:
+            graph.start()
+        yield graph
+    finally:
+        graph.close_nodes()
+        graph.shutdown()
+        for node in [*graph.extra, *created.values()]:
+            node.destroy_node()
+        if context.ok():
+            rclpy.shutdown(context=context)
+
+
+def _spin(executor: Any, context: Any) -> None:
+    from rclpy.executors import ExternalShutdownException
+
+    from .nodes.common import spin
+
+    with contextlib.suppress(ExternalShutdownException):
+        spin(executor, context)
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="terrain-odt launch", description=__doc__)
+    p.add_argument(
+        "--params-file",
+        action="append",
+        default=None,
+        help=f"ROS parameter file (repeatable; default {DEFAULT_PARAMS})",
+    )
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NODE.PARAM:=VALUE",
+        help="override one parameter (YAML value), e.g. odt_bridge.serial_port:=/dev/ttyUSB0",
+    )
+    p.add_argument("--use-sim-time", action="store_true", help="follow /clock")
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="multi",
+        help="rclpy executor(s): multi = one MultiThreadedExecutor (default); single = one "
+        "SingleThreadedExecutor; per-node = one SingleThreadedExecutor and thread per node "
+        "(least overhead per message; `terrain-odt replay` uses it, see bench/results/ros.json)",
+    )
+    p.add_argument(
+        "--stats-out",
+        metavar="JSON",
+        help="on exit, write every node's final counters (diagnostics) to this file",
+    )
+    p.add_argument(
+        "--emulator",
+        action="store_true",
+        help="start the co-processor emulator (odt-emu) with the bridge's model_blob and "
+        "point odt_bridge.serial_port at it",
+    )
+    return p
+
+
+def _param_value(
+    files: Sequence[Path], ov: Mapping[str, Mapping[str, Any]], node: str, name: str
+) -> Any:
+    value = node_spec(node).param(name).default
+    for f in files:
+        data = yaml.safe_load(f.read_text()) or {}
+        for key in (node, f"/{node}", "/**"):
+            section = (data.get(key) or {}).get("ros__parameters") or {}
+            if name in section:
+                value = section[name]
+    return ov.get(node, {}).get(name, value)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until Ctrl-C (the `terrain-odt launch` command)."""
+    from .emulator import Emulator, EmulatorError, find_emulator
+
+    t_start = time.monotonic()
+    try:
+        files = _param_files(args.params_file or [DEFAULT_PARAMS])
+        overrides = parse_overrides(args.param)
+        emu = None
+        with contextlib.ExitStack() as stack:
+            if args.emulator:
+                blob = _param_value(files, overrides, "odt_bridge", "model_blob")
+                baud = int(_param_value(files, overrides, "odt_bridge", "baud_rate"))
+                binary = find_emulator(build=True, log=lambda m: print(f"[launcher] {m}"))
+                if binary is None:
+                    raise LaunchError("odt-emu not found and cannot be built (cargo missing?)")
+                emu = stack.enter_context(
+                    Emulator(binary, baud=baud, model=resolve(blob) if blob else None)
+                )
+                overrides.setdefault("odt_bridge", {})["serial_port"] = emu.url
+                print(f"[launcher] co-processor emulator on {emu.url} ({baud} baud)")
+            stop = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            graph = stack.enter_context(
+                running_graph(
+                    files, overrides, use_sim_time=args.use_sim_time, executor=args.executor
+                )
+            )
+            print(f"[launcher] running {', '.join(n.name for n in NODES)}; Ctrl-C stops")
+            bridge = graph.nodes.get("odt_bridge")
+            ready = bridge is None
+            while not stop.wait(0.05):
+                if not ready and bridge.core.connected and bridge.core.configured:
+                    ready = True
+                    print("[launcher] ready: co-processor connected", flush=True)
+                if emu is not None and not emu.alive:
+                    print("[launcher] emulator exited", file=sys.stderr)
+                    break
+            if args.stats_out:
+                # Close first (the bridge flushes its queue), then record the final counters.
+                graph.close_nodes()
+                stats = graph.stats()
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                stats["process"] = {
+                    "cpu_s": ru.ru_utime + ru.ru_stime,
+                    "wall_s": time.monotonic() - t_start,
+                    "max_rss_kb": ru.ru_maxrss,
+                }
+                Path(args.stats_out).write_text(json.dumps(stats, indent=1) + "\n")
+    except (LaunchError, EmulatorError) as exc:
+        print(f"terrain-odt launch: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

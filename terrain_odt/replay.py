@@ -1,0 +1,685 @@
+"""Replay evaluation: a rosbag2 through the real nodes, with `/clock`, at N times real time.
+
+    terrain-odt replay data/demo/borealtc_demo.mcap --emulator --operator-until 180
+
+One *pass* = a fresh graph (the three nodes of `terrain_odt.graph`, as the one-process launcher
+starts them, `use_sim_time` on) + a co-processor (a fresh `odt-emu` with the model's pretrained
+blob, or a real device) + a player that publishes the bag's messages as recorded (raw CDR) and
+`/clock`, paced to `rate` × real time, + a recorder of what the graph publishes.
+
+Evaluation needs ground truth: a `std_msgs/String` topic with the terrain in force
+(`/terrain/label_truth` in the bags `terrain-odt bag-from-borealtc` writes). Optionally the player
+also acts as the operator: it republishes the truth on `/terrain/operator_label` until
+`operator_until` seconds into the bag and clears it then, so the robot is told the terrain for
+the first part of the drive and predicts the rest on its own.
+
+Two passes make the report: **before** (training off: the pretrained model; with
+`compare_frozen`) and **after** (training on). Accuracy is per prediction against the truth in
+force when the prediction was published (the window ends a few milliseconds earlier; seams
+between segments have gaps the feature extractor does not bridge), on the *evaluation* part: the
+predictions after `operator_until` (or all, without an operator). Outputs: a JSON report and PNG
+plots (prequential accuracy over time, confusion matrices before and after).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .graph import ParamValue
+from .launcher import LaunchError
+
+__all__ = ["PassResult", "ReplayConfig", "ReplayError", "replay", "run_pass"]
+
+TRUTH_TOPIC = "/terrain/label_truth"
+OPERATOR_TOPIC = "/terrain/operator_label"
+
+
+class ReplayError(RuntimeError):
+    """The replay could not run (bad bag, missing topics, no co-processor); says why."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    bag: Path
+    param_files: tuple[Path, ...]
+    overrides: Mapping[str, Mapping[str, ParamValue]] = field(default_factory=dict)
+    rate: float = 20.0
+    #: `None`: start `odt-emu` with the model blob; else a device or URL for the bridge.
+    serial_port: str | None = None
+    emulator_baud: int = 921600
+    truth_topic: str = TRUTH_TOPIC
+    #: Publish the truth as operator labels until this many seconds into the bag (None: never).
+    operator_until: float | None = None
+    compare_frozen: bool = True
+    #: Give up waiting for the graph to finish after the bag ended (s).
+    drain_timeout: float = 30.0
+    #: `/clock` messages per second of wall time (`ros2 bag play --clock` uses 40). Every node
+    #: runs a callback per /clock message, so publishing one per IMU sample would cost more than
+    #: the IMU itself. The clock is also published right before every operator label.
+    clock_rate_hz: float = 100.0
+    domain_id: int | None = None
+    #: Executor of the graph process (`terrain-odt launch --executor`).
+    executor: str = "per-node"
+
+
+@dataclass
+class PassResult:
+    """What one pass recorded."""
+
+    name: str
+    training: bool
+    wall_s: float
+    bag_s: float
+    #: (sim time, predicted class, truth class or None)
+    predictions: list[tuple[float, str, str | None]]
+    #: (sim time, prequential accuracy)
+    accuracy: list[tuple[float, float]]
+    messages_published: dict[str, int]
+    imu_received: int
+    bridge: dict[str, Any]
+    features: dict[str, Any]
+    graph_process: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speed(self) -> float:
+        return self.bag_s / self.wall_s if self.wall_s > 0 else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Bag access
+
+
+@dataclass(frozen=True)
+class _Msg:
+    t_ns: int
+    topic: str
+    raw: bytes
+
+
+def _read_bag(
+    bag: Path, truth_topic: str
+) -> tuple[list[_Msg], dict[str, str], list[tuple[int, str]]]:
+    """All messages (time order), topic → type, and the truth timeline (ns, class)."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    if not bag.exists():
+        raise ReplayError(f"bag {bag} does not exist")
+    store = get_typestore(Stores.ROS2_KILTED) if hasattr(Stores, "ROS2_KILTED") else None
+    msgs: list[_Msg] = []
+    types: dict[str, str] = {}
+    truth: list[tuple[int, str]] = []
+    try:
+        with AnyReader([bag], default_typestore=store) as reader:
+            for c in reader.connections:
+                types[c.topic] = c.msgtype
+            for conn, t_ns, raw in reader.messages():
+                msgs.append(_Msg(int(t_ns), conn.topic, bytes(raw)))
+                if conn.topic == truth_topic:
+                    truth.append((int(t_ns), str(reader.deserialize(raw, conn.msgtype).data)))
+    except Exception as exc:  # rosbags raises several unrelated types for bad files
+        raise ReplayError(f"cannot read bag {bag}: {exc}") from exc
+    if not msgs:
+        raise ReplayError(f"bag {bag} has no messages")
+    msgs.sort(key=lambda m: m.t_ns)
+    return msgs, types, truth
+
+
+def _msg_class(msgtype: str) -> Any:
+    pkg, _, name = msgtype.partition("/msg/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def truth_at(truth: Sequence[tuple[int, str]], t_ns: int) -> str | None:
+    """Truth in force at `t_ns` (the last truth message at or before it)."""
+    lo, hi = 0, len(truth)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if truth[mid][0] <= t_ns:
+            lo = mid + 1
+        else:
+            hi = mid
+    return truth[lo - 1][1] if lo else None
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass
+
+
+def _progress(total: float, desc: str) -> Any:
+    try:
+        from tqdm import tqdm
+
+        return tqdm(
+            total=round(total, 1),
+            desc=desc,
+            unit="s",
+            unit_scale=False,
+            bar_format=(
+                "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of bag "
+                "[{elapsed}<{remaining}]"
+            ),
+            file=sys.stderr,
+            disable=not sys.stderr.isatty() and os.environ.get("TERRAIN_ODT_PROGRESS") != "1",
+        )
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+
+
+def _graph_command(
+    cfg: ReplayConfig, overrides: Mapping[str, Mapping[str, Any]], stats_out: Path
+) -> list[str]:
+    cmd = [sys.executable, "-m", "terrain_odt.launcher", "--use-sim-time"]
+    cmd += ["--executor", cfg.executor]
+    for f in cfg.param_files:
+        cmd += ["--params-file", str(f)]
+    for node, params in overrides.items():
+        for k, v in params.items():
+            cmd += ["-p", f"{node}.{k}:={json.dumps(v)}"]
+    return [*cmd, "--stats-out", str(stats_out)]
+
+
+class _GraphProcess:
+    """The graph under test, started by the one-process launcher in a child process (its own
+    interpreter and GIL: the player must not slow the nodes down)."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Callable[[str], None]) -> None:
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.log = log
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            del self.lines[:-400]
+            if "[launcher] ready" in line:
+                self.ready.set()
+
+    def tail(self, n: int = 25) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def run_pass(
+    cfg: ReplayConfig,
+    name: str,
+    training: bool,
+    bag_data: tuple[list[_Msg], dict[str, str], list[tuple[int, str]]],
+    log: Callable[[str], None],
+) -> PassResult:
+    """Play the bag once through a fresh graph (child process) and co-processor."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.signals import SignalHandlerOptions
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import Float32, String
+
+    from .emulator import Emulator, EmulatorError, find_emulator
+    from .launcher import _param_files, _param_value
+    from .paths import resolve
+
+    msgs, types, truth = bag_data
+    files = _param_files(cfg.param_files)
+    overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in cfg.overrides.items()}
+    bridge_ov = overrides.setdefault("odt_bridge", {})
+    bridge_ov["training_enabled"] = training
+    bridge_ov["save_on_shutdown"] = False
+    bridge_ov["autosave_period_s"] = 0.0
+    env = dict(os.environ)
+    if cfg.domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(cfg.domain_id)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with contextlib.ExitStack() as stack:
+        if cfg.serial_port is None:
+            binary = find_emulator(build=True, log=log)
+            if binary is None:
+                raise ReplayError("odt-emu not found and cannot be built (is cargo installed?)")
+            blob = _param_value(files, overrides, "odt_bridge", "model_blob")
+            if not blob:
+                raise ReplayError("the emulator needs odt_bridge.model_blob (the pretrained model)")
+            try:
+                emu = stack.enter_context(
+                    Emulator(binary, baud=cfg.emulator_baud, model=resolve(str(blob)))
+                )
+            except EmulatorError as exc:
+                raise ReplayError(str(exc)) from exc
+            bridge_ov["serial_port"] = emu.url
+            bridge_ov["baud_rate"] = cfg.emulator_baud
+        else:
+            bridge_ov["serial_port"] = cfg.serial_port
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="terrain-odt-")))
+        stats_path = tmp / "stats.json"
+        graph = _GraphProcess(_graph_command(cfg, overrides, stats_path), env, log)
+        stack.callback(graph.stop)
+
+        context = rclpy.Context()
+        rclpy.init(
+            context=context,
+            domain_id=cfg.domain_id,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+        stack.callback(lambda: context.ok() and rclpy.shutdown(context=context))
+        player = Node("terrain_odt_player", context=context)
+        stack.callback(player.destroy_node)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(player)
+        spin = threading.Thread(target=_spin_quietly, args=(executor,), daemon=True)
+        spin.start()
+        stack.callback(executor.shutdown)
+
+        clock_pub = player.create_publisher(Clock, "/clock", 10)
+        pubs: dict[str, Any] = {}
+        for topic, mtype in types.items():
+            cls = _msg_class(mtype)
+            if cls is None:
+                log(f"skipping {topic}: message type {mtype} is not installed")
+                continue
+            qos = (
+                QoSProfile(
+                    history=qos_profile_sensor_data.history,
+                    depth=1000,
+                    reliability=qos_profile_sensor_data.reliability,
+                )
+                if mtype == "sensor_msgs/msg/Imu"
+                else 100
+            )
+            pubs[topic] = player.create_publisher(cls, topic, qos)
+        op_pub = player.create_publisher(String, OPERATOR_TOPIC, 10)
+        preds: list[tuple[float, str, str | None]] = []
+        accs: list[tuple[float, float]] = []
+        last_msg = [time.monotonic()]
+        lock = threading.Lock()
+        sim_now = [0]  # the /clock value last published (ns): exact, unlike a clock subscription
+
+        def on_pred(m: String) -> None:
+            t = sim_now[0] * 1e-9
+            with lock:
+                preds.append((t, m.data, truth_at(truth, sim_now[0])))
+                last_msg[0] = time.monotonic()
+
+        def on_acc(m: Float32) -> None:
+            with lock:
+                accs.append((sim_now[0] * 1e-9, float(m.data)))
+
+        player.create_subscription(String, "/terrain/prediction", on_pred, 1000)
+        player.create_subscription(Float32, "/terrain/accuracy", on_acc, 1000)
+
+        # Wait until the graph is up, connected, and listens to what we play.
+        deadline = time.monotonic() + 60.0
+        while not graph.ready.wait(0.05):
+            if graph.proc.poll() is not None or time.monotonic() > deadline:
+                raise ReplayError(
+                    "the graph did not start (no co-processor session?):\n" + graph.tail()
+                )
+        wanted = [p for t, p in pubs.items() if t in ("/imu/data", "/odom")] + [op_pub]
+        deadline = time.monotonic() + 20.0
+        while any(p.get_subscription_count() == 0 for p in wanted):
+            if time.monotonic() > deadline:
+                raise ReplayError("the graph did not subscribe to /imu/data and /odom in 20 s")
+            time.sleep(0.02)
+        sub_pred = [s for s in player.subscriptions if s.topic_name == "/terrain/prediction"]
+        while sub_pred and sub_pred[0].get_publisher_count() == 0:
+            if time.monotonic() > deadline:
+                raise ReplayError("the graph does not publish /terrain/prediction")
+            time.sleep(0.02)
+
+        t0 = msgs[0].t_ns
+        bag_s = (msgs[-1].t_ns - t0) * 1e-9
+        counts: dict[str, int] = {}
+        bar = _progress(bag_s, f"{name} pass")
+        op_state: str | None = None
+        until_ns = None if cfg.operator_until is None else t0 + int(cfg.operator_until * 1e9)
+        clock_wall = 1.0 / cfg.clock_rate_hz
+        next_clock = 0.0
+        last_clock = -(1 << 62)
+        wall0 = time.monotonic()
+        for i, m in enumerate(msgs):
+            due = wall0 + (m.t_ns - t0) * 1e-9 / cfg.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            now = time.monotonic()
+            is_op = until_ns is not None and m.topic == cfg.truth_topic
+            if (now >= next_clock or is_op) and m.t_ns != last_clock:
+                sim_now[0] = m.t_ns
+                clock_pub.publish(Clock(clock=_stamp(m.t_ns)))
+                last_clock = m.t_ns
+                next_clock = now + clock_wall
+            pub = pubs.get(m.topic)
+            if pub is not None:
+                pub.publish(m.raw)
+                counts[m.topic] = counts.get(m.topic, 0) + 1
+            if is_op:
+                label = truth_at(truth, m.t_ns) if m.t_ns < until_ns else ""
+                if label != op_state:
+                    op_pub.publish(String(data=label or ""))
+                    op_state = label
+            if bar is not None and i % 200 == 0:
+                bar.n = round((m.t_ns - t0) * 1e-9, 1)
+                bar.refresh()
+        if bar is not None:
+            bar.n = round(bag_s, 1)
+            bar.close()
+        if until_ns is not None and op_state:
+            op_pub.publish(String(data=""))
+        # Let the last windows through: advance the clock a little, wait until the answers stop.
+        end_ns = msgs[-1].t_ns
+        for k in range(1, 11):
+            sim_now[0] = end_ns + k * 10_000_000
+            clock_pub.publish(Clock(clock=_stamp(sim_now[0])))
+            time.sleep(0.01)
+        deadline = time.monotonic() + cfg.drain_timeout
+        while time.monotonic() < deadline:
+            with lock:
+                quiet = time.monotonic() - last_msg[0]
+            if quiet > 1.0:
+                break
+            time.sleep(0.05)
+        wall = time.monotonic() - wall0
+        rc = graph.stop()
+        if os.environ.get("TERRAIN_ODT_REPLAY_DEBUG"):
+            Path(os.environ["TERRAIN_ODT_REPLAY_DEBUG"]).write_text(graph.tail(400))
+        time.sleep(0.3)  # answers flushed while the bridge closed
+        if rc != 0 or not stats_path.exists():
+            raise ReplayError(f"the graph exited with status {rc}:\n" + graph.tail())
+        stats = json.loads(stats_path.read_text())
+        with lock:
+            result = PassResult(
+                name=name,
+                training=training,
+                wall_s=wall,
+                bag_s=bag_s,
+                predictions=list(preds),
+                accuracy=list(accs),
+                messages_published=counts,
+                imu_received=int(stats.get("imu_features", {}).get("samples", 0)),
+                bridge=stats.get("odt_bridge", {}),
+                features=stats.get("imu_features", {}),
+                graph_process=stats.get("process", {}),
+            )
+    return result
+
+
+def _spin_quietly(executor: Any) -> None:
+    with contextlib.suppress(Exception):
+        executor.spin()
+
+
+def _stamp(t_ns: int) -> Any:
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return _jsonable(float(v))
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _eval_preds(p: PassResult, start_s: float | None) -> list[tuple[float, str, str]]:
+    return [
+        (t, pred, tr)
+        for t, pred, tr in p.predictions
+        if tr is not None and (start_s is None or t >= start_s)
+    ]
+
+
+def confusion(rows: Sequence[tuple[float, str, str]], classes: Sequence[str]) -> np.ndarray:
+    idx = {c: i for i, c in enumerate(classes)}
+    m = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for _, pred, tr in rows:
+        if pred in idx and tr in idx:
+            m[idx[tr], idx[pred]] += 1
+    return m
+
+
+def _acc(m: np.ndarray) -> float | None:
+    n = int(m.sum())
+    return float(np.trace(m)) / n if n else None
+
+
+def _running(
+    rows: Sequence[tuple[float, str, str | None]], width: int = 40
+) -> list[tuple[float, float]]:
+    """Accuracy of the last `width` predictions with a truth, over time."""
+    out, hits = [], []
+    for t, pred, tr in rows:
+        if tr is None:
+            continue
+        hits.append(pred == tr)
+        hits = hits[-width:]
+        out.append((t, sum(hits) / len(hits)))
+    return out
+
+
+def report(
+    cfg: ReplayConfig,
+    passes: Sequence[PassResult],
+    classes: Sequence[str],
+    t0_s: float,
+) -> dict[str, Any]:
+    eval_start = None if cfg.operator_until is None else t0_s + cfg.operator_until
+    out: dict[str, Any] = {
+        "bag": str(cfg.bag),
+        "rate": cfg.rate,
+        "operator_until_s": cfg.operator_until,
+        "evaluated_from_s": cfg.operator_until or 0.0,
+        "classes": list(classes),
+        "passes": {},
+    }
+    for p in passes:
+        rows = _eval_preds(p, eval_start)
+        cm = confusion(rows, classes)
+        lost = p.messages_published.get("/imu/data", 0) - p.imu_received
+        out["passes"][p.name] = {
+            "training": p.training,
+            "accuracy_eval": _acc(cm),
+            "predictions_eval": int(cm.sum()),
+            "predictions_total": len(p.predictions),
+            "confusion_eval": cm.tolist(),
+            "wall_s": round(p.wall_s, 3),
+            "bag_s": round(p.bag_s, 3),
+            "replay_speed": round(p.speed, 2),
+            "messages_published": p.messages_published,
+            "imu_received": p.imu_received,
+            "imu_lost": lost,
+            "prequential_accuracy_final": p.accuracy[-1][1] if p.accuracy else None,
+            "samples": p.bridge.get("counters", {}),
+            "link": p.bridge.get("link", {}),
+            "trainer": p.bridge.get("trainer", {}),
+            "features": p.features,
+            "graph_process": p.graph_process,
+        }
+    return out
+
+
+def plots(
+    passes: Sequence[PassResult], rep: dict[str, Any], out_dir: Path, t0_s: float
+) -> list[Path]:
+    """PNG plots: accuracy over time (both passes), confusion matrices. Needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for p in passes:
+        run = _running(p.predictions)
+        if run:
+            t = np.array([r[0] for r in run]) - t0_s
+            ax.plot(t, 100 * np.array([r[1] for r in run]), label=f"{p.name}: last 40 predictions")
+        if p.accuracy:
+            t = np.array([a[0] for a in p.accuracy]) - t0_s
+            ax.plot(
+                t,
+                100 * np.array([a[1] for a in p.accuracy]),
+                "--",
+                alpha=0.7,
+                label=f"{p.name}: prequential (/terrain/accuracy)",
+            )
+    if rep.get("operator_until_s") is not None:
+        ax.axvline(rep["operator_until_s"], color="k", lw=0.8)
+        ax.text(rep["operator_until_s"], 2, " operator labels end", fontsize=8)
+    ax.set_xlabel("bag time (s)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("terrain prediction accuracy during the replay")
+    fig.tight_layout()
+    paths.append(out_dir / "replay_accuracy.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    classes = rep["classes"]
+    n = len(rep["passes"])
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False)
+    for ax, (name, pr) in zip(axes[0], rep["passes"].items(), strict=True):
+        cm = np.asarray(pr["confusion_eval"])
+        ax.imshow(cm, cmap="Blues")
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        acc = pr["accuracy_eval"]
+        ax.set_title(f"{name}: {100 * acc:.1f} %" if acc is not None else name, fontsize=9)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("truth")
+    fig.tight_layout()
+    paths.append(out_dir / "replay_confusion.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def replay(
+    cfg: ReplayConfig, out_dir: Path | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run the passes and build the report (and plots under `out_dir`)."""
+    if not cfg.rate > 0:
+        raise ReplayError(f"rate must be > 0, got {cfg.rate}")
+    data = _read_bag(cfg.bag, cfg.truth_topic)
+    msgs, types, truth = data
+    if not truth:
+        raise ReplayError(
+            f"bag {cfg.bag} has no {cfg.truth_topic} (std_msgs/String ground truth): nothing "
+            "to evaluate against"
+        )
+    if "/imu/data" not in types:
+        raise ReplayError(f"bag {cfg.bag} has no /imu/data")
+    t0_s = msgs[0].t_ns * 1e-9
+    log(
+        f"bag {cfg.bag}: {len(msgs)} messages, {(msgs[-1].t_ns - msgs[0].t_ns) * 1e-9:.1f} s, "
+        f"topics {', '.join(sorted(types))}"
+    )
+    passes: list[PassResult] = []
+    plan = ([("before", False)] if cfg.compare_frozen else []) + [("after", True)]
+    for name, training in plan:
+        log(f"pass '{name}': training {'on' if training else 'off'}, {cfg.rate:g}x real time")
+        try:
+            p = run_pass(cfg, name, training, data, log)
+        except LaunchError as exc:
+            raise ReplayError(str(exc)) from exc
+        rep_p = report(cfg, [p], _classes(p), t0_s)["passes"][name]
+        acc = rep_p["accuracy_eval"]
+        log(
+            f"pass '{name}': {len(p.predictions)} predictions, accuracy on the evaluated part "
+            f"{'n/a' if acc is None else f'{100 * acc:.1f} %'}, "
+            f"{rep_p['samples'].get('trained', 0)} samples trained, {p.speed:.1f}x real time, "
+            f"{rep_p['imu_lost']} IMU messages lost"
+        )
+        passes.append(p)
+    classes = _classes(passes[-1])
+    rep = report(cfg, passes, classes, t0_s)
+    if out_dir is not None:
+        rep["plots"] = [str(x) for x in plots(passes, rep, out_dir, t0_s)]
+        rep["series"] = {
+            p.name: {
+                "prequential_accuracy": [(round(t - t0_s, 3), a) for t, a in p.accuracy],
+                "predictions": [(round(t - t0_s, 3), pr, tr) for t, pr, tr in p.predictions],
+            }
+            for p in passes
+        }
+    return rep
+
+
+def _classes(p: PassResult) -> list[str]:
+    names = p.bridge.get("class_names")
+    if names:
+        return list(names)
+    seen = sorted({tr for _, _, tr in p.predictions if tr} | {pr for _, pr, _ in p.predictions})
+    return seen
+
+
+def summary(rep: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers (`bench/results/demo.json`)."""
+    ps = rep["passes"]
+    after = ps.get("after", {})
+    before = ps.get("before", {})
+    return {
+        "acc_before": before.get("accuracy_eval"),
+        "acc_after": after.get("accuracy_eval"),
+        "replay_speed": after.get("replay_speed"),
+        "samples_trained": after.get("samples", {}).get("trained", 0),
+        "predictions_evaluated": after.get("predictions_eval"),
+        "imu_lost": {k: v.get("imu_lost") for k, v in ps.items()},
+        "graph_cpu_s": {k: v.get("graph_process", {}).get("cpu_s") for k, v in ps.items()},
+        "prequential_accuracy_final": after.get("prequential_accuracy_final"),
+    }
