@@ -33,7 +33,7 @@ APT_LIST := tools/apt-packages.txt
 # (Board crates pin Espressif toolchains in rust-toolchain.toml; tools/build_boards.sh checks them.)
 STANDALONE_CRATES = $(FIRMWARE)/bench-mcu $(FIRMWARE)/nopanic-check
 # Python sources checked by ruff (only those that exist: empty dirs are not in git).
-PY_SRC = $(wildcard setup.py terrain_odt test tools)
+PY_SRC = $(wildcard setup.py terrain_odt test tools launch)
 
 ifeq ($(MCU),1)
 MCU_SETUP := mcu-setup

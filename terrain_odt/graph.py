@@ -215,6 +215,15 @@ IMU_FEATURES = NodeSpec(
             "every later sample",
             min=0.0,
         ),
+        P(
+            "imu_poll_hz",
+            0.0,
+            "0: process each IMU message in its own callback; > 0: drain the IMU queue this "
+            "often instead (steady clock), far cheaper at high IMU rates, adds up to "
+            "1/imu_poll_hz of latency",
+            min=0.0,
+            max=2000.0,
+        ),
         P("qos_depth", 200, "IMU subscription queue depth (sensor-data QoS, best effort)", min=1),
         P(
             "diagnostics_period_s",

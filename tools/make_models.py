@@ -10,7 +10,7 @@ demo bag is cut from** (`data/demo/README.md`), so the demo replays data the mod
 * `borealtc_mlp.odtm` (+ `.json` sidecar): the IMU as recorded. The starting point for a Husky-
   like robot with the IMU mounted as in BorealTC.
 * `demo_mount_shift.odtm` (+ `.json`): the same runs seen through a different IMU mounting
-  (`--mount`, default `mount-severe` of `tools/exp_learning.py`: 60° pitch, gain, bias, noise):
+  (`--mount`, default `mount-mild` of `tools/exp_learning.py`: 20° pitch, gain, bias, noise):
   a model trained "on another robot". The demo (`make demo`) starts from it and fine-tunes it
   on the co-processor while replaying the real (unrotated) demo bag.
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=None, help="BorealTC directory")
     ap.add_argument("--out", type=Path, default=ROOT / "models")
-    ap.add_argument("--mount", default="mount-severe", choices=[m.name for m in MOUNTS])
+    ap.add_argument("--mount", default="mount-mild", choices=[m.name for m in MOUNTS])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Imu
@@ -78,7 +79,27 @@ class ImuFeaturesNode(Node):
         self.pub = self.create_publisher(Float64MultiArray, FEATURES_TOPIC, 10)
         # raw=True: the callback decodes the three fields it needs (terrain_odt.cdr), which is
         # much cheaper than a full Python message per sample.
-        self.sub = self.create_subscription(Imu, "/imu/data", self._on_imu, qos, raw=True)
+        poll_hz = float(p["imu_poll_hz"])
+        if poll_hz > 0:
+            # rclpy's executor costs far more per wake-up than this node's work per sample.
+            # Polling mode: the subscription lives on a helper node that no executor spins, and
+            # a steady-clock timer drains its queue: one wake-up per poll instead of per sample
+            # (at most 1/poll_hz of added latency).
+            self._rx = Node(
+                f"{self.get_name()}_imu_reader",
+                context=self.context,
+                start_parameter_services=False,
+                enable_rosout=False,
+            )
+            self.sub = self._rx.create_subscription(
+                Imu, "/imu/data", lambda _m: None, qos, raw=True
+            )
+            self.create_timer(
+                1.0 / poll_hz, self._drain, clock=Clock(clock_type=ClockType.STEADY_TIME)
+            )
+        else:
+            self._rx = None
+            self.sub = self.create_subscription(Imu, "/imu/data", self._on_imu, qos, raw=True)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = float(p["diagnostics_period_s"])
         if period > 0:
@@ -87,6 +108,20 @@ class ImuFeaturesNode(Node):
             f"windows of {fcfg.window_s} s every {fcfg.hop_s} s at {fcfg.sample_rate_hz} Hz "
             f"(decimation {cfg.decimation}), {fcfg.n_features} features"
         )
+
+    def _drain(self) -> None:
+        handle = self.sub.handle
+        while True:
+            with handle:
+                taken = handle.take_message(Imu, True)
+            if taken is None:
+                return
+            self._on_imu(taken[0])
+
+    def destroy_node(self) -> None:
+        if self._rx is not None:
+            self._rx.destroy_node()
+        super().destroy_node()
 
     def _on_imu(self, raw: bytes) -> None:
         try:

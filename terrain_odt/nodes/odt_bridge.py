@@ -195,7 +195,9 @@ class OdtBridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(OdtBridgeNode, args)
+    # Service callbacks wait on the co-processor: a multi-threaded executor keeps the topics
+    # flowing meanwhile.
+    return run_node(OdtBridgeNode, args, executor="multi")
 
 
 if __name__ == "__main__":
