@@ -96,7 +96,7 @@ setup: $(SETUP_STAMP)
 
 # Re-run pip only when the build definition (or this Makefile) changes; otherwise instant.
 $(SETUP_STAMP): setup.py setup.cfg package.xml Makefile
-	$(call header,setup: $(VENV) with terrain_odt[dev] (editable))
+	$(call header,setup: $(VENV) with terrain_odt[dev,ros] (editable))
 	@if [ ! -x $(VPY) ]; then $(PYTHON) -m venv $(VENV); fi
 	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev,ros]'
 	@touch $@
