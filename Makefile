@@ -197,9 +197,11 @@ exp-choices: setup
 
 .PHONY: demo-bag
 
-DEMO_BAG_SEGMENTS = ASPHALT/01:60-95 FLOORING/03:60-95 ICE/00:60-95 SANDY_LOAM/13:10-45 \
-	SNOW/06:30-65 ASPHALT/04:10-45 FLOORING/00:100-135 ICE/03:5-40 SANDY_LOAM/05:5-40 \
-	SNOW/14:20-55
+# Two laps over the five terrains, each segment a stretch of steady straight driving (the
+# labeler only labels while the robot moves steadily; turning in place is never labelled).
+DEMO_BAG_SEGMENTS = ASPHALT/01:60-95 FLOORING/03:84-119 ICE/00:60-95 SANDY_LOAM/05:5-40 \
+	SNOW/18:2-37 ASPHALT/04:10-45 FLOORING/00:100-135 ICE/03:5-40 SANDY_LOAM/01:5-40 \
+	SNOW/10:30-65
 
 demo-bag: setup
 	$(call header,demo bag (terrain-odt bag-from-borealtc))
