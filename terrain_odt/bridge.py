@@ -333,7 +333,7 @@ class BridgeCore:
     def close(self, save: bool = False, timeout: float = 10.0) -> None:
         """Flush what can be flushed (and save, if asked and anything trained), then stop."""
         client = self._client
-        if client is not None and client.connected:
+        if client is not None and client.connected and self._model_ok:
             try:
                 self._drain_backlog(client)
                 client.flush(timeout=timeout)
@@ -380,6 +380,8 @@ class BridgeCore:
         """One window. `ValueError` if it is malformed (wrong length, non-finite)."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 1 or x.shape[0] != self.model.input_len:
+            with self._lock:
+                self._c["windows_wrong_length"] += 1
             raise ValueError(f"{x.size} features, the model takes {self.model.input_len}")
         if not np.isfinite(x).all() or not (math.isfinite(t_start) and math.isfinite(t_end)):
             with self._lock:
@@ -427,7 +429,12 @@ class BridgeCore:
         state = "on" if enabled else "off"
         if self._client is None or not self._client.connected:
             return True, f"training {state} (applied when the co-processor connects)"
-        return self._command(lambda c: self._configure(c) or f"training {state}", timeout)
+
+        def job(c: OdtClient) -> str:
+            problem = self._configure(c)
+            return f"training {state}" + ("" if self._model_ok else f" (not sent: {problem})")
+
+        return self._command(job, timeout)
 
     def save(self, timeout: float = 30.0) -> tuple[bool, str]:
         def job(c: OdtClient) -> str:
@@ -711,13 +718,14 @@ class BridgeCore:
                 return
             if r is None:
                 self._c["failed"] += 1
+            else:
+                self._c["trained"] += 1  # with the pending decrement: the sum never dips
         if r is None:
             self._throttle(self.log.warning, "failed", f"training sample not applied: {exc}")
             return
         names = self.model.class_names
         pred = r.pred if r.pred is not None and r.pred < len(names) else None
         with self._lock:
-            self._c["trained"] += 1
             if pred is not None:
                 self._recent.append(pred == s.label)
                 self.confusion[s.label, pred] += 1

@@ -197,19 +197,25 @@ def running_graph(
         args += ["--params-file", str(f)]
     context = rclpy.Context()
     # The caller owns SIGINT/SIGTERM: shutdown must close the nodes (flush, save) in order.
-    rclpy.init(
-        args=args,
-        context=context,
-        domain_id=domain_id,
-        signal_handler_options=SignalHandlerOptions.NO,
-    )
+    try:
+        rclpy.init(
+            args=args,
+            context=context,
+            domain_id=domain_id,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+    except RuntimeError as exc:  # RCLError: e.g. a parameter file rcl cannot parse
+        raise LaunchError(f"cannot initialise ROS: {exc}") from None
     created: dict[str, Any] = {}
     graph = Graph(created, executor, context)
     try:
         for spec in nodes:
             ov = [Parameter("use_sim_time", value=use_sim_time)]
             for k, v in (overrides or {}).get(spec.name, {}).items():
-                ov.append(Parameter(k, value=v))
+                try:
+                    ov.append(Parameter(k, value=v))
+                except TypeError as exc:  # e.g. a list of mixed types, a mapping
+                    raise LaunchError(f"{spec.name}: parameter '{k}': {exc}") from None
             try:
                 node = _load_factory(spec)(context=context, parameter_overrides=ov)
             except ParamError as exc:

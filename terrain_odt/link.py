@@ -1319,9 +1319,9 @@ class OdtClient:
 
     @property
     def connected(self) -> bool:
-        """A session is up."""
+        """A session is up (never after :meth:`close`)."""
         with self._lock:
-            return self._session_ok and not self._broken
+            return self._session_ok and not self._broken and not (self._closing or self._closed)
 
     def link_stats(self) -> LinkStats:
         """Snapshot of the link counters."""

@@ -49,6 +49,10 @@ def parse_features_message(msg: Float64MultiArray) -> tuple[float, float, list[f
 class ImuFeaturesNode(Node):
     """Thin wrapper: Imu → `FeatureStream.push` → publish accepted windows."""
 
+    #: Polling mode's reader node. A class default: `destroy_node` also runs (at context
+    #: shutdown) for a node whose `__init__` failed on a bad parameter.
+    _rx: Node | None = None
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(IMU_FEATURES.name, **kwargs)
         p = declare_params(self, IMU_FEATURES)
@@ -150,7 +154,7 @@ class ImuFeaturesNode(Node):
         if resets != self._resets_logged:
             self._resets_logged = resets
             self.get_logger().warning(
-                f"IMU clock jumped back (sample at {t:.3f} s): window buffer restarted"
+                f"IMU clock jumped (sample at {t:.3f} s): window buffer restarted"
             )
         for ev in events:
             if ev.features is not None:

@@ -115,7 +115,12 @@ class OdtBridgeNode(Node):
     def _srv(self, fn: Any) -> Any:
         def handler(_req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
             resp.success, resp.message = fn()
-            (self.get_logger().info if resp.success else self.get_logger().error)(resp.message)
+            # One call site per severity: rclpy refuses a severity change at a call site
+            # (ValueError, and the service would never answer).
+            if resp.success:
+                self.get_logger().info(resp.message)
+            else:
+                self.get_logger().error(resp.message)
             return resp
 
         return handler

@@ -32,6 +32,13 @@ class TerrainLabelerNode(Node):
         p = declare_params(self, TERRAIN_LABELER)
         try:
             names = [str(n) for n in p["class_names"]]  # type: ignore[union-attr]
+
+            def parsed(param: str, parse: Any) -> Any:
+                try:
+                    return parse(list(p[param]), names)  # type: ignore[arg-type]
+                except ValueError as exc:
+                    raise ValueError(f"parameter '{param}': {exc}") from None
+
             cfg = LabelerConfig(
                 class_names=tuple(names),
                 settle_s=float(p["settle_s"]),
@@ -47,8 +54,8 @@ class TerrainLabelerNode(Node):
                 slip_min_cmd=float(p["slip_min_cmd"]),
                 cmd_timeout_s=float(p["cmd_timeout_s"]),
                 operator_overrides_regions=bool(p["operator_overrides_regions"]),
-                regions=parse_regions(list(p["regions"]), names),  # type: ignore[arg-type]
-                joy_mapping=parse_joy_mapping(list(p["joy_buttons"]), names),  # type: ignore[arg-type]
+                regions=parsed("regions", parse_regions),
+                joy_mapping=parsed("joy_buttons", parse_joy_mapping),
             )
         except ValueError as exc:
             raise ParamError(f"terrain_labeler: {exc}") from exc
