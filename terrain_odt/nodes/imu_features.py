@@ -66,7 +66,10 @@ class ImuFeaturesNode(Node):
             )
             cfg = StreamConfig(fcfg, int(p["input_decimation"]), float(p["time_jump_reset_s"]))
         except ValueError as exc:
-            raise ParamError(f"imu_features: {exc}") from exc
+            raise ParamError(
+                f"imu_features: parameters sample_rate_hz / window_s / hop_s / "
+                f"input_decimation: {exc}"
+            ) from exc
         self.stream = FeatureStream(cfg)
         self._use_receipt = p["stamp_source"] == "receipt"
         self._lock = threading.Lock()

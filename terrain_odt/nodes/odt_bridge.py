@@ -35,6 +35,9 @@ class OdtBridgeNode(Node):
                 resolve(str(p["model_sidecar"])) if p["model_sidecar"] else "",
                 resolve(str(p["model_blob"])) if p["model_blob"] else None,
             )
+        except ModelFileError as exc:
+            raise ParamError(f"odt_bridge: parameter model_sidecar / model_blob: {exc}") from exc
+        try:
             cfg = BridgeConfig(
                 url=str(p["serial_port"]),
                 baud_rate=int(p["baud_rate"]),
@@ -53,7 +56,7 @@ class OdtBridgeNode(Node):
                 rehearsal_per_class=int(p["rehearsal_per_class"]),
                 rehearsal_ratio=float(p["rehearsal_ratio"]),
             )
-        except (ModelFileError, ValueError) as exc:
+        except ValueError as exc:
             raise ParamError(f"odt_bridge: {exc}") from exc
         if cfg.upload_model and model.blob is None:
             raise ParamError("odt_bridge: upload_model is set but model_blob is empty")
