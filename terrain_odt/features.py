@@ -466,6 +466,17 @@ class WindowBuffer:
             self._t0 = t
         return self._decide()
 
+    @property
+    def next_window_end(self) -> float | None:
+        """Time of the last grid sample of the next undecided window (`None` before any
+        sample): the window is decided once a sample at or after this time arrives."""
+        if self._t0 is None:
+            return None
+        cfg = self.cfg
+        return self._t0 + (self._next * cfg.hop_samples + cfg.window_samples - 1) / (
+            cfg.sample_rate_hz
+        )
+
     def push_many(self, t: Sequence[float] | np.ndarray, imu: np.ndarray) -> list[WindowEvent]:
         """`push` for each row; events of all of them in order."""
         t, x = _as_inputs(t, imu)

@@ -217,10 +217,11 @@ IMU_FEATURES = NodeSpec(
         ),
         P(
             "imu_poll_hz",
-            0.0,
-            "0: process each IMU message in its own callback; > 0: drain the IMU queue this "
-            "often instead (steady clock), far cheaper at high IMU rates, adds up to "
-            "1/imu_poll_hz of latency",
+            500.0,
+            "0: one callback per IMU message; > 0: polling: drain the IMU queue when the next "
+            "window is due (from the observed IMU rate, at most every 0.2 s), polling at this "
+            "rate while its last sample is late; far fewer rclpy wake-ups (cheaper at high "
+            "IMU rates and in fast replays), up to 1/imu_poll_hz of added latency",
             min=0.0,
             max=2000.0,
         ),

@@ -48,7 +48,7 @@ __all__ = ["PassResult", "ReplayConfig", "ReplayError", "replay", "run_pass"]
 
 TRUTH_TOPIC = "/terrain/label_truth"
 #: `imu_features.imu_poll_hz` during replays, unless the parameters set one.
-REPLAY_POLL_HZ = 100.0
+REPLAY_POLL_HZ = 500.0
 OPERATOR_TOPIC = "/terrain/operator_label"
 
 
@@ -266,14 +266,14 @@ def run_pass(
     msgs, types, truth = bag_data
     files = _param_files(cfg.param_files)
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in cfg.overrides.items()}
+    feat_ov = overrides.setdefault("imu_features", {})
     if not _param_value(files, overrides, "imu_features", "imu_poll_hz"):
         # At 20x a callback per IMU message costs rclpy more than the nodes' own work and the
-        # stream overflows; draining the queue at 100 Hz (wall clock) keeps it lossless, and a
-        # queue of 2 s of bag time at the replay rate rides out a busy machine.
-        feat_ov = overrides.setdefault("imu_features", {})
+        # stream overflows: replays always poll.
         feat_ov["imu_poll_hz"] = REPLAY_POLL_HZ
-        depth = int(_param_value(files, overrides, "imu_features", "qos_depth"))
-        feat_ov["qos_depth"] = max(depth, int(2 * 100 * cfg.rate))
+    # A queue of 2 s of bag time at the replay rate rides out a busy machine.
+    depth = int(_param_value(files, overrides, "imu_features", "qos_depth"))
+    feat_ov["qos_depth"] = max(depth, int(2 * 100 * cfg.rate))
     bridge_ov = overrides.setdefault("odt_bridge", {})
     bridge_ov["training_enabled"] = training
     bridge_ov["save_on_shutdown"] = False

@@ -123,6 +123,19 @@ class FeatureStream:
             return []
         return self.buffer.push(*out)
 
+    @property
+    def next_window_end(self) -> float | None:
+        """Input time at which the next window will be decided (`None`: not known yet).
+
+        With decimation, the completing output sample is the mean of a block, so the input
+        sample that completes it comes up to one block later."""
+        t = self.buffer.next_window_end
+        if t is None:
+            return None
+        return t + (self.cfg.decimation - 1) / (
+            self.cfg.features.sample_rate_hz * self.cfg.decimation
+        )
+
     def restart(self) -> None:
         """Forget buffered samples and the time anchor (after a clock jump); counters stay."""
         self.buffer.reset()

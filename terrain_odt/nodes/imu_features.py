@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -21,6 +24,11 @@ from .common import OK, WARN, ParamError, counts, declare_params, run_node, stat
 FEATURES_TOPIC = "/terrain/features"
 #: Leading elements of a features message: window start and end time (s).
 STAMP_ELEMENTS = 2
+#: Polling mode: longest sleep between drains (bounds the queue it needs), and how long before
+#: the sample that completes the next window is expected to switch to one callback per sample.
+POLL_MAX_PERIOD_S = 0.2
+POLL_EVENT_LEAD_S = 0.02
+POLL_EVENT_LEAD_SAMPLES = 8
 
 
 def features_message(ev: WindowEvent) -> Float64MultiArray:
@@ -89,20 +97,34 @@ class ImuFeaturesNode(Node):
         poll_hz = float(p["imu_poll_hz"])
         if poll_hz > 0:
             # rclpy's executor costs far more per wake-up than this node's work per sample.
-            # Polling mode: the subscription lives on a helper node that no executor spins, and
-            # a steady-clock timer drains its queue: one wake-up per poll instead of per sample
-            # (at most 1/poll_hz of added latency).
+            # Polling mode: the subscription lives on a helper node that is only spun (added to
+            # the executor) just before a window completes; in between, a steady-clock timer
+            # drains its queue a few times per window (see `_drain`).
             self._rx = Node(
                 f"{self.get_name()}_imu_reader",
                 context=self.context,
                 start_parameter_services=False,
                 enable_rosout=False,
             )
+            # One mutually exclusive group for the timer and the subscription: with a
+            # multi-threaded executor the two would otherwise take samples concurrently and
+            # hand them to the stream out of order.
+            group = MutuallyExclusiveCallbackGroup()
             self.sub = self._rx.create_subscription(
-                Imu, "/imu/data", lambda _m: None, qos, raw=True
+                Imu, "/imu/data", self._on_rx, qos, raw=True, callback_group=group
             )
-            self.create_timer(
-                1.0 / poll_hz, self._drain, clock=Clock(clock_type=ClockType.STEADY_TIME)
+            self._event_mode = False
+            self._fs_in = fcfg.sample_rate_hz * cfg.decimation
+            self._event_due: float | None = None
+            self._min_period = 1.0 / poll_hz
+            self._max_period = max(self._min_period, POLL_MAX_PERIOD_S)
+            self._rate: float | None = None
+            self._last_poll: tuple[float, float] | None = None
+            self._poll_timer = self.create_timer(
+                self._min_period,
+                self._drain,
+                clock=Clock(clock_type=ClockType.STEADY_TIME),
+                callback_group=group,
             )
         else:
             self._rx = None
@@ -117,26 +139,93 @@ class ImuFeaturesNode(Node):
         )
 
     def _drain(self) -> None:
+        """Polling mode timer: take every queued IMU message, then plan the next wake-up.
+
+        A wake-up of rclpy's executor costs more CPU than processing a few hundred samples, and
+        a timer wakes a few milliseconds late, so: sleep (at most `POLL_MAX_PERIOD_S`) until
+        shortly before the sample that completes the next window should arrive (from the
+        IMU-time / arrival-time rate seen so far), then spin the IMU subscription itself
+        (event mode) until that window is decided, for the latency of a plain callback.
+        """
         handle = self.sub.handle
+        newest: tuple[float, float] | None = None  # (IMU time, arrival time)
         while True:
             with handle:
                 taken = handle.take_message(Imu, True)
             if taken is None:
+                break
+            t = self._on_imu(taken[0])
+            received = taken[1].get("received_timestamp") if len(taken) > 1 else None
+            if t is not None:
+                newest = (t, received * 1e-9 if received else time.time())
+        self._observe(newest)
+        self._plan()
+
+    def _observe(self, newest: tuple[float, float] | None) -> None:
+        if newest is None:
+            return
+        last = self._last_poll
+        if last is not None and newest[0] > last[0] and newest[1] > last[1] + 1e-3:
+            rate = (newest[0] - last[0]) / (newest[1] - last[1])
+            # IMU seconds per wall second (1 live, N in an N-times replay), smoothed.
+            self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+        self._last_poll = newest
+
+    def _plan(self) -> None:
+        due = self.stream.next_window_end
+        if self._event_mode and due != self._event_due:
+            self._set_event_mode(False)
+        period = self._max_period
+        if due is not None and self._rate and self._last_poll is not None:
+            t_last, arrived = self._last_poll
+            # The middleware's receive stamps are system time.
+            ahead = (due - t_last) / self._rate - (time.time() - arrived)
+            # Switch at most POLL_EVENT_LEAD_SAMPLES input samples ahead: in a fast replay
+            # 20 ms of wall time would be hundreds of samples, each its own wake-up.
+            lead = min(POLL_EVENT_LEAD_S, POLL_EVENT_LEAD_SAMPLES / (self._rate * self._fs_in))
+            if ahead <= lead:
+                self._set_event_mode(True, due)
                 return
-            self._on_imu(taken[0])
+            period = min(max(ahead - lead, self._min_period), self._max_period)
+        self._poll_timer.timer_period_ns = int(period * 1e9)
+        self._poll_timer.reset()
+
+    def _set_event_mode(self, on: bool, due: float | None = None) -> None:
+        ex = self.executor
+        if ex is None or on == self._event_mode:
+            return
+        self._event_mode = on
+        self._event_due = due
+        if on:
+            # Fallback wake-up in case the stream stops: leave event mode then.
+            self._poll_timer.timer_period_ns = int(self._max_period * 1e9)
+            self._poll_timer.reset()
+            ex.add_node(self._rx)
+        else:
+            ex.remove_node(self._rx)
+
+    def _on_rx(self, raw: bytes) -> None:
+        """Event mode: one IMU message; back to polling once the awaited window is decided."""
+        t = self._on_imu(raw)
+        if t is not None:
+            self._observe((t, time.time()))
+        if self.stream.next_window_end != self._event_due:
+            self._set_event_mode(False)
+            self._plan()
 
     def destroy_node(self) -> None:
         if self._rx is not None:
             self._rx.destroy_node()
         super().destroy_node()
 
-    def _on_imu(self, raw: bytes) -> None:
+    def _on_imu(self, raw: bytes) -> float | None:
+        """One serialized Imu; returns its time if finite (for the polling schedule)."""
         try:
             t, *sample = imu_sample(raw)
         except CdrError as exc:
             self.bad_messages += 1
             self.get_logger().warning(f"undecodable Imu message: {exc}", throttle_duration_sec=5.0)
-            return
+            return None
         if self._use_receipt:
             t = self.get_clock().now().nanoseconds * 1e-9
         with self._lock:  # callbacks may run on several executor threads
@@ -163,6 +252,7 @@ class ImuFeaturesNode(Node):
             if ev.features is not None:
                 self.pub.publish(features_message(ev))
                 self.published += 1
+        return t if math.isfinite(t) else None
 
     def diagnostics(self) -> dict[str, Any]:
         with self._lock:
