@@ -1,4 +1,5 @@
-"""One-process launcher: the graph of `terrain_odt.graph` in one process, one executor.
+"""One-process launcher: the graph of `terrain_odt.graph` in one process (an executor thread per
+node by default).
 
 `ros2 launch terrain_odt robot.launch.py` starts each node as its own process; this launcher
 brings up the same nodes, with the same parameter files, where `launch`/`ros2` are not installed
@@ -172,7 +173,7 @@ def running_graph(
     use_sim_time: bool = False,
     nodes: Sequence[NodeSpec] = NODES,
     spin: bool = True,
-    executor: str = "multi",
+    executor: str = "per-node",
     domain_id: int | None = None,
 ) -> Iterator[Graph]:
     """Create the graph's nodes in a fresh rclpy context and spin them in background threads.
@@ -263,10 +264,12 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument(
         "--executor",
         choices=EXECUTORS,
-        default="multi",
-        help="rclpy executor(s): multi = one MultiThreadedExecutor (default); single = one "
-        "SingleThreadedExecutor; per-node = one SingleThreadedExecutor and thread per node "
-        "(least overhead per message; `terrain-odt replay` uses it, see bench/results/ros.json)",
+        default="per-node",
+        help="rclpy executor(s): per-node (default) = a SingleThreadedExecutor and thread per "
+        "node, so nodes run concurrently like separate processes; multi = one "
+        "MultiThreadedExecutor for all (rclpy's multi-threaded executor stalled callbacks "
+        "for more than 0.5 s under load here, see the README); single = one "
+        "SingleThreadedExecutor",
     )
     p.add_argument(
         "--stats-out",

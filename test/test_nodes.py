@@ -135,7 +135,7 @@ class Probe(Node):
 def graph_and_probe(
     nodes: Sequence[NodeSpec],
     overrides: dict[str, dict[str, Any]] | None = None,
-    executor: str = "multi",
+    executor: str = "per-node",
 ) -> Iterator[tuple[Any, Probe]]:
     with running_graph(
         [CONFIG], overrides or {}, nodes=nodes, executor=executor, use_sim_time=False
@@ -311,7 +311,11 @@ def test_imu_features_survives_bad_input():
 
 def test_terrain_labeler_operator_label_and_bad_cues():
     settle = 0.5
-    with graph_and_probe([TERRAIN_LABELER], {"terrain_labeler": {"settle_s": settle}}) as (
+    # odom_timeout_s generous: this test is about cues; on a loaded machine the probe's 20 Hz
+    # odometry timer can stall for longer than the default 0.5 s, which would (correctly)
+    # withdraw the label as stale.
+    overrides = {"terrain_labeler": {"settle_s": settle, "odom_timeout_s": 3.0}}
+    with graph_and_probe([TERRAIN_LABELER], overrides) as (
         graph,
         probe,
     ):

@@ -4,12 +4,15 @@ publishes prediction, confidence, prequential accuracy and /diagnostics; std_srv
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future as RclpyFuture
 from std_msgs.msg import Float32, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -115,9 +118,27 @@ class OdtBridgeNode(Node):
                 self.pub_acc.publish(Float32(data=float(acc)))
         self.last_outcome = o
 
-    def _srv(self, fn: Any) -> Any:
-        def handler(_req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-            resp.success, resp.message = fn()
+    def _off_executor(self, fn: Callable[[], tuple[bool, str]]) -> RclpyFuture:
+        """Run a call that waits on the co-processor in a thread; an awaitable for its result.
+
+        Service callbacks are coroutines awaiting this, so they never hold up the node's
+        executor (topics keep flowing with a single-threaded executor too).
+        """
+        fut: RclpyFuture = RclpyFuture(executor=self.executor)
+        fut.add_done_callback(lambda _f: None)  # completion wakes the executor
+
+        def work() -> None:
+            try:
+                fut.set_result(fn())
+            except Exception as exc:  # the caller gets the error as its answer
+                fut.set_result((False, f"{type(exc).__name__}: {exc}"))
+
+        threading.Thread(target=work, name="odt-bridge-service", daemon=True).start()
+        return fut
+
+    def _srv(self, fn: Callable[[], tuple[bool, str]]) -> Any:
+        async def handler(_req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+            resp.success, resp.message = await self._off_executor(fn)
             # One call site per severity: rclpy refuses a severity change at a call site
             # (ValueError, and the service would never answer).
             if resp.success:
@@ -128,8 +149,13 @@ class OdtBridgeNode(Node):
 
         return handler
 
-    def _on_set_training(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
-        resp.success, resp.message = self.core.set_training(bool(req.data))
+    async def _on_set_training(
+        self, req: SetBool.Request, resp: SetBool.Response
+    ) -> SetBool.Response:
+        enabled = bool(req.data)
+        resp.success, resp.message = await self._off_executor(
+            lambda: self.core.set_training(enabled)
+        )
         self.get_logger().info(resp.message)
         return resp
 
@@ -203,9 +229,9 @@ class OdtBridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Service callbacks wait on the co-processor: a multi-threaded executor keeps the topics
-    # flowing meanwhile.
-    return run_node(OdtBridgeNode, args, executor="multi")
+    # Service calls wait on the co-processor off the executor (see _off_executor), so a
+    # single-threaded executor serves this node.
+    return run_node(OdtBridgeNode, args)
 
 
 if __name__ == "__main__":
