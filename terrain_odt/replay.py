@@ -657,7 +657,9 @@ def replay(
         log(
             f"pass '{name}': {len(p.predictions)} predictions, accuracy on the evaluated part "
             f"{'n/a' if acc is None else f'{100 * acc:.1f} %'}, "
-            f"{rep_p['samples'].get('trained', 0)} samples trained, {p.speed:.1f}x real time, "
+            f"{rep_p['samples'].get('trained', 0)} labelled windows sent "
+            f"({'trained on' if training else 'predicted only, training off'}), "
+            f"{p.speed:.1f}x real time, "
             f"{rep_p['imu_lost']} IMU messages lost"
         )
         passes.append(p)
@@ -693,6 +695,8 @@ def summary(rep: dict[str, Any]) -> dict[str, Any]:
         "acc_after": after.get("accuracy_eval"),
         "replay_speed": after.get("replay_speed"),
         "samples_trained": after.get("samples", {}).get("trained", 0),
+        # Weight updates on the co-processor: the labelled windows plus rehearsal replays.
+        "training_steps": after.get("trainer", {}).get("train_steps"),
         "predictions_evaluated": after.get("predictions_eval"),
         "imu_lost": {k: v.get("imu_lost") for k, v in ps.items()},
         "graph_cpu_s": {k: v.get("graph_process", {}).get("cpu_s") for k, v in ps.items()},

@@ -12,6 +12,8 @@
      after the window's end, which is the one that completes it) to receiving the window's
      prediction (inference over the emulated UART); the k-th prediction belongs to the k-th
      window (no labels are given, so every window is an inference request);
+   * both IMU modes of `imu_features`: polling (`imu_poll_hz` 500, the default) and one
+     callback per message (`imu_poll_hz` 0);
    * CPU share per node: user + system CPU time of each node process (from /proc) over the
      measured period divided by its wall time (1.0 = one core); also a no-op rclpy subscriber
      at the same rate, which is the floor rclpy + DDS put under any Python IMU node here.
@@ -287,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         "--polls",
         type=float,
         nargs="+",
-        default=[0.0, 100.0],
-        help="imu_features imu_poll_hz values to measure (0 = one callback per message)",
+        default=[500.0, 0.0],
+        help="imu_features imu_poll_hz values to measure (500 = the default polling mode, "
+        "0 = one callback per message)",
     )
     ap.add_argument("--replay-rates", type=float, nargs="+", default=[20.0, 40.0])
     ap.add_argument("--baud", type=int, default=921600)
