@@ -3,8 +3,11 @@ DDS isolation for the ROS tests (localhost only, a domain of this run's own)."""
 
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -14,3 +17,19 @@ if str(ROOT) not in sys.path:
 # DDS discovery on localhost only, and a random domain per pytest run unless one is set.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+
+
+@pytest.fixture(scope="session")
+def emu_bin() -> Path:
+    """The co-processor emulator (firmware/odt-emu), built with cargo if needed; the tests that
+    need it skip only when cargo is missing and no binary exists."""
+    from terrain_odt.emulator import EMU_BIN, find_emulator
+
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    if not Path(cargo).exists():
+        if EMU_BIN.exists():
+            return EMU_BIN
+        pytest.skip("cargo is not installed: cannot build firmware/odt-emu")
+    binary = find_emulator(build=True)
+    assert binary is not None, "cargo build --release -p odt-emu produced no binary"
+    return binary

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from terrain_odt.bridge import (
     Outcome,
     load_model_files,
 )
-from terrain_odt.emulator import EMU_BIN, Emulator, find_emulator, free_port
+from terrain_odt.emulator import Emulator, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDECAR = ROOT / "models" / "borealtc_mlp.json"
@@ -39,22 +38,6 @@ BLOB = ROOT / "models" / "borealtc_mlp.odtm"
 OTHER_SIDECAR = ROOT / "models" / "demo_mount_shift.json"
 OTHER_BLOB = ROOT / "models" / "demo_mount_shift.odtm"
 ACCOUNTED = ("trained", "failed", "dropped", "pending")
-
-
-def _cargo() -> str | None:
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    return cargo if Path(cargo).exists() else None
-
-
-@pytest.fixture(scope="module")
-def emu_bin() -> Path:
-    if _cargo() is None:
-        if EMU_BIN.exists():
-            return EMU_BIN
-        pytest.skip("cargo is not installed: cannot build firmware/odt-emu")
-    binary = find_emulator(build=True)
-    assert binary is not None, "cargo build --release -p odt-emu produced no binary"
-    return binary
 
 
 @pytest.fixture(scope="module")

@@ -8,33 +8,16 @@ binary exists).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from terrain_odt.emulator import EMU_BIN, Emulator, emulator, find_emulator
+from terrain_odt.emulator import Emulator, emulator
 from terrain_odt.link import OdtClient
 from tools.bench_link import synthetic_samples, train_run
 
 N = 1000
-
-
-def _cargo() -> str | None:
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    return cargo if Path(cargo).exists() else None
-
-
-@pytest.fixture(scope="module")
-def emu_bin() -> Path:
-    if _cargo() is None:
-        if EMU_BIN.exists():
-            return EMU_BIN
-        pytest.skip("cargo is not installed: cannot build firmware/odt-emu")
-    binary = find_emulator(build=True)
-    assert binary is not None, "cargo build --release -p odt-emu produced no binary"
-    return binary
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +31,7 @@ from sensor_msgs.msg import Imu
 from std_msgs.msg import Float32, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
-from terrain_odt.emulator import EMU_BIN, Emulator, find_emulator, free_port
+from terrain_odt.emulator import Emulator, free_port
 from terrain_odt.features import FeatureConfig, WindowEvent, extract_windows
 from terrain_odt.graph import IMU_FEATURES, NODES, ODT_BRIDGE, TERRAIN_LABELER, NodeSpec
 from terrain_odt.launcher import LaunchError, running_graph
@@ -49,22 +48,6 @@ ROSOUT = QoSProfile(
     depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 WARN = 30  # rcl_interfaces/Log level
-
-
-def _cargo() -> str | None:
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
-    return cargo if Path(cargo).exists() else None
-
-
-@pytest.fixture(scope="module")
-def emu_bin() -> Path:
-    if _cargo() is None:
-        if EMU_BIN.exists():
-            return EMU_BIN
-        pytest.skip("cargo is not installed: cannot build firmware/odt-emu")
-    binary = find_emulator(build=True)
-    assert binary is not None, "cargo build --release -p odt-emu produced no binary"
-    return binary
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from terrain_odt.cli import main as cli_main
-from terrain_odt.emulator import find_emulator
 from terrain_odt.replay import ReplayConfig, ReplayError, replay, summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,13 +20,7 @@ PARAMS = (ROOT / "config" / "terrain_odt.yaml", ROOT / "config" / "demo.yaml")
 
 
 @pytest.fixture(scope="module")
-def emu_ready() -> None:
-    if find_emulator(build=True) is None:
-        pytest.skip("cargo is not installed: cannot build firmware/odt-emu")
-
-
-@pytest.fixture(scope="module")
-def demo_report(emu_ready: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def demo_report(emu_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     cfg = ReplayConfig(bag=BAG, param_files=PARAMS, rate=20.0, operator_until=180.0)
     out = tmp_path_factory.mktemp("replay")
     rep = replay(cfg, out_dir=out, log=print)
@@ -82,7 +75,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         replay(ReplayConfig(bag=BAG, param_files=PARAMS, rate=0.0))
 
 
-def test_summary_json_written_by_the_cli(emu_ready: None, tmp_path: Path) -> None:
+def test_summary_json_written_by_the_cli(emu_bin: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     rc = cli_main(
         [
