@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from terrain_odt.labeling import (
@@ -644,6 +644,13 @@ STEP = st.sampled_from([0.0, 0.05, DT, 0.3, 0.7, 1.3])
 
 
 @settings(max_examples=200, deadline=None)
+@example(  # two cues at one instant: the second starts a new settle (found by hypothesis)
+    events=[(0.0, ("op", "FLOORING")), (0.7, ("wait", None)), (0.0, ("op", "ASPHALT"))],
+    settle=0.5,
+    op_timeout=0.0,
+    overrides=False,
+    require_motion=False,
+)
 @given(
     events=st.lists(st.tuples(STEP, EVENT), max_size=80),
     settle=st.sampled_from([0.0, 0.5, 2.0]),
@@ -686,11 +693,12 @@ def test_property_label_implies_cue_and_gating_held_for_settle(
         seen.append((t, s))
     assert lab.counters["unknown_labels"] == lab.counters["nonfinite_inputs"] == 0
     assert lab.counters["time_resets"] == 0
-    for t1, s1 in seen:
+    for i, (t1, s1) in enumerate(seen):
         if s1.label is None:
             continue
-        # every observation in (t1 - settle, t1] saw the same cue with gating passing
-        for t0, s0 in seen:
+        # every earlier observation in (t1 - settle, t1] saw the same cue with gating passing
+        # (earlier in call order: a cue given later at the same instant starts a new settle)
+        for t0, s0 in seen[: i + 1]:
             if t1 - settle < t0 <= t1:
                 assert s0.cue == s1.label and s0.reason in ("settling", "in_force"), (t0, s0)
 
