@@ -33,3 +33,14 @@ def emu_bin() -> Path:
     binary = find_emulator(build=True)
     assert binary is not None, "cargo build --release -p odt-emu produced no binary"
     return binary
+
+
+# Property tests: random exploration locally; in CI (`.ci/run` sets HYPOTHESIS_PROFILE=ci) a
+# fixed derandomized search, so a CI verdict does not depend on the draw.
+try:
+    from hypothesis import settings as _hyp_settings
+
+    _hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
+    _hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # pragma: no cover - hypothesis is a dev extra
+    pass
