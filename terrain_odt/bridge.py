@@ -40,7 +40,7 @@ import numpy as np
 
 from .blob import BlobError, decode_blob
 from .labeling import LabelTimeline
-from .link import LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
+from .link import TOPK_OFF, LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
 from .quantize import lr_to_fixed
 from .toolbox import SIDECAR_FORMAT, quantize_with_sidecar
 
@@ -664,7 +664,7 @@ class BridgeCore:
         k = n if self.cfg.train_layers < 0 else min(self.cfg.train_layers, n)
         modes = (0,) * (n - k) + (2,) * k
         lr_m, lr_e = lr_to_fixed(self.cfg.learning_rate)
-        topk = 0xFF if self.cfg.partial_update_topk < 0 else self.cfg.partial_update_topk
+        topk = TOPK_OFF if self.cfg.partial_update_topk < 0 else self.cfg.partial_update_topk
         client.set_params(
             SetParams(
                 enabled=self._training,

@@ -342,21 +342,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
             "fine-tuning, prequential accuracy, confusion matrices and link statistics."
         ),
     )
+    from .launcher import add_parameter_args
+
     p.add_argument("bag", help="rosbag2 directory or .mcap/.db3 file")
-    p.add_argument(
-        "--params-file",
-        action="append",
-        default=None,
-        help="parameter file (repeatable; default config/terrain_odt.yaml)",
-    )
-    p.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="NODE.PARAM:=VALUE",
-        help="override one parameter, e.g. odt_bridge.learning_rate:=0.001",
-    )
+    add_parameter_args(p)
     p.add_argument("--rate", type=float, default=20.0, help="times real time (default 20)")
     p.add_argument(
         "--serial-port",

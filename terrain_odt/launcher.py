@@ -80,7 +80,8 @@ def _load_factory(spec: NodeSpec) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def _param_files(files: Sequence[str | Path]) -> list[Path]:
+def resolve_param_files(files: Sequence[str | Path]) -> list[Path]:
+    """Resolve and check parameter files (`LaunchError` if missing or not YAML)."""
     out = []
     for f in files:
         p = resolve(f)
@@ -192,7 +193,7 @@ def running_graph(
 
     if executor not in EXECUTORS:
         raise LaunchError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
-    files = _param_files(param_files)
+    files = resolve_param_files(param_files)
     args = ["terrain_odt_launch", "--ros-args"]
     for f in files:
         args += ["--params-file", str(f)]
@@ -244,8 +245,8 @@ def _spin(executor: Any, context: Any) -> None:
         spin(executor, context)
 
 
-def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="terrain-odt launch", description=__doc__)
+def add_parameter_args(p: argparse.ArgumentParser) -> None:
+    """`--params-file` and `-p NODE.PARAM:=VALUE`: how every command takes graph parameters."""
     p.add_argument(
         "--params-file",
         action="append",
@@ -260,6 +261,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
         metavar="NODE.PARAM:=VALUE",
         help="override one parameter (YAML value), e.g. odt_bridge.serial_port:=/dev/ttyUSB0",
     )
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="terrain-odt launch", description=__doc__)
+    add_parameter_args(p)
     p.add_argument("--use-sim-time", action="store_true", help="follow /clock")
     p.add_argument(
         "--executor",
@@ -285,9 +291,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     return p
 
 
-def _param_value(
+def param_value(
     files: Sequence[Path], ov: Mapping[str, Mapping[str, Any]], node: str, name: str
 ) -> Any:
+    """A parameter's effective value: default < files (in order) < overrides `ov`."""
     value = node_spec(node).param(name).default
     for f in files:
         data = yaml.safe_load(f.read_text()) or {}
@@ -304,13 +311,13 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.monotonic()
     try:
-        files = _param_files(args.params_file or [DEFAULT_PARAMS])
+        files = resolve_param_files(args.params_file or [DEFAULT_PARAMS])
         overrides = parse_overrides(args.param)
         emu = None
         with contextlib.ExitStack() as stack:
             if args.emulator:
-                blob = _param_value(files, overrides, "odt_bridge", "model_blob")
-                baud = int(_param_value(files, overrides, "odt_bridge", "baud_rate"))
+                blob = param_value(files, overrides, "odt_bridge", "model_blob")
+                baud = int(param_value(files, overrides, "odt_bridge", "baud_rate"))
                 binary = find_emulator(build=True, log=lambda m: print(f"[launcher] {m}"))
                 if binary is None:
                     raise LaunchError("odt-emu not found and cannot be built (cargo missing?)")

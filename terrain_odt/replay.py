@@ -260,19 +260,19 @@ def run_pass(
     from std_msgs.msg import Float32, String
 
     from .emulator import Emulator, EmulatorError, find_emulator
-    from .launcher import _param_files, _param_value
+    from .launcher import param_value, resolve_param_files
     from .paths import resolve
 
     msgs, types, truth = bag_data
-    files = _param_files(cfg.param_files)
+    files = resolve_param_files(cfg.param_files)
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in cfg.overrides.items()}
     feat_ov = overrides.setdefault("imu_features", {})
-    if not _param_value(files, overrides, "imu_features", "imu_poll_hz"):
+    if not param_value(files, overrides, "imu_features", "imu_poll_hz"):
         # At 20x a callback per IMU message costs rclpy more than the nodes' own work and the
         # stream overflows: replays always poll.
         feat_ov["imu_poll_hz"] = REPLAY_POLL_HZ
     # A queue of 2 s of bag time at the replay rate rides out a busy machine.
-    depth = int(_param_value(files, overrides, "imu_features", "qos_depth"))
+    depth = int(param_value(files, overrides, "imu_features", "qos_depth"))
     feat_ov["qos_depth"] = max(depth, int(2 * 100 * cfg.rate))
     bridge_ov = overrides.setdefault("odt_bridge", {})
     bridge_ov["training_enabled"] = training
@@ -287,7 +287,7 @@ def run_pass(
             binary = find_emulator(build=True, log=log)
             if binary is None:
                 raise ReplayError("odt-emu not found and cannot be built (is cargo installed?)")
-            blob = _param_value(files, overrides, "odt_bridge", "model_blob")
+            blob = param_value(files, overrides, "odt_bridge", "model_blob")
             if not blob:
                 raise ReplayError("the emulator needs odt_bridge.model_blob (the pretrained model)")
             try:
@@ -431,8 +431,6 @@ def run_pass(
             time.sleep(0.05)
         drain_wall = time.monotonic() - wall0 - play_wall
         rc = graph.stop()
-        if os.environ.get("TERRAIN_ODT_REPLAY_DEBUG"):
-            Path(os.environ["TERRAIN_ODT_REPLAY_DEBUG"]).write_text(graph.tail(400))
         time.sleep(0.3)  # answers flushed while the bridge closed
         if rc != 0 or not stats_path.exists():
             raise ReplayError(f"the graph exited with status {rc}:\n" + graph.tail())

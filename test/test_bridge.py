@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fake_coprocessor import FakeCoprocessor
+from polling import wait_for
 
 from terrain_odt.bridge import (
     BridgeConfig,
@@ -43,18 +43,6 @@ ACCOUNTED = ("trained", "failed", "dropped", "pending")
 @pytest.fixture(scope="module")
 def model() -> ModelFiles:
     return load_model_files(SIDECAR, BLOB)
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll `cond` until truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or cond}")
-        time.sleep(0.01)
 
 
 def balanced(c: dict[str, int]) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry
+from polling import wait_for
 from rcl_interfaces.msg import Log
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -54,17 +55,6 @@ WARN = 30  # rcl_interfaces/Log level
 def emu(emu_bin: Path, tmp_path: Path) -> Iterator[Emulator]:
     with Emulator(emu_bin, model=BLOB, flash=tmp_path / "flash.bin", tcp_port=0) as e:
         yield e
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or cond}")
-        time.sleep(0.01)
 
 
 class Probe(Node):
