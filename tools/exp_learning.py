@@ -52,7 +52,6 @@ import argparse
 import json
 import math
 import platform
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -77,6 +76,7 @@ from terrain_odt.toolbox import (  # noqa: E402
     quantize_inputs,
     quantize_model,
 )
+from tools import provenance  # noqa: E402
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "learning.json"
 DEFAULT_MD = ROOT / "docs" / "RESULTS.md"
@@ -1396,16 +1396,6 @@ def curve_table(per: dict[str, dict[int, dict[str, Any]]]) -> str:
 # Output
 
 
-def git_revision() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-            check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def rounded(v: Any) -> Any:
     if isinstance(v, float):
         return round(v, 6)
@@ -1490,6 +1480,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rebuild tables, page and plot from the per-seed results already in the JSON",
     )
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     if args.seeds:
@@ -1497,6 +1488,9 @@ def main(argv: list[str] | None = None) -> int:
     out_json = args.json or (QUICK_DIR / "learning.json" if cfg.quick else DEFAULT_JSON)
     out_md = args.md or (QUICK_DIR / "RESULTS.md" if cfg.quick else DEFAULT_MD)
     img_dir = args.img_dir or (QUICK_DIR / "img" if cfg.quick else DEFAULT_IMG)
+    # At the start: others may commit while it runs; the outputs themselves do not count.
+    outputs = [out_json, out_md, img_dir / "learning_mount_curve.png"]
+    git = provenance.record(ROOT, outputs, args.allow_dirty)
     log(
         f"{'QUICK ' if cfg.quick else ''}seeds {cfg.seeds}, N {cfg.n_report}, lr grid "
         f"{cfg.lr_grid}, epoch grid {cfg.epoch_grid}"
@@ -1509,9 +1503,11 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(out_json.read_text())["terrain"]
         per = {name: {int(k): r for k, r in d.items()} for name, d in old["per_seed"].items()}
         info, wall = old["data"], float(old["meta"]["wall_seconds"])
-        run_git = old["meta"].get("git", "unknown")
+        run_git = {"git": old["meta"].get("git", "unknown")}
+        if "git_diff" in old["meta"]:
+            run_git["git_diff"] = old["meta"]["git_diff"]
     else:
-        run_git = git_revision()  # at the start: others may commit while it runs
+        run_git = git
         with threadpool_limits(limits=1):
             per, info = run_all(cfg)
         wall = time.perf_counter() - t0
@@ -1521,7 +1517,7 @@ def main(argv: list[str] | None = None) -> int:
     plot = make_plot(cfg, per, img_dir)
     meta: dict[str, Any] = {
         "wall_seconds": wall,
-        "git": run_git,  # the revision that produced the numbers (kept by --render-only)
+        **run_git,  # the revision that produced the numbers (kept by --render-only)
         "python": platform.python_version(),
         "numpy": np.__version__,
         "threads": 1,
