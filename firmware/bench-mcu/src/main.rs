@@ -219,6 +219,8 @@ macro_rules! bench_int {
             let loss_mnats = (out.loss.ce_q16 as i64 * 1000) >> 16;
             result($name, "train", k, label as i64, loss_mnats);
         }
+        // The whole trained state, so that the cross-target comparison covers every weight.
+        result($name, "state", 0, m.state_crc32() as i64, -1);
     }};
 }
 

@@ -114,6 +114,14 @@ pub mod models {
             Ok(Prediction { class: best as u8 })
         }
 
+        /// Stand-in for odt-core's CRC of the trainable state: a plain byte sum.
+        pub fn state_crc32(&self) -> u32 {
+            let w1 = self.w1.iter().flatten();
+            let w2 = self.w2.iter().flatten();
+            w1.chain(w2)
+                .fold(0u32, |a, &w| a.wrapping_add(w as u8 as u32))
+        }
+
         pub fn train_step(&mut self, x: &[i8], label: u8) -> Result<StepOutput, Error> {
             let mut out = [0i32; OUT];
             self.forward(x, &mut out)?;

@@ -112,8 +112,10 @@ pub fn requant(acc: i32, m: i32, s: i8) -> i32 {
     let t = 31 - s as i32;
     if (33..=62).contains(&t) {
         let hi = ((acc as i64 * m as i64) >> 32) as i32;
-        // |acc·m| < 2^62, so |hi| < 2^30 and the add cannot overflow.
-        (hi + (1 << (t - 33))) >> (t - 32)
+        // |acc·m| < 2^62, so |hi| < 2^30. Rounding half up by `k = t − 32 ≥ 1` bits:
+        // ⌊(hi + 2^(k−1)) / 2^k⌋ = (⌊hi / 2^(k−1)⌋ + 1) >> 1 (the dropped low bits are below
+        // half a step either way), one shift and an add cheaper.
+        ((hi >> (t - 33)) + 1) >> 1
     } else {
         sat_i32(shr_round(acc as i64 * m as i64, t))
     }

@@ -108,12 +108,6 @@ pub fn forward<Wt: Weight, const OUT: usize>(
     scratch: &mut [i32],
 ) {
     let zx = q.z_x as i32;
-    if g.is_dense() {
-        if let Some(w8) = Wt::as_i8(w) {
-            dense_forward_i8::<OUT>(w8, q, relu, x, y, ctr, scratch);
-            return;
-        }
-    }
     let xc = match scratch.get_mut(..x.len()) {
         Some(xc) => xc,
         None => return,
@@ -160,7 +154,7 @@ pub fn forward<Wt: Weight, const OUT: usize>(
 
 /// Requantize, clamp and count output channel `c` (docs §2).
 #[inline(always)]
-fn finish_output<const OUT: usize>(
+pub(crate) fn finish_output<const OUT: usize>(
     sum: i32,
     q: &ChannelParams<OUT>,
     c: usize,
@@ -168,69 +162,17 @@ fn finish_output<const OUT: usize>(
     sat: &mut u32,
 ) -> i8 {
     let acc = at(&q.bias, c).saturating_add(sum);
-    let v = q.z_y as i64 + requant(acc, at(&q.m, c), at(&q.s, c)) as i64;
-    *sat += (v > 127 || (!relu && v < -128)) as u32;
-    let lo = if relu { q.z_y as i64 } else { -128 };
-    v.clamp(lo, 127) as i8
-}
-
-/// Dense forward on int8 weights with packed 16-bit multiply-accumulates: the centred input is
-/// stored once as pairs `(xc[4k], xc[4k+2])`, `(xc[4k+1], xc[4k+3])` so that `SXTB16` of a
-/// 4-byte weight word lines up with them (two MACs per `SMLAD`).
-fn dense_forward_i8<const OUT: usize>(
-    w: &[i8],
-    q: &ChannelParams<OUT>,
-    relu: bool,
-    x: &[i8],
-    y: &mut [i8],
-    ctr: &mut Counters,
-    scratch: &mut [i32],
-) {
-    let n = x.len();
-    let groups = n / 4;
-    let zx = q.z_x as i32;
-    let Some(packed) = scratch.get_mut(..2 * groups + (n - 4 * groups)) else {
-        return;
-    };
-    let (pairs, tail) = packed.split_at_mut(2 * groups);
-    // `as_chunks` (fixed-size arrays) rather than `chunks_exact`: zipping the latter keeps a
-    // division by the chunk size, i.e. a divide-by-zero panic path, in the firmware.
-    for ([p0, p1], &[x0, x1, x2, x3]) in pairs
-        .as_chunks_mut::<2>()
-        .0
-        .iter_mut()
-        .zip(x.as_chunks::<4>().0)
-    {
-        let c = |v: i8| ((v as i32 - zx) as u32) & 0xFFFF;
-        *p0 = (c(x0) | (c(x2) << 16)) as i32;
-        *p1 = (c(x1) | (c(x3) << 16)) as i32;
+    // `z_y + requant` saturated to i32 is on the same side of [−128, 127] as the exact sum, so
+    // the clamp and the count are those of the exact value.
+    let v = requant(acc, at(&q.m, c), at(&q.s, c)).saturating_add(q.z_y as i32);
+    let y = v.clamp(-128, 127);
+    if relu {
+        *sat += (v > 127) as u32;
+        y.max(q.z_y as i32) as i8
+    } else {
+        *sat += (v != y) as u32;
+        y as i8
     }
-    for (t, &v) in tail.iter_mut().zip(x.get(4 * groups..).unwrap_or(&[])) {
-        *t = v as i32 - zx;
-    }
-    let (pairs, tail) = (&*pairs, &*tail);
-    let mut sat = 0u32;
-    for (c, out) in y.iter_mut().enumerate().take(OUT) {
-        let Some(row) = w.get(c * n..c * n + n) else {
-            break;
-        };
-        let Some((body, rest)) = row.split_at_checked(4 * groups) else {
-            continue;
-        };
-        let mut sum = 0i32;
-        for (&[a, b, c, d], &[p0, p1]) in
-            body.as_chunks::<4>().0.iter().zip(pairs.as_chunks::<2>().0)
-        {
-            let word = u32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]);
-            sum = dsp::smlad(dsp::sxtb16(word), p0 as u32, sum);
-            sum = dsp::smlad(dsp::sxtb16_ror8(word), p1 as u32, sum);
-        }
-        for (&wv, &xv) in rest.iter().zip(tail) {
-            sum = sum.wrapping_add(wv as i32 * xv);
-        }
-        *out = finish_output(sum, q, c, relu, &mut sat);
-    }
-    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
 }
 
 /// One row of the stochastic-rounding update on int8 weights, four weights per packed

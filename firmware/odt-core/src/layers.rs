@@ -57,7 +57,7 @@ macro_rules! impl_param_layer {
                 self.q.z_y
             }
             fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]) {
-                kernels::forward::<Wt, $out>(&Self::GEOM, self.w_flat(), &self.q, $relu, x, y, ctr, scratch);
+                self.fwd(x, y, ctr, scratch);
             }
             fn stash(&mut self, slot: usize, x: &[i8], y: &[i8], e_out: &[i32], exp: i32) -> bool {
                 if slot >= B {
@@ -273,6 +273,15 @@ impl<const IN: usize, const OUT: usize, const RELU: bool, const B: usize, Wt: We
     fn ds_flat(&self) -> &[i16] {
         self.ds.flatten_all()
     }
+    fn fwd(&self, x: &[i8], y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]) {
+        match Wt::as_i8(self.w_flat()) {
+            Some(w8) => crate::dense::forward::<IN, OUT>(w8, &self.q, RELU, x, y, ctr, scratch),
+            None => {
+                let w = self.w_flat();
+                kernels::forward::<Wt, OUT>(&Self::GEOM, w, &self.q, RELU, x, y, ctr, scratch)
+            }
+        }
+    }
 }
 
 impl_param_layer!([const IN: usize, const OUT: usize, const RELU: bool, const B: usize, Wt: Weight]
@@ -364,6 +373,10 @@ impl<
     }
     fn ds_flat(&self) -> &[i16] {
         self.ds.flatten_all()
+    }
+    fn fwd(&self, x: &[i8], y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]) {
+        let w = self.w_flat();
+        kernels::forward::<Wt, COUT>(&Self::GEOM, w, &self.q, RELU, x, y, ctr, scratch);
     }
 }
 
@@ -463,6 +476,10 @@ impl<
     }
     fn ds_flat(&self) -> &[i16] {
         self.ds.flatten_all()
+    }
+    fn fwd(&self, x: &[i8], y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]) {
+        let w = self.w_flat();
+        kernels::forward::<Wt, COUT>(&Self::GEOM, w, &self.q, RELU, x, y, ctr, scratch);
     }
 }
 

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+mod dense;
 pub mod dsp;
 pub mod fixed;
 pub mod kernels;

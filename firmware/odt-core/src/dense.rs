@@ -1,0 +1,488 @@
+//! Dense kernels on int8 weights: the hot loops of the fully connected layers.
+//!
+//! Two implementations of each kernel compute exactly the same integers:
+//! * **packed**, for Armv7E-M (Cortex-M4/M7): two signed 16-bit multiply-accumulates per `SMLAD`
+//!   on weights sign-extended in pairs by `SXTB16` (see [`crate::dsp`]), four rows at a time so
+//!   that the packed input is loaded once per four rows;
+//! * **scalar**, for every other target (Armv6-M, RV32IMC, the host): one multiply-accumulate
+//!   per weight, four rows at a time, which is what those instruction sets do best.
+//!
+//! [`PACKED`] picks one at compile time. Both are compiled everywhere (the packed one on top of
+//! the portable emulation of the DSP instructions), so the host tests check that they agree.
+//! Integer sums do not depend on the order of the terms and never overflow here (|w·xc| < 2^16,
+//! fan-in < 2^15), so both equal the definition in docs/integer_training.md §2.
+
+use crate::dsp;
+use crate::kernels::finish_output;
+use crate::layer::{ChannelParams, Counters};
+
+/// Whether this target uses the packed (SMLAD) kernels.
+pub const PACKED: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
+
+/// Rows processed together by the blocked loops (the scalar ones on Armv6-M: two, its eight
+/// low registers hold no more).
+const ROWS: usize = 4;
+
+/// Armv6-M (Cortex-M0/M0+): Thumb-1 only.
+const THUMB1: bool = cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
+
+/// Four int8 weights as one little-endian word (one `LDR`).
+#[inline(always)]
+fn word(w: &[i8; 4]) -> u32 {
+    u32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8])
+}
+
+/// Dense forward (docs §2) with the kernel of this target; `w` holds `OUT` rows of `N`
+/// weights.
+#[inline(always)]
+pub fn forward<const N: usize, const OUT: usize>(
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
+    if PACKED {
+        forward_packed::<N, OUT>(w, q, relu, x, y, ctr, scratch);
+    } else {
+        forward_scalar::<N, OUT>(w, q, relu, x, y, ctr, scratch);
+    }
+}
+
+/// Packed dense forward. The centred input `xc = x − z_x` is stored once as 16-bit pairs
+/// `(xc[4k], xc[4k+2])`, `(xc[4k+1], xc[4k+3])` so that `SXTB16` of a 4-byte weight word lines
+/// up with them; the last `n mod 4` inputs stay plain `i32`. Needs `n/4·2 + n mod 4 ≤ n` words
+/// of scratch.
+pub fn forward_packed<const N: usize, const OUT: usize>(
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
+    let n = N;
+    let groups = n / 4;
+    let zx = q.z_x as i32;
+    let (Some(x), Some(buf)) = (x.get(..n), scratch.get_mut(..n - 2 * groups)) else {
+        return;
+    };
+    let (pairs, tail) = buf.split_at_mut(2 * groups);
+    let (xq, xr) = x.as_chunks::<4>();
+    // `as_chunks` (fixed-size arrays) rather than `chunks_exact`: zipping the latter keeps a
+    // division by the chunk size, i.e. a divide-by-zero panic path, in the firmware.
+    for ([p0, p1], &[x0, x1, x2, x3]) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
+        let c = |v: i8| ((v as i32 - zx) as u32) & 0xFFFF;
+        *p0 = (c(x0) | (c(x2) << 16)) as i32;
+        *p1 = (c(x1) | (c(x3) << 16)) as i32;
+    }
+    for (t, &v) in tail.iter_mut().zip(xr) {
+        *t = v as i32 - zx;
+    }
+    let pairs = pairs.as_chunks::<2>().0;
+    let tail = &*tail;
+    let mut sat = 0u32;
+    let mut c = 0;
+    while c + ROWS <= OUT {
+        let Some(blk) = w.get(c * n..(c + ROWS) * n) else {
+            break;
+        };
+        let Some(out) = y.get_mut(c..c + ROWS) else {
+            break;
+        };
+        let s = rows4_packed::<N>(blk, pairs, tail);
+        for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+            *o = finish_output(v, q, c + k, relu, &mut sat);
+        }
+        c += ROWS;
+    }
+    while c < OUT {
+        let Some(row) = w.get(c * n..(c + 1) * n) else {
+            break;
+        };
+        let v = row_packed(row, pairs, tail);
+        if let Some(o) = y.get_mut(c) {
+            *o = finish_output(v, q, c, relu, &mut sat);
+        }
+        c += 1;
+    }
+    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+/// `Σ w·xc` of four consecutive rows of length `N` (packed input, see [`forward_packed`]).
+///
+/// On Armv7E-M the column groups are done in assembly (LLVM spills the 4-row block) and the
+/// function is not inlined, so that its few live values stay in registers.
+#[cfg_attr(all(target_arch = "arm", target_feature = "dsp"), inline(never))]
+#[cfg_attr(not(all(target_arch = "arm", target_feature = "dsp")), inline(always))]
+fn rows4_packed<const N: usize>(blk: &[i8], pairs: &[[i32; 2]], tail: &[i32]) -> [i32; 4] {
+    let mut s = [0i32; 4];
+    let groups = N / 4;
+    let (Some(blk), Some(pairs)) = (blk.get(..4 * N), pairs.get(..groups)) else {
+        return s;
+    };
+    // Column groups done by the assembly loop, if any.
+    let done = rows4_asm::<N>(&mut s, blk, pairs);
+    for g in done..groups {
+        let o = 4 * g;
+        let (Some(&[p0, p1]), Some(a), Some(b), Some(c), Some(d)) = (
+            pairs.get(g),
+            blk.get(o..o + 4),
+            blk.get(N + o..N + o + 4),
+            blk.get(2 * N + o..2 * N + o + 4),
+            blk.get(3 * N + o..3 * N + o + 4),
+        ) else {
+            break;
+        };
+        let (p0, p1) = (p0 as u32, p1 as u32);
+        for (acc, wv) in s.iter_mut().zip([a, b, c, d]) {
+            let wv = u32::from_le_bytes([wv[0] as u8, wv[1] as u8, wv[2] as u8, wv[3] as u8]);
+            *acc = dsp::smlad(dsp::sxtb16(wv), p0, *acc);
+            *acc = dsp::smlad(dsp::sxtb16_ror8(wv), p1, *acc);
+        }
+    }
+    for (k, &xv) in tail.iter().enumerate() {
+        let j = 4 * groups + k;
+        for (r, acc) in s.iter_mut().enumerate() {
+            *acc = acc.wrapping_add(at(blk, r * N + j) as i32 * xv);
+        }
+    }
+    s
+}
+
+/// `a[i]`, or 0 when out of range (no panic path).
+#[inline(always)]
+fn at(a: &[i8], i: usize) -> i8 {
+    a.get(i).copied().unwrap_or(0)
+}
+
+/// One column group (4 columns) of four rows: the word of row `r` at `[w, #offset_r]`, the
+/// pairs at `[x], #8` (post-incremented). Operands `a`, `t`, `p0`, `p1` are scratch.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! group4 {
+    ($o0:literal, $o1:literal, $o2:literal, $o3:literal) => {
+        concat!(
+            "ldrd {p0}, {p1}, [{x}], #8\n",
+            "ldr {a}, [{w}, #",
+            $o0,
+            "]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s0}, {t}, {p0}, {s0}\n",
+            "sxtb16 {t}, {a}, ror #8\n",
+            "smlad {s0}, {t}, {p1}, {s0}\n",
+            "ldr {a}, [{w}, #",
+            $o1,
+            "]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s1}, {t}, {p0}, {s1}\n",
+            "sxtb16 {t}, {a}, ror #8\n",
+            "smlad {s1}, {t}, {p1}, {s1}\n",
+            "ldr {a}, [{w}, #",
+            $o2,
+            "]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s2}, {t}, {p0}, {s2}\n",
+            "sxtb16 {t}, {a}, ror #8\n",
+            "smlad {s2}, {t}, {p1}, {s2}\n",
+            "ldr {a}, [{w}, #",
+            $o3,
+            "]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s3}, {t}, {p0}, {s3}\n",
+            "sxtb16 {t}, {a}, ror #8\n",
+            "smlad {s3}, {t}, {p1}, {s3}\n",
+        )
+    };
+}
+
+/// The column groups of four rows in assembly on Armv7E-M: two groups per loop iteration,
+/// then the odd one; returns the number of groups done (all of `pairs`). Elsewhere it does
+/// nothing and the caller's loop over single groups (the same instructions, emulated) does all.
+#[inline(always)]
+fn rows4_asm<const N: usize>(s: &mut [i32; 4], blk: &[i8], pairs: &[[i32; 2]]) -> usize {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let groups = pairs.len();
+        // Immediate offsets of `LDR` reach 4095 bytes; beyond that the portable loop does it.
+        if groups == 0 || 3 * N + 8 > 4095 || blk.len() < 3 * N + 4 * groups {
+            return 0;
+        }
+        let [mut s0, mut s1, mut s2, mut s3] = *s;
+        let mut w = blk.as_ptr();
+        let mut x = pairs.as_ptr();
+        // SAFETY (both blocks): row r's word of group g is read at `blk + r·N + 4g`, g <
+        // groups, all inside `blk` (3N + 4·groups ≤ len, checked above; row 3 is the last);
+        // the pairs of group g at `pairs + 8g` < `pairs.len()`. Unaligned `LDR` is allowed on
+        // Armv7-M (rows are not word aligned); `LDRD` reads the word-aligned `i32` pairs.
+        if groups >= 2 {
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    group4!("0", "{n1}", "{n2}", "{n3}"),
+                    group4!("4", "{n1p}", "{n2p}", "{n3p}"),
+                    "adds {w}, #8",
+                    "subs {k}, #1",
+                    "bne 2b",
+                    w = inout(reg) w,
+                    x = inout(reg) x,
+                    k = inout(reg) groups / 2 => _,
+                    s0 = inout(reg) s0,
+                    s1 = inout(reg) s1,
+                    s2 = inout(reg) s2,
+                    s3 = inout(reg) s3,
+                    a = out(reg) _,
+                    t = out(reg) _,
+                    p0 = out(reg) _,
+                    p1 = out(reg) _,
+                    n1 = const N,
+                    n2 = const 2 * N,
+                    n3 = const 3 * N,
+                    n1p = const N + 4,
+                    n2p = const 2 * N + 4,
+                    n3p = const 3 * N + 4,
+                    options(readonly, nostack)
+                );
+            }
+        }
+        if groups % 2 == 1 {
+            unsafe {
+                core::arch::asm!(
+                    group4!("0", "{n1}", "{n2}", "{n3}"),
+                    w = in(reg) w,
+                    x = inout(reg) x => _,
+                    s0 = inout(reg) s0,
+                    s1 = inout(reg) s1,
+                    s2 = inout(reg) s2,
+                    s3 = inout(reg) s3,
+                    a = out(reg) _,
+                    t = out(reg) _,
+                    p0 = out(reg) _,
+                    p1 = out(reg) _,
+                    n1 = const N,
+                    n2 = const 2 * N,
+                    n3 = const 3 * N,
+                    options(pure, readonly, nostack)
+                );
+            }
+        }
+        *s = [s0, s1, s2, s3];
+        groups
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let _ = (s, blk, pairs);
+        0
+    }
+}
+
+/// `Σ w·xc` of one row (packed input).
+#[inline(always)]
+fn row_packed(row: &[i8], pairs: &[[i32; 2]], tail: &[i32]) -> i32 {
+    let (body, rest) = row.as_chunks::<4>();
+    let mut s = 0i32;
+    for (a, &[p0, p1]) in body.iter().zip(pairs) {
+        let a = word(a);
+        s = dsp::smlad(dsp::sxtb16(a), p0 as u32, s);
+        s = dsp::smlad(dsp::sxtb16_ror8(a), p1 as u32, s);
+    }
+    for (&a, &xv) in rest.iter().zip(tail) {
+        s = s.wrapping_add(a as i32 * xv);
+    }
+    s
+}
+
+/// Scalar dense forward: centred input as `i32` in scratch (`n` words), four rows at a time.
+pub fn forward_scalar<const N: usize, const OUT: usize>(
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
+    let n = N;
+    let zx = q.z_x as i32;
+    let (Some(x), Some(xc)) = (x.get(..n), scratch.get_mut(..n)) else {
+        return;
+    };
+    for (c, &v) in xc.iter_mut().zip(x) {
+        *c = v as i32 - zx;
+    }
+    let xc = &*xc;
+    let mut sat = 0u32;
+    let mut c = 0;
+    macro_rules! blocks {
+        ($rows:literal, $f:ident) => {
+            while c + $rows <= OUT {
+                let Some(blk) = w.get(c * n..(c + $rows) * n) else {
+                    break;
+                };
+                let Some(out) = y.get_mut(c..c + $rows) else {
+                    break;
+                };
+                let s = $f::<N>(blk, xc);
+                for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+                    *o = finish_output(v, q, c + k, relu, &mut sat);
+                }
+                c += $rows;
+            }
+        };
+    }
+    if THUMB1 {
+        blocks!(2, rows2_scalar);
+    } else {
+        blocks!(4, rows4_scalar);
+    }
+    while c < OUT {
+        let Some(row) = w.get(c * n..(c + 1) * n) else {
+            break;
+        };
+        let mut v = 0i32;
+        for (&a, &xv) in row.iter().zip(xc) {
+            v = v.wrapping_add(a as i32 * xv);
+        }
+        if let Some(o) = y.get_mut(c) {
+            *o = finish_output(v, q, c, relu, &mut sat);
+        }
+        c += 1;
+    }
+    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+/// `Σ w·xc` of two consecutive rows of length `N` (plain `i32` input).
+#[inline(always)]
+fn rows2_scalar<const N: usize>(blk: &[i8], xc: &[i32]) -> [i32; 2] {
+    let Some((r0, r1)) = blk.split_at_checked(N) else {
+        return [0; 2];
+    };
+    let (mut s0, mut s1) = (0i32, 0i32);
+    for ((&a, &b), &xv) in r0.iter().zip(r1).zip(xc) {
+        s0 = s0.wrapping_add(a as i32 * xv);
+        s1 = s1.wrapping_add(b as i32 * xv);
+    }
+    [s0, s1]
+}
+
+/// `Σ w·xc` of four consecutive rows of length `N` (plain `i32` input).
+#[inline(always)]
+fn rows4_scalar<const N: usize>(blk: &[i8], xc: &[i32]) -> [i32; 4] {
+    let Some((r0, rest)) = blk.split_at_checked(N) else {
+        return [0; 4];
+    };
+    let Some((r1, rest)) = rest.split_at_checked(N) else {
+        return [0; 4];
+    };
+    let Some((r2, r3)) = rest.split_at_checked(N) else {
+        return [0; 4];
+    };
+    let (mut s0, mut s1, mut s2, mut s3) = (0i32, 0i32, 0i32, 0i32);
+    for ((((&a, &b), &c), &d), &xv) in r0.iter().zip(r1).zip(r2).zip(r3).zip(xc) {
+        s0 = s0.wrapping_add(a as i32 * xv);
+        s1 = s1.wrapping_add(b as i32 * xv);
+        s2 = s2.wrapping_add(c as i32 * xv);
+        s3 = s3.wrapping_add(d as i32 * xv);
+    }
+    [s0, s1, s2, s3]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Parameters that make every output distinct and some saturate.
+    fn params<const OUT: usize>(seed: u32, zx: i8, zy: i8) -> ChannelParams<OUT> {
+        let mut q = ChannelParams::<OUT>::new();
+        let mut s = seed;
+        for c in 0..OUT {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            q.m[c] = (1 << 30) + (s >> 2) as i32 % (1 << 30);
+            q.s[c] = -((s >> 27) as i8) - 2;
+            q.bias[c] = (s as i32) >> 14;
+        }
+        q.z_x = zx;
+        q.z_y = zy;
+        q
+    }
+
+    /// The definition: one row at a time, `Σ w·(x − z_x)`, then [`finish_output`].
+    fn reference<const OUT: usize>(
+        n: usize,
+        w: &[i8],
+        q: &ChannelParams<OUT>,
+        relu: bool,
+        x: &[i8],
+    ) -> (Vec<i8>, u32) {
+        let mut sat = 0;
+        let y = (0..OUT)
+            .map(|c| {
+                let s: i32 = (0..n)
+                    .map(|j| w[c * n + j] as i32 * (x[j] as i32 - q.z_x as i32))
+                    .sum();
+                finish_output(s, q, c, relu, &mut sat)
+            })
+            .collect();
+        (y, sat)
+    }
+
+    fn check<const N: usize, const OUT: usize>(w: &[i8], x: &[i8], seed: u32, relu: bool) {
+        let q = params::<OUT>(seed, x[0], (seed >> 8) as i8);
+        let (want, want_sat) = reference::<OUT>(N, w, &q, relu, x);
+        for packed in [false, true] {
+            let mut y = vec![0i8; OUT];
+            let mut ctr = Counters::default();
+            let mut scratch = vec![0i32; N];
+            if packed {
+                forward_packed::<N, OUT>(w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
+            } else {
+                forward_scalar::<N, OUT>(w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
+            }
+            assert_eq!(y, want, "packed={packed} N={N} OUT={OUT}");
+            assert_eq!(ctr.forward_saturations, want_sat, "packed={packed}");
+        }
+    }
+
+    /// Every shape class: fan-in below, at and above multiples of 4 and 8, row counts with and
+    /// without a remainder of the 4-row blocks.
+    fn check_all(data: &[i8], seed: u32, relu: bool) {
+        macro_rules! shapes {
+            ($($n:literal)*) => {$(
+                let (x, w) = data.split_at($n);
+                check::<$n, 1>(&w[..$n], x, seed, relu);
+                check::<$n, 4>(&w[..4 * $n], x, seed, relu);
+                check::<$n, 5>(&w[..5 * $n], x, seed, relu);
+                check::<$n, 10>(&w[..10 * $n], x, seed, relu);
+            )*};
+        }
+        shapes!(1 2 3 4 5 7 8 9 12 15 16 17 24 31 102);
+    }
+
+    #[test]
+    fn extreme_values() {
+        let all_min = vec![-128i8; 11 * 102];
+        let mut mixed = vec![127i8; 102];
+        mixed.extend((0..10 * 102).map(|j| if j % 3 == 0 { 127 } else { -128 }));
+        for (k, x) in mixed.iter_mut().take(102).enumerate() {
+            if k % 2 == 0 {
+                *x = -128;
+            }
+        }
+        check_all(&all_min, 1, false);
+        check_all(&mixed, 2, true);
+    }
+
+    proptest! {
+        #[test]
+        fn packed_and_scalar_equal_the_definition(
+            seed in any::<u32>(),
+            relu in any::<bool>(),
+            data in proptest::collection::vec(any::<i8>(), 11 * 102),
+        ) {
+            check_all(&data, seed, relu);
+        }
+    }
+}
