@@ -13,8 +13,9 @@
 //! fan-in < 2^15), so both equal the definition in docs/integer_training.md §2.
 
 use crate::dsp;
+use crate::fixed::Lcg;
 use crate::kernels::finish_output;
-use crate::layer::{ChannelParams, Counters};
+use crate::layer::{ChannelParams, Counters, Weight};
 
 /// Whether this target uses the packed (SMLAD) kernels.
 pub const PACKED: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
@@ -389,6 +390,127 @@ fn rows4_scalar<const N: usize>(blk: &[i8], xc: &[i32]) -> [i32; 4] {
     [s0, s1, s2, s3]
 }
 
+/// One row of the stochastic-rounding update on int8 weights (docs §5.2; Dense, one slot):
+/// `w ← clamp(w − ((r·xc + rnd) >> 16), −128, 127)`, one generator draw per weight in memory
+/// order. Requires `|r·xc| ≤ V_MAX` for every weight (steps in −8..=8, products in `i32`).
+/// Returns a non-zero value when a weight saturated.
+#[inline(always)]
+pub fn sr_row(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
+    if PACKED {
+        let (mut cut, done) = sr_row_asm(row, xc, r, rng);
+        if let (Some(row), Some(xc)) = (row.get_mut(done..), xc.get(done..)) {
+            cut |= sr_row_packed(row, xc, r, rng);
+        }
+        cut
+    } else {
+        sr_row_scalar(row, xc, r, rng)
+    }
+}
+
+/// [`sr_row`], four weights per packed saturating subtract (`QSUB8`; `SSUB8` tells where it
+/// saturated).
+#[inline(always)]
+pub fn sr_row_packed(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
+    let (body, rest) = row.as_chunks_mut::<4>();
+    let split = body.len() * 4;
+    let mut cut = 0u32;
+    for (w4, xq) in body.iter_mut().zip(xc.as_chunks::<4>().0) {
+        let word = word(w4);
+        let mut steps = 0u32;
+        for (j, &xv) in xq.iter().enumerate() {
+            let step = (r * xv + rng.next16()) >> 16;
+            steps |= ((step as u32) & 0xFF) << (8 * j);
+        }
+        let (q, wrapped) = dsp::qsub8_with_wrap(word, steps);
+        cut |= q ^ wrapped;
+        *w4 = q.to_le_bytes().map(|b| b as i8);
+    }
+    for (wv, &xv) in rest.iter_mut().zip(xc.get(split..).unwrap_or(&[])) {
+        cut |= wv.step(r * xv, rng) as u32;
+    }
+    cut
+}
+
+/// [`sr_row`], one weight at a time (the definition).
+#[inline(always)]
+pub fn sr_row_scalar(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
+    let mut cut = 0i32;
+    for (wv, &xv) in row.iter_mut().zip(xc) {
+        cut |= wv.step(r * xv, rng);
+    }
+    cut as u32
+}
+
+/// The groups of four weights of [`sr_row`] in assembly on Armv7E-M: per weight one `MLA`
+/// (generator), `MUL` and `ADD … LSR #16` (`r·xc + rnd`); per four, the steps packed into bytes
+/// (`PKHTB`, `UXTB16`, `ORR`), `QSUB8`/`SSUB8` and `USADA8` (saturation flag). Returns the flag
+/// and the number of weights done; elsewhere `(0, 0)`.
+#[inline(always)]
+fn sr_row_asm(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, usize) {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let groups = row.len().min(xc.len()) / 4;
+        if groups == 0 {
+            return (0, 0);
+        }
+        let mut cut = 0u32;
+        let mut state = rng.state;
+        // SAFETY: reads `xc[..4·groups]` (LDM, word aligned) and reads/writes
+        // `row[..4·groups]` (unaligned word access is allowed on Armv7-M), both in bounds;
+        // `row` is exclusively borrowed. r0–r3 are named for the ascending `LDM` list.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldm {xp}!, {{r0, r1, r2, r3}}",
+                "mla {s}, {s}, {a}, {c}",
+                "mul r0, {r}, r0",
+                "add r0, r0, {s}, lsr #16",
+                "mla {s}, {s}, {a}, {c}",
+                "mul r1, {r}, r1",
+                "add r1, r1, {s}, lsr #16",
+                "mla {s}, {s}, {a}, {c}",
+                "mul r2, {r}, r2",
+                "add r2, r2, {s}, lsr #16",
+                "mla {s}, {s}, {a}, {c}",
+                "mul r3, {r}, r3",
+                "add r3, r3, {s}, lsr #16",
+                "pkhtb r0, r2, r0, asr #16",
+                "pkhtb r1, r3, r1, asr #16",
+                "uxtb16 r0, r0",
+                "uxtb16 r1, r1",
+                "orr r0, r0, r1, lsl #8",
+                "ldr r1, [{wp}]",
+                "qsub8 r2, r1, r0",
+                "ssub8 r3, r1, r0",
+                "usada8 {cut}, r2, r3, {cut}",
+                "str r2, [{wp}], #4",
+                "subs {k}, #1",
+                "bne 2b",
+                xp = inout(reg) xc.as_ptr() => _,
+                wp = inout(reg) row.as_mut_ptr() => _,
+                k = inout(reg) groups => _,
+                s = inout(reg) state,
+                cut = inout(reg) cut,
+                r = in(reg) r,
+                a = in(reg) 1_664_525u32,
+                c = in(reg) 1_013_904_223u32,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                options(nostack)
+            );
+        }
+        rng.state = state;
+        (cut, 4 * groups)
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let _ = (row, xc, r, rng);
+        (0, 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,7 +597,36 @@ mod tests {
         check_all(&mixed, 2, true);
     }
 
+    /// Packed and scalar stochastic-rounding rows: same weights, flag and generator state.
+    fn check_sr(w: &[i8], xc: &[i32], r: i32, seed: u32) {
+        let (mut a, mut b) = (w.to_vec(), w.to_vec());
+        let (mut ra, mut rb) = (Lcg::new(seed), Lcg::new(seed));
+        let ca = sr_row_packed(&mut a, xc, r, &mut ra);
+        let cb = sr_row_scalar(&mut b, xc, r, &mut rb);
+        assert_eq!(a, b);
+        assert_eq!(ca != 0, cb != 0);
+        assert_eq!(ra.state, rb.state);
+        let (mut c, mut rc) = (w.to_vec(), Lcg::new(seed));
+        let cc = sr_row(&mut c, xc, r, &mut rc);
+        assert_eq!((c, cc != 0, rc.state), (b, cb != 0, rb.state));
+    }
+
     proptest! {
+        #[test]
+        fn sr_rows_agree(
+            w in proptest::collection::vec(any::<i8>(), 0..70),
+            x in proptest::collection::vec(-255i32..=255, 70),
+            r_log in 0u32..21,
+            r_raw in any::<i32>(),
+            seed in any::<u32>(),
+        ) {
+            // |r·xc| ≤ V_MAX: |r| ≤ 2^19 / max|xc|, any magnitude up to that.
+            let xmax = x.iter().take(w.len()).map(|v| v.unsigned_abs()).max().unwrap_or(0).max(1);
+            let rmax = ((8i64 << 16) / xmax as i64) as i32;
+            let r = (r_raw % (1 << r_log).min(rmax).max(1)).clamp(-rmax, rmax);
+            check_sr(&w, &x[..w.len()], r, seed);
+        }
+
         #[test]
         fn packed_and_scalar_equal_the_definition(
             seed in any::<u32>(),

@@ -6,8 +6,7 @@
 //! dimensions fold away. Computed indices go through `get`, never `[]`: a bad geometry cannot
 //! panic, it can only skip work (and geometries are checked at compile time anyway).
 
-use crate::dsp;
-use crate::fixed::{requant, sat_i32, scale_sat, shr_round, Lcg, DELTA_BITS, R_MAX, V_MAX};
+use crate::fixed::{requant, sat_i32, scale_sat, shr_round, DELTA_BITS, R_MAX, V_MAX};
 use crate::layer::{ChannelParams, Counters, TrainCtx, TrainMode, Weight};
 
 /// `a[i]`, or the default when out of range: kernels never index with `[]` so that no panic
@@ -175,32 +174,6 @@ pub(crate) fn finish_output<const OUT: usize>(
     }
 }
 
-/// One row of the stochastic-rounding update on int8 weights, four weights per packed
-/// saturating subtract. Requires `|r·xc| ≤ V_MAX` (steps in −8..=8). Returns a non-zero value
-/// when a weight saturated.
-#[inline(always)]
-fn sr_row_i8(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
-    let (body, rest) = row.as_chunks_mut::<4>();
-    let split = body.len() * 4;
-    let mut cut = 0u32;
-    for (w4, xq) in body.iter_mut().zip(xc.as_chunks::<4>().0) {
-        let [a, b, c, d] = *w4;
-        let word = u32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]);
-        let mut steps = 0u32;
-        for (j, &xv) in xq.iter().enumerate() {
-            let step = (r * xv + rng.next16()) >> 16;
-            steps |= ((step as u32) & 0xFF) << (8 * j);
-        }
-        let (q, wrapped) = dsp::qsub8_with_wrap(word, steps);
-        cut |= q ^ wrapped;
-        *w4 = q.to_le_bytes().map(|b| b as i8);
-    }
-    for (wv, &xv) in rest.iter_mut().zip(xc.get(split..).unwrap_or(&[])) {
-        cut |= wv.step(r * xv, rng) as u32;
-    }
-    cut
-}
-
 #[inline(always)]
 fn dot<Wt: Weight>(w: &[Wt], xc: &[i32]) -> i32 {
     let mut acc = 0i32;
@@ -347,6 +320,16 @@ pub fn update<Wt: Weight, const OUT: usize>(
         if !at(sc.sel, c) {
             continue;
         }
+        // A row whose δ is zero in every slot and position changes nothing: all its r are 0
+        // (weights skipped, §5.4) and its bias step and clip counts are 0. Skipping it early is
+        // exact and saves the per-row step-factor and bias arithmetic (most ReLU rows).
+        let live = (0..nslots).any(|b| {
+            let d = s.ds.get(b * out_len..b * out_len + out_len).unwrap_or(&[]);
+            d.iter().skip(c).step_by(OUT.max(1)).any(|&v| v != 0)
+        });
+        if !live {
+            continue;
+        }
         if mode == TrainMode::All {
             let mut any = false;
             for b in 0..nslots {
@@ -374,7 +357,7 @@ pub fn update<Wt: Weight, const OUT: usize>(
                     let no_clamp = (r.unsigned_abs() as i64) * (xc_max as i64) <= V_MAX;
                     if no_clamp && Wt::STOCHASTIC && Wt::as_i8(row).is_some() {
                         if let Some(row8) = Wt::as_i8_mut(row) {
-                            cut = sr_row_i8(row8, xc, r, &mut rng) as i32;
+                            cut = crate::dense::sr_row(row8, xc, r, &mut rng) as i32;
                         }
                     } else if no_clamp {
                         for (wv, &xv) in row.iter_mut().zip(xc) {
