@@ -13,9 +13,9 @@
 //! fan-in < 2^15), so both equal the definition in docs/integer_training.md §2.
 
 use crate::dsp;
-use crate::fixed::Lcg;
-use crate::kernels::finish_output;
-use crate::layer::{ChannelParams, Counters, Weight};
+use crate::fixed::{sat_i32, scale_sat, Lcg, R_MAX, V_MAX};
+use crate::kernels::{bias_step, finish_output};
+use crate::layer::{ChannelParams, Counters, TrainCtx, Weight};
 
 /// Whether this target uses the packed (SMLAD) kernels.
 pub const PACKED: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
@@ -390,6 +390,170 @@ fn rows4_scalar<const N: usize>(blk: &[i8], xc: &[i32]) -> [i32; 4] {
     [s0, s1, s2, s3]
 }
 
+/// The update of a Dense layer with int8 weights (stochastic rounding), batch of one, all
+/// parameters trainable (docs §5.1 to §5.4): `n` inputs, stored input `xs`, δ `ds` with
+/// exponent `e_slot`, rows selected by `sel`. The same arithmetic as the general update, with the
+/// centred input computed once, rows with δ = 0 skipped (they change nothing, §5.4) and the
+/// per-row bookkeeping in 32-bit where it fits.
+#[allow(clippy::too_many_arguments)]
+pub fn update_b1<const OUT: usize>(
+    n: usize,
+    w: &mut [i8],
+    q: &mut ChannelParams<OUT>,
+    xs: &[i8],
+    ds: &[i16],
+    e_slot: i32,
+    sel: &[bool; OUT],
+    ctx: &mut TrainCtx<'_>,
+) {
+    let zx = q.z_x as i32;
+    let (Some(x), Some(xc)) = (xs.get(..n), ctx.scratch.get_mut(..n)) else {
+        return;
+    };
+    let (mut lo, mut hi) = (zx, zx);
+    for (c, &v) in xc.iter_mut().zip(x) {
+        let v = v as i32;
+        lo = lo.min(v);
+        hi = hi.max(v);
+        *c = v - zx;
+    }
+    // max |x − z_x| over the row inputs.
+    let xc_max = (hi - zx).max(zx - lo) as u32;
+    let xc = &*xc;
+    let mut rng = *ctx.rng;
+    let (mut clips, mut wsat) = (0u32, 0u32);
+    let lr_m = ctx.lr_m as i64;
+    for (c, &dv) in ds.iter().enumerate().take(OUT) {
+        if dv == 0 || !sel.get(c).copied().unwrap_or(false) {
+            continue;
+        }
+        let dv = dv as i64;
+        let (um, ue) = (
+            q.um.get(c).copied().unwrap_or(0),
+            q.ue.get(c).copied().unwrap_or(0),
+        );
+        let e = ctx.lr_e + ue as i32 + e_slot + 16;
+        let (r, clip) = scale_sat(lr_m * um as i64 * dv, e, R_MAX);
+        clips += clip as u32;
+        let r = r as i32;
+        if r != 0 {
+            let Some(row) = w.get_mut(c * n..c * n + n) else {
+                break;
+            };
+            // |r·xc| ≤ 2^20·255 fits i32; below V_MAX for every input the clamp is a no-op.
+            let cut = if r.unsigned_abs() as u64 * xc_max as u64 <= V_MAX as u64 {
+                sr_row(row, xc, r, &mut rng)
+            } else {
+                let (cl, cut) = sr_row_clamped(row, xc, r, &mut rng);
+                clips += cl;
+                cut
+            };
+            wsat += (cut != 0) as u32;
+        }
+        // Bias (round to nearest, §5.3).
+        let (ubm, ube) = (
+            q.ubm.get(c).copied().unwrap_or(0),
+            q.ube.get(c).copied().unwrap_or(0),
+        );
+        let (d, clip) = bias_step(lr_m * ubm as i64 * dv, ctx.lr_e + ube as i32 + e_slot);
+        clips += clip as u32;
+        if let Some(b) = q.bias.get_mut(c) {
+            *b = sat_i32(*b as i64 - d);
+        }
+    }
+    *ctx.rng = rng;
+    ctx.ctr.update_clips = ctx.ctr.update_clips.wrapping_add(clips);
+    ctx.ctr.weight_saturations = ctx.ctr.weight_saturations.wrapping_add(wsat);
+}
+
+/// A stochastic-rounding row whose changes `r·xc` may exceed `V_MAX`: `v` is clamped first
+/// (one update clip each). Returns `(clips, saturation flag)`.
+#[inline(never)]
+pub fn sr_row_clamped(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, u32) {
+    if PACKED {
+        return sr_row_clamped_asm(row, xc, r, rng);
+    }
+    sr_row_clamped_portable(row, xc, r, rng)
+}
+
+/// [`sr_row_clamped`] in plain Rust (the definition).
+#[inline(always)]
+pub fn sr_row_clamped_portable(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, u32) {
+    let lim = V_MAX as i32;
+    let mut clips = 0u32;
+    let mut cut = 0i32;
+    for (wv, &xv) in row.iter_mut().zip(xc) {
+        let v = r.wrapping_mul(xv);
+        // |v| > V_MAX, as one unsigned compare.
+        clips += (v.wrapping_add(lim) as u32 > 2 * lim as u32) as u32;
+        cut |= wv.step(v.clamp(-lim, lim), rng);
+    }
+    (clips, cut as u32)
+}
+
+/// [`sr_row_clamped`] in assembly on Armv7E-M, one weight per iteration (LLVM spills the
+/// unrolled loop): `V_MAX = 0x80000` is an immediate, the weight clamp one `SSAT`. Elsewhere the
+/// portable loop.
+#[inline(always)]
+fn sr_row_clamped_asm(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, u32) {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        const _: () = assert!(V_MAX == 0x80000);
+        let n = row.len().min(xc.len());
+        if n == 0 {
+            return (0, 0);
+        }
+        let (mut clips, mut cut) = (0u32, 0u32);
+        let mut state = rng.state;
+        // SAFETY: reads `xc[..n]`, reads and writes `row[..n]` (exclusively borrowed), in
+        // bounds; register operands only otherwise.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {x}, [{xp}], #4",
+                "mla {s}, {s}, {a}, {c}",
+                "mul {v}, {r}, {x}",
+                "cmp {v}, #0x80000",
+                "itt gt",
+                "movgt {v}, #0x80000",
+                "addgt {cl}, #1",
+                "cmn {v}, #0x80000",
+                "ittt lt",
+                "movlt {v}, #0x80000",
+                "neglt {v}, {v}",
+                "addlt {cl}, #1",
+                "add {v}, {v}, {s}, lsr #16",
+                "ldrsb {x}, [{wp}]",
+                "sub {x}, {x}, {v}, asr #16",
+                "ssat {v}, #8, {x}",
+                "strb {v}, [{wp}], #1",
+                "sub {x}, {x}, {v}",
+                "orr {cut}, {cut}, {x}",
+                "subs {k}, #1",
+                "bne 2b",
+                xp = inout(reg) xc.as_ptr() => _,
+                wp = inout(reg) row.as_mut_ptr() => _,
+                k = inout(reg) n => _,
+                s = inout(reg) state,
+                cut = inout(reg) cut,
+                cl = inout(reg) clips,
+                r = in(reg) r,
+                a = in(reg) 1_664_525u32,
+                c = in(reg) 1_013_904_223u32,
+                x = out(reg) _,
+                v = out(reg) _,
+                options(nostack)
+            );
+        }
+        rng.state = state;
+        (clips, cut)
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        sr_row_clamped_portable(row, xc, r, rng)
+    }
+}
+
 /// One row of the stochastic-rounding update on int8 weights (docs §5.2; Dense, one slot):
 /// `w ← clamp(w − ((r·xc + rnd) >> 16), −128, 127)`, one generator draw per weight in memory
 /// order. Requires `|r·xc| ≤ V_MAX` for every weight (steps in −8..=8, products in `i32`).
@@ -625,6 +789,27 @@ mod tests {
             let rmax = ((8i64 << 16) / xmax as i64) as i32;
             let r = (r_raw % (1 << r_log).min(rmax).max(1)).clamp(-rmax, rmax);
             check_sr(&w, &x[..w.len()], r, seed);
+        }
+
+        #[test]
+        fn clamped_row_counts_and_steps(
+            w in proptest::collection::vec(any::<i8>(), 0..70),
+            x in proptest::collection::vec(-255i32..=255, 70),
+            r in -(1i32 << 20)..=(1 << 20),
+            seed in any::<u32>(),
+        ) {
+            let x = &x[..w.len()];
+            let (mut a, mut ra) = (w.clone(), Lcg::new(seed));
+            let (clips, cut) = sr_row_clamped(&mut a, x, r, &mut ra);
+            let (mut b, mut rb) = (w.clone(), Lcg::new(seed));
+            let (mut want_clips, mut want_cut) = (0u32, 0i32);
+            for (wv, &xv) in b.iter_mut().zip(x) {
+                let v = r * xv;
+                let vc = v.clamp(-(V_MAX as i32), V_MAX as i32);
+                want_clips += (vc != v) as u32;
+                want_cut |= wv.step(vc, &mut rb);
+            }
+            prop_assert_eq!((a, clips, cut != 0, ra.state), (b, want_clips, want_cut != 0, rb.state));
         }
 
         #[test]

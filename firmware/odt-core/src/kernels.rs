@@ -193,20 +193,20 @@ pub fn to_delta<const OUT: usize>(
     d: &mut [i16],
 ) -> (i32, bool) {
     let smax = q.max_s() as i32;
-    let term = |c: usize, yj: i8, ej: i32| -> i64 {
-        if relu && yj == q.z_y {
+    let zy = q.z_y;
+    // Channel-major chunks (one per output position) instead of a cycling channel index, and
+    // inactive ReLU outputs first: most of them cost a compare.
+    let term = |m: i32, s: i8, yj: i8, ej: i32| -> i64 {
+        if relu && yj == zy {
             0
         } else {
-            shr_round(ej as i64 * at(&q.m, c) as i64, smax - at(&q.s, c) as i32)
+            shr_round(ej as i64 * m as i64, smax - s as i32)
         }
     };
     let mut max_abs = 0u64;
-    let mut c = 0usize;
-    for (&yj, &ej) in y.iter().zip(e) {
-        max_abs = max_abs.max(term(c, yj, ej).unsigned_abs());
-        c += 1;
-        if c == OUT {
-            c = 0;
+    for (yc, ec) in y.chunks(OUT).zip(e.chunks(OUT)) {
+        for (((&yj, &ej), &m), &s) in yc.iter().zip(ec).zip(&q.m).zip(&q.s) {
+            max_abs = max_abs.max(term(m, s, yj, ej).unsigned_abs());
         }
     }
     let e0 = exp + smax - 31;
@@ -215,12 +215,9 @@ pub fn to_delta<const OUT: usize>(
         return (e0, false);
     }
     let r = crate::fixed::normalize_shift(max_abs, DELTA_BITS);
-    c = 0;
-    for ((dj, &yj), &ej) in d.iter_mut().zip(y).zip(e) {
-        *dj = shr_round(term(c, yj, ej), r) as i16;
-        c += 1;
-        if c == OUT {
-            c = 0;
+    for ((dc, yc), ec) in d.chunks_mut(OUT).zip(y.chunks(OUT)).zip(e.chunks(OUT)) {
+        for ((((dj, &yj), &ej), &m), &s) in dc.iter_mut().zip(yc).zip(ec).zip(&q.m).zip(&q.s) {
+            *dj = shr_round(term(m, s, yj, ej), r) as i16;
         }
     }
     (e0 + r, true)
@@ -303,6 +300,13 @@ pub fn update<Wt: Weight, const OUT: usize>(
     let nslots = ctx.slots.min(s.es.len());
     let (in_len, out_len, npos, fan) = (g.in_len(), g.out_len(), g.npos(), g.fan());
     select_rows::<OUT>(s, nslots, npos, out_len, ctx, sc.imp, sc.sel);
+    if g.is_dense() && nslots == 1 && mode == TrainMode::All && Wt::STOCHASTIC {
+        if let Some(w8) = Wt::as_i8_mut(w) {
+            let e = at(s.es, 0);
+            crate::dense::update_b1::<OUT>(fan, w8, q, s.xs, s.ds, e, sc.sel, ctx);
+            return;
+        }
+    }
     let zx = q.z_x as i32;
     // Dense, batch 1: centre the stored input once for all rows.
     let mut xc_max = 0u32;
@@ -406,7 +410,7 @@ pub fn update<Wt: Weight, const OUT: usize>(
 }
 
 /// `clamp(t·2^e)` to the i32 range exactly for `e ≥ 0`, `sat_i32(shr_round(t, −e))` otherwise.
-fn bias_step(t: i64, e: i32) -> (i64, bool) {
+pub(crate) fn bias_step(t: i64, e: i32) -> (i64, bool) {
     if e >= 0 {
         let k = e as u32;
         let hi = i32::MAX as i64;
