@@ -390,6 +390,149 @@ fn rows4_scalar<const N: usize>(blk: &[i8], xc: &[i32]) -> [i32; 4] {
     [s0, s1, s2, s3]
 }
 
+/// Dense error wrt the input (docs §4.2): `e_in[j] = Σ_c d[c]·w[c][j]` over the rows with a
+/// non-zero δ. Packed targets take the live rows in pairs: the two δ in one word, one
+/// `SMLAxy` per product on weights sign-extended in pairs by `SXTB16`, the four partial sums of
+/// a column group loaded and stored once per pair (`LDM`/`STM`). Elsewhere four rows per pass.
+/// Sums wrap like the definition.
+#[inline(always)]
+pub fn backward<const N: usize, const OUT: usize>(w: &[i8], d: &[i16], e_in: &mut [i32]) {
+    backward_with::<N, OUT, PACKED>(w, d, e_in);
+}
+
+/// [`backward`] with the pairwise (`P`) or the four-row kernel.
+pub fn backward_with<const N: usize, const OUT: usize, const P: bool>(
+    w: &[i8],
+    d: &[i16],
+    e_in: &mut [i32],
+) {
+    e_in.fill(0);
+    let Some(e) = e_in.get_mut(..N) else {
+        return;
+    };
+    let k = if P { 2 } else { 4 };
+    // Up to four pending live rows: (row start, δ).
+    let mut pend = [(0usize, 0i32); 4];
+    let mut np = 0;
+    for (c, &dv) in d.iter().enumerate().take(OUT) {
+        if dv == 0 {
+            continue;
+        }
+        if let Some(p) = pend.get_mut(np) {
+            *p = (c * N, dv as i32);
+        }
+        np += 1;
+        if np == k {
+            if P {
+                back2::<N>(w, pend[0], pend[1], e);
+            } else {
+                back4::<N>(w, &pend, e);
+            }
+            np = 0;
+        }
+    }
+    if P && np == 1 {
+        // The odd row with a zero partner (adds nothing).
+        back2::<N>(w, pend[0], (pend[0].0, 0), e);
+        np = 0;
+    }
+    for &(o, dv) in pend.iter().take(np) {
+        if let Some(row) = w.get(o..o + N) {
+            for (ev, &wv) in e.iter_mut().zip(row) {
+                *ev = ev.wrapping_add(dv * wv as i32);
+            }
+        }
+    }
+}
+
+/// Two live rows of [`backward`].
+#[inline(always)]
+fn back2<const N: usize>(w: &[i8], (o0, d0): (usize, i32), (o1, d1): (usize, i32), e: &mut [i32]) {
+    let (Some(r0), Some(r1)) = (w.get(o0..o0 + N), w.get(o1..o1 + N)) else {
+        return;
+    };
+    let done = back2_asm(r0, r1, d0, d1, e);
+    for ((ev, &a), &b) in e.iter_mut().zip(r0).zip(r1).skip(done) {
+        *ev = ev.wrapping_add(d0 * a as i32).wrapping_add(d1 * b as i32);
+    }
+}
+
+/// The column groups of [`back2`] in assembly on Armv7E-M; returns the columns done (elsewhere
+/// none). δ must fit 16 bits (|δ| ≤ 2^12, §4).
+#[inline(always)]
+fn back2_asm(r0: &[i8], r1: &[i8], d0: i32, d1: i32, e: &mut [i32]) -> usize {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let groups = r0.len().min(r1.len()).min(e.len()) / 4;
+        if groups == 0 {
+            return 0;
+        }
+        let dd = dsp::pkhbt(d0 as u32, d1 as u32);
+        // SAFETY: reads `r0[..4·groups]`, `r1[..4·groups]` (unaligned `LDR` is allowed on
+        // Armv7-M), reads and writes `e[..4·groups]` (word aligned, `LDM`/`STM`), all in
+        // bounds; `e` is exclusively borrowed. r0–r3 are named for the ascending lists.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldm {ep}, {{r0, r1, r2, r3}}",
+                "ldr {a}, [{p0}], #4",
+                "sxtb16 {t}, {a}, ror #8",
+                "sxtb16 {a}, {a}",
+                "smlabb r0, {a}, {dd}, r0",
+                "smlatb r2, {a}, {dd}, r2",
+                "smlabb r1, {t}, {dd}, r1",
+                "smlatb r3, {t}, {dd}, r3",
+                "ldr {a}, [{p1}], #4",
+                "sxtb16 {t}, {a}, ror #8",
+                "sxtb16 {a}, {a}",
+                "smlabt r0, {a}, {dd}, r0",
+                "smlatt r2, {a}, {dd}, r2",
+                "smlabt r1, {t}, {dd}, r1",
+                "smlatt r3, {t}, {dd}, r3",
+                "stm {ep}!, {{r0, r1, r2, r3}}",
+                "subs {k}, #1",
+                "bne 2b",
+                ep = inout(reg) e.as_mut_ptr() => _,
+                p0 = inout(reg) r0.as_ptr() => _,
+                p1 = inout(reg) r1.as_ptr() => _,
+                k = inout(reg) groups => _,
+                dd = in(reg) dd,
+                a = out(reg) _,
+                t = out(reg) _,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                options(nostack)
+            );
+        }
+        4 * groups
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let _ = (r0, r1, d0, d1, e);
+        0
+    }
+}
+
+/// Four live rows of [`backward`] (scalar).
+#[inline(always)]
+fn back4<const N: usize>(w: &[i8], rows: &[(usize, i32); 4], e: &mut [i32]) {
+    let [(o0, d0), (o1, d1), (o2, d2), (o3, d3)] = *rows;
+    let (Some(r0), Some(r1), Some(r2), Some(r3)) = (
+        w.get(o0..o0 + N),
+        w.get(o1..o1 + N),
+        w.get(o2..o2 + N),
+        w.get(o3..o3 + N),
+    ) else {
+        return;
+    };
+    for ((((ev, &a), &b), &c), &dd) in e.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+        let s = d0 * a as i32 + d1 * b as i32 + d2 * c as i32 + d3 * dd as i32;
+        *ev = ev.wrapping_add(s);
+    }
+}
+
 /// The update of a Dense layer with int8 weights (stochastic rounding), batch of one, all
 /// parameters trainable (docs §5.1 to §5.4): `n` inputs, stored input `xs`, δ `ds` with
 /// exponent `e_slot`, rows selected by `sel`. The same arithmetic as the general update, with the
@@ -789,6 +932,35 @@ mod tests {
             let rmax = ((8i64 << 16) / xmax as i64) as i32;
             let r = (r_raw % (1 << r_log).min(rmax).max(1)).clamp(-rmax, rmax);
             check_sr(&w, &x[..w.len()], r, seed);
+        }
+
+        #[test]
+        fn backward_equals_the_definition(
+            d in proptest::collection::vec(prop_oneof![Just(0i16), -4096i16..=4096], 10),
+            w in proptest::collection::vec(any::<i8>(), 10 * 102),
+            e0 in any::<i32>(),
+        ) {
+            macro_rules! shapes {
+                ($($n:literal)*) => {$(
+                    let mut want = vec![0i32; $n];
+                    for c in 0..10 {
+                        for j in 0..$n {
+                            want[j] = want[j].wrapping_add(d[c] as i32 * w[c * $n + j] as i32);
+                        }
+                    }
+                    for packed in [false, true] {
+                        let mut got = vec![e0; $n + 1];
+                        if packed {
+                            backward_with::<$n, 10, true>(&w[..10 * $n], &d, &mut got);
+                        } else {
+                            backward_with::<$n, 10, false>(&w[..10 * $n], &d, &mut got);
+                        }
+                        prop_assert_eq!(&got[..$n], &want[..]);
+                        prop_assert_eq!(got[$n], 0);
+                    }
+                )*};
+            }
+            shapes!(1 3 4 5 8 9 64 102);
         }
 
         #[test]

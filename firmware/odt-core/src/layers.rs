@@ -81,7 +81,7 @@ macro_rules! impl_param_layer {
             fn backward_delta(&self, slot: usize, e_in: &mut [i32]) -> i32 {
                 let n_out = Self::GEOM.out_len();
                 if let Some(d) = self.ds_flat().chunks_exact(n_out.max(1)).nth(slot) {
-                    kernels::backward::<Wt, $out>(&Self::GEOM, self.w_flat(), d, e_in);
+                    self.bwd(d, e_in);
                 }
                 self.es.get(slot).copied().unwrap_or(0)
             }
@@ -282,6 +282,12 @@ impl<const IN: usize, const OUT: usize, const RELU: bool, const B: usize, Wt: We
             }
         }
     }
+    fn bwd(&self, d: &[i16], e_in: &mut [i32]) {
+        match Wt::as_i8(self.w_flat()) {
+            Some(w8) => crate::dense::backward::<IN, OUT>(w8, d, e_in),
+            None => kernels::backward::<Wt, OUT>(&Self::GEOM, self.w_flat(), d, e_in),
+        }
+    }
 }
 
 impl_param_layer!([const IN: usize, const OUT: usize, const RELU: bool, const B: usize, Wt: Weight]
@@ -377,6 +383,9 @@ impl<
     fn fwd(&self, x: &[i8], y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]) {
         let w = self.w_flat();
         kernels::forward::<Wt, COUT>(&Self::GEOM, w, &self.q, RELU, x, y, ctr, scratch);
+    }
+    fn bwd(&self, d: &[i16], e_in: &mut [i32]) {
+        kernels::backward::<Wt, COUT>(&Self::GEOM, self.w_flat(), d, e_in);
     }
 }
 
@@ -480,6 +489,9 @@ impl<
     fn fwd(&self, x: &[i8], y: &mut [i8], ctr: &mut Counters, scratch: &mut [i32]) {
         let w = self.w_flat();
         kernels::forward::<Wt, COUT>(&Self::GEOM, w, &self.q, RELU, x, y, ctr, scratch);
+    }
+    fn bwd(&self, d: &[i16], e_in: &mut [i32]) {
+        kernels::backward::<Wt, COUT>(&Self::GEOM, self.w_flat(), d, e_in);
     }
 }
 
