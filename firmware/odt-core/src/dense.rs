@@ -614,9 +614,51 @@ pub fn update_b1<const OUT: usize>(
 #[inline(never)]
 pub fn sr_row_clamped(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, u32) {
     if PACKED {
-        return sr_row_clamped_asm(row, xc, r, rng);
+        return sr_row_clamped_packed(row, xc, r, rng);
     }
     sr_row_clamped_portable(row, xc, r, rng)
+}
+
+/// [`sr_row_clamped`] the packed way. Clamping `v` to ±V_MAX before the rounding gives the
+/// same step as clamping the unclamped step `(v + rnd) >> 16` to ±8 (`rnd < 2^16`: beyond
+/// ±V_MAX both are ±8), so the steps come from [`sr_row`]'s arithmetic plus a packed clamp of
+/// the 16-bit lanes ([`dsp::clamp8_16x2`]); the clips, `|r·xc| > V_MAX`, are the inputs with
+/// `|xc| > ⌊V_MAX / |r|⌋`, counted in a separate pass. Needs `r ≠ 0`.
+#[inline(always)]
+pub fn sr_row_clamped_packed(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, u32) {
+    let n = row.len().min(xc.len());
+    let (Some(row), Some(xc)) = (row.get_mut(..n), xc.get(..n)) else {
+        return (0, 0);
+    };
+    let t = (V_MAX as u32)
+        .checked_div(r.unsigned_abs())
+        .unwrap_or(u32::MAX);
+    let clips = count_above(xc, t);
+    let (mut cut, done) = sr_row_clamped_asm(row, xc, r, rng);
+    let (Some(row), Some(xc)) = (row.get_mut(done..), xc.get(done..)) else {
+        return (clips, cut);
+    };
+    let (body, rest) = row.as_chunks_mut::<4>();
+    let split = 4 * body.len();
+    for (w4, xq) in body.iter_mut().zip(xc.as_chunks::<4>().0) {
+        let mut tv = [0i32; 4];
+        for (tj, &xv) in tv.iter_mut().zip(xq) {
+            *tj = r.wrapping_mul(xv).wrapping_add(rng.next16());
+        }
+        // PKHTB: the steps (t >> 16) of weights 0 and 2, 1 and 3, as 16-bit lanes.
+        let lanes = |a: i32, b: i32| ((a >> 16) as u32 & 0xFFFF) | (b as u32 & 0xFFFF_0000);
+        let s02 = dsp::uxtb16(dsp::clamp8_16x2(lanes(tv[0], tv[2])));
+        let s13 = dsp::uxtb16(dsp::clamp8_16x2(lanes(tv[1], tv[3])));
+        let steps = s02 | (s13 << 8);
+        let (q, wrapped) = dsp::qsub8_with_wrap(word(w4), steps);
+        cut |= q ^ wrapped;
+        *w4 = q.to_le_bytes().map(|b| b as i8);
+    }
+    let lim = V_MAX as i32;
+    for (wv, &xv) in rest.iter_mut().zip(xc.get(split..).unwrap_or(&[])) {
+        cut |= wv.step(r.wrapping_mul(xv).clamp(-lim, lim), rng) as u32;
+    }
+    (clips, cut)
 }
 
 /// [`sr_row_clamped`] in plain Rust (the definition).
@@ -634,66 +676,131 @@ pub fn sr_row_clamped_portable(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg
     (clips, cut as u32)
 }
 
-/// [`sr_row_clamped`] in assembly on Armv7E-M, one weight per iteration (LLVM spills the
-/// unrolled loop): `V_MAX = 0x80000` is an immediate, the weight clamp one `SSAT`. Elsewhere the
-/// portable loop.
+/// `#{j : |xc[j]| > t}`. In assembly on Armv7E-M for `t ≤ V_MAX`: `|x| > t ⟺ x + t > 2t`
+/// unsigned, counted through the carry of `CMP 2t, x + t` (which counts the others).
 #[inline(always)]
-fn sr_row_clamped_asm(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, u32) {
+fn count_above(xc: &[i32], t: u32) -> u32 {
+    #[allow(unused_mut)]
+    let (mut n, mut done) = (0u32, 0usize);
     #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
     {
-        const _: () = assert!(V_MAX == 0x80000);
-        let n = row.len().min(xc.len());
-        if n == 0 {
+        let groups = xc.len() / 4;
+        if groups > 0 && t <= V_MAX as u32 {
+            let mut below = 0u32;
+            // SAFETY: reads `xc[..4·groups]` (word aligned, `LDM`), in bounds.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldm {xp}!, {{r0, r1, r2, r3}}",
+                    "add r0, r0, {t}",
+                    "cmp {t2}, r0",
+                    "adc {b}, {b}, #0",
+                    "add r1, r1, {t}",
+                    "cmp {t2}, r1",
+                    "adc {b}, {b}, #0",
+                    "add r2, r2, {t}",
+                    "cmp {t2}, r2",
+                    "adc {b}, {b}, #0",
+                    "add r3, r3, {t}",
+                    "cmp {t2}, r3",
+                    "adc {b}, {b}, #0",
+                    "subs {k}, #1",
+                    "bne 2b",
+                    xp = inout(reg) xc.as_ptr() => _,
+                    k = inout(reg) groups => _,
+                    b = inout(reg) below,
+                    t = in(reg) t,
+                    t2 = in(reg) 2 * t,
+                    out("r0") _,
+                    out("r1") _,
+                    out("r2") _,
+                    out("r3") _,
+                    options(readonly, nostack)
+                );
+            }
+            done = 4 * groups;
+            n = done as u32 - below;
+        }
+    }
+    for &xv in xc.get(done..).unwrap_or(&[]) {
+        n += (xv.unsigned_abs() > t) as u32;
+    }
+    n
+}
+
+/// The groups of four weights of [`sr_row_clamped_packed`] in assembly on Armv7E-M: the loop
+/// of [`sr_row_asm`] plus the lane clamp (`SADD16`, `SSAT16 #5`, `SHADD16` with 1, the
+/// constant in a register that is free at that point). Returns the saturation flag and the
+/// weights done; elsewhere `(0, 0)`.
+#[inline(always)]
+fn sr_row_clamped_asm(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, usize) {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let groups = row.len().min(xc.len()) / 4;
+        if groups == 0 {
             return (0, 0);
         }
-        let (mut clips, mut cut) = (0u32, 0u32);
+        let mut cut = 0u32;
         let mut state = rng.state;
-        // SAFETY: reads `xc[..n]`, reads and writes `row[..n]` (exclusively borrowed), in
-        // bounds; register operands only otherwise.
+        // SAFETY: as in `sr_row_asm`: reads `xc[..4·groups]`, reads and writes
+        // `row[..4·groups]`, in bounds, `row` exclusively borrowed.
         unsafe {
             core::arch::asm!(
                 "2:",
-                "ldr {x}, [{xp}], #4",
+                "ldm {xp}!, {{r0, r1, r2, r3}}",
                 "mla {s}, {s}, {a}, {c}",
-                "mul {v}, {r}, {x}",
-                "cmp {v}, #0x80000",
-                "itt gt",
-                "movgt {v}, #0x80000",
-                "addgt {cl}, #1",
-                "cmn {v}, #0x80000",
-                "ittt lt",
-                "movlt {v}, #0x80000",
-                "neglt {v}, {v}",
-                "addlt {cl}, #1",
-                "add {v}, {v}, {s}, lsr #16",
-                "ldrsb {x}, [{wp}]",
-                "sub {x}, {x}, {v}, asr #16",
-                "ssat {v}, #8, {x}",
-                "strb {v}, [{wp}], #1",
-                "sub {x}, {x}, {v}",
-                "orr {cut}, {cut}, {x}",
+                "mul r0, {r}, r0",
+                "add r0, r0, {s}, lsr #16",
+                "mla {s}, {s}, {a}, {c}",
+                "mul r1, {r}, r1",
+                "add r1, r1, {s}, lsr #16",
+                "mla {s}, {s}, {a}, {c}",
+                "mul r2, {r}, r2",
+                "add r2, r2, {s}, lsr #16",
+                "mla {s}, {s}, {a}, {c}",
+                "mul r3, {r}, r3",
+                "add r3, r3, {s}, lsr #16",
+                "pkhtb r0, r2, r0, asr #16",
+                "pkhtb r1, r3, r1, asr #16",
+                "mov.w r2, #0x00010001",
+                "sadd16 r0, r0, r0",
+                "ssat16 r0, #5, r0",
+                "shadd16 r0, r0, r2",
+                "sadd16 r1, r1, r1",
+                "ssat16 r1, #5, r1",
+                "shadd16 r1, r1, r2",
+                "uxtb16 r0, r0",
+                "uxtb16 r1, r1",
+                "orr r0, r0, r1, lsl #8",
+                "ldr r1, [{wp}]",
+                "qsub8 r2, r1, r0",
+                "ssub8 r3, r1, r0",
+                "usada8 {cut}, r2, r3, {cut}",
+                "str r2, [{wp}], #4",
                 "subs {k}, #1",
                 "bne 2b",
                 xp = inout(reg) xc.as_ptr() => _,
                 wp = inout(reg) row.as_mut_ptr() => _,
-                k = inout(reg) n => _,
+                k = inout(reg) groups => _,
                 s = inout(reg) state,
                 cut = inout(reg) cut,
-                cl = inout(reg) clips,
                 r = in(reg) r,
                 a = in(reg) 1_664_525u32,
                 c = in(reg) 1_013_904_223u32,
-                x = out(reg) _,
-                v = out(reg) _,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
                 options(nostack)
             );
         }
         rng.state = state;
-        (clips, cut)
+        (cut, 4 * groups)
     }
     #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
     {
-        sr_row_clamped_portable(row, xc, r, rng)
+        let _ = (row, xc, r, rng);
+        (0, 0)
     }
 }
 
@@ -971,8 +1078,12 @@ mod tests {
             seed in any::<u32>(),
         ) {
             let x = &x[..w.len()];
+            let r = if r == 0 { 1 } else { r };
             let (mut a, mut ra) = (w.clone(), Lcg::new(seed));
             let (clips, cut) = sr_row_clamped(&mut a, x, r, &mut ra);
+            let (mut p, mut rp) = (w.clone(), Lcg::new(seed));
+            let (pclips, pcut) = sr_row_clamped_packed(&mut p, x, r, &mut rp);
+            prop_assert_eq!((&p, pclips, pcut != 0, rp.state), (&a, clips, cut != 0, ra.state));
             let (mut b, mut rb) = (w.clone(), Lcg::new(seed));
             let (mut want_clips, mut want_cut) = (0u32, 0i32);
             for (wv, &xv) in b.iter_mut().zip(x) {
