@@ -553,15 +553,7 @@ pub fn update_b1<const OUT: usize>(
     let (Some(x), Some(xc)) = (xs.get(..n), ctx.scratch.get_mut(..n)) else {
         return;
     };
-    let (mut lo, mut hi) = (zx, zx);
-    for (c, &v) in xc.iter_mut().zip(x) {
-        let v = v as i32;
-        lo = lo.min(v);
-        hi = hi.max(v);
-        *c = v - zx;
-    }
-    // max |x − z_x| over the row inputs.
-    let xc_max = (hi - zx).max(zx - lo) as u32;
+    let xc_max = centre(x, zx, xc);
     let xc = &*xc;
     let mut rng = *ctx.rng;
     let (mut clips, mut wsat) = (0u32, 0u32);
@@ -607,6 +599,76 @@ pub fn update_b1<const OUT: usize>(
     *ctx.rng = rng;
     ctx.ctr.update_clips = ctx.ctr.update_clips.wrapping_add(clips);
     ctx.ctr.weight_saturations = ctx.ctr.weight_saturations.wrapping_add(wsat);
+}
+
+/// `xc = x − z_x` as `i32`; returns `max |xc|` (0 for no input).
+#[inline(always)]
+fn centre(x: &[i8], zx: i32, xc: &mut [i32]) -> u32 {
+    let (mut lo, mut hi) = (zx, zx);
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    let mut done = 0usize;
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        // Four inputs per iteration: byte-wise running max and min (SSUB8 + SEL), the bytes
+        // sign-extended in pairs (SXTB16), centred in pairs (SSUB16), stored as four words.
+        let groups = x.len().min(xc.len()) / 4;
+        if groups > 0 {
+            let zz = dsp::pkhbt(zx as u32, zx as u32);
+            let (mut mx, mut mn) = (0x8080_8080u32, 0x7F7F_7F7Fu32);
+            // SAFETY: reads `x[..4·groups]` (unaligned `LDR` is allowed on Armv7-M), writes
+            // `xc[..4·groups]` (word aligned), both in bounds, `xc` exclusively borrowed.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {w}, [{xp}], #4",
+                    "ssub8 {t}, {w}, {mx}",
+                    "sel {mx}, {w}, {mx}",
+                    "ssub8 {t}, {mn}, {w}",
+                    "sel {mn}, {w}, {mn}",
+                    "sxtb16 {a}, {w}",
+                    "sxtb16 {b}, {w}, ror #8",
+                    "ssub16 {a}, {a}, {zz}",
+                    "ssub16 {b}, {b}, {zz}",
+                    "sxth {t}, {a}",
+                    "sxth {w}, {b}",
+                    "strd {t}, {w}, [{op}], #16",
+                    "asr {t}, {a}, #16",
+                    "asr {w}, {b}, #16",
+                    "strd {t}, {w}, [{op}, #-8]",
+                    "subs {k}, #1",
+                    "bne 2b",
+                    xp = inout(reg) x.as_ptr() => _,
+                    op = inout(reg) xc.as_mut_ptr() => _,
+                    k = inout(reg) groups => _,
+                    mx = inout(reg) mx,
+                    mn = inout(reg) mn,
+                    zz = in(reg) zz,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    a = out(reg) _,
+                    b = out(reg) _,
+                    options(nostack)
+                );
+            }
+            for k in 0..4 {
+                hi = hi.max((mx >> (8 * k)) as u8 as i8 as i32);
+                lo = lo.min((mn >> (8 * k)) as u8 as i8 as i32);
+            }
+            done = 4 * groups;
+        }
+    }
+    // (`skip` where the assembly did a prefix: it compiles best there; plain elsewhere.)
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    let tail = xc.iter_mut().zip(x).skip(done);
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    let tail = xc.iter_mut().zip(x);
+    for (c, &v) in tail {
+        let v = v as i32;
+        lo = lo.min(v);
+        hi = hi.max(v);
+        *c = v - zx;
+    }
+    (hi - zx).max(zx - lo) as u32
 }
 
 /// A stochastic-rounding row whose changes `r·xc` may exceed `V_MAX`: `v` is clamped first
@@ -676,6 +738,101 @@ pub fn sr_row_clamped_portable(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg
     (clips, cut as u32)
 }
 
+/// One group of four weights of the stochastic-rounding row (see [`sr_row_asm`]); with
+/// `clamp`, the lane clamp of [`sr_row_clamped_asm`] before the bytes are packed.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! sr_group {
+    ($($clamp:literal)?) => {
+        concat!(
+            "ldm {xp}!, {{r0, r1, r2, r3}}\n",
+            "mla {s}, {s}, {a}, {c}\n",
+            "mul r0, {r}, r0\n",
+            "add r0, r0, {s}, lsr #16\n",
+            "mla {s}, {s}, {a}, {c}\n",
+            "mul r1, {r}, r1\n",
+            "add r1, r1, {s}, lsr #16\n",
+            "mla {s}, {s}, {a}, {c}\n",
+            "mul r2, {r}, r2\n",
+            "add r2, r2, {s}, lsr #16\n",
+            "mla {s}, {s}, {a}, {c}\n",
+            "mul r3, {r}, r3\n",
+            "add r3, r3, {s}, lsr #16\n",
+            "pkhtb r0, r2, r0, asr #16\n",
+            "pkhtb r1, r3, r1, asr #16\n",
+            $($clamp, "mov.w r2, #0x00010001\n",
+            "sadd16 r0, r0, r0\n",
+            "ssat16 r0, #5, r0\n",
+            "shadd16 r0, r0, r2\n",
+            "sadd16 r1, r1, r1\n",
+            "ssat16 r1, #5, r1\n",
+            "shadd16 r1, r1, r2\n",)?
+            "uxtb16 r0, r0\n",
+            "uxtb16 r1, r1\n",
+            "orr r0, r0, r1, lsl #8\n",
+            "ldr r1, [{wp}]\n",
+            "qsub8 r2, r1, r0\n",
+            "ssub8 r3, r1, r0\n",
+            "usada8 {cut}, r2, r3, {cut}\n",
+            "str r2, [{wp}], #4\n",
+        )
+    };
+}
+
+/// Runs [`sr_group!`] over `groups` groups: two per loop iteration, then the odd one.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! sr_groups {
+    ($xc:expr, $row:expr, $groups:expr, $state:ident, $cut:ident, $r:expr $(, $clamp:literal)?) => {{
+        let mut xp = $xc.as_ptr();
+        let mut wp = $row.as_mut_ptr();
+        // SAFETY (both blocks): reads `xc[..4·groups]` (LDM, word aligned) and reads/writes
+        // `row[..4·groups]` (unaligned word access is allowed on Armv7-M), both in bounds;
+        // `row` is exclusively borrowed. r0–r3 are named for the ascending `LDM` list.
+        if $groups >= 2 {
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    sr_group!($($clamp)?),
+                    sr_group!($($clamp)?),
+                    "subs {k}, #1",
+                    "bne 2b",
+                    xp = inout(reg) xp,
+                    wp = inout(reg) wp,
+                    k = inout(reg) $groups / 2 => _,
+                    s = inout(reg) $state,
+                    cut = inout(reg) $cut,
+                    r = in(reg) $r,
+                    a = in(reg) 1_664_525u32,
+                    c = in(reg) 1_013_904_223u32,
+                    out("r0") _,
+                    out("r1") _,
+                    out("r2") _,
+                    out("r3") _,
+                    options(nostack)
+                );
+            }
+        }
+        if $groups % 2 == 1 {
+            unsafe {
+                core::arch::asm!(
+                    sr_group!($($clamp)?),
+                    xp = inout(reg) xp => _,
+                    wp = inout(reg) wp => _,
+                    s = inout(reg) $state,
+                    cut = inout(reg) $cut,
+                    r = in(reg) $r,
+                    a = in(reg) 1_664_525u32,
+                    c = in(reg) 1_013_904_223u32,
+                    out("r0") _,
+                    out("r1") _,
+                    out("r2") _,
+                    out("r3") _,
+                    options(nostack)
+                );
+            }
+        }
+    }};
+}
+
 /// `#{j : |xc[j]| > t}`. In assembly on Armv7E-M for `t ≤ V_MAX`: `|x| > t ⟺ x + t > 2t`
 /// unsigned, counted through the carry of `CMP 2t, x + t` (which counts the others).
 #[inline(always)]
@@ -742,58 +899,7 @@ fn sr_row_clamped_asm(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32
         }
         let mut cut = 0u32;
         let mut state = rng.state;
-        // SAFETY: as in `sr_row_asm`: reads `xc[..4·groups]`, reads and writes
-        // `row[..4·groups]`, in bounds, `row` exclusively borrowed.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldm {xp}!, {{r0, r1, r2, r3}}",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r0, {r}, r0",
-                "add r0, r0, {s}, lsr #16",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r1, {r}, r1",
-                "add r1, r1, {s}, lsr #16",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r2, {r}, r2",
-                "add r2, r2, {s}, lsr #16",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r3, {r}, r3",
-                "add r3, r3, {s}, lsr #16",
-                "pkhtb r0, r2, r0, asr #16",
-                "pkhtb r1, r3, r1, asr #16",
-                "mov.w r2, #0x00010001",
-                "sadd16 r0, r0, r0",
-                "ssat16 r0, #5, r0",
-                "shadd16 r0, r0, r2",
-                "sadd16 r1, r1, r1",
-                "ssat16 r1, #5, r1",
-                "shadd16 r1, r1, r2",
-                "uxtb16 r0, r0",
-                "uxtb16 r1, r1",
-                "orr r0, r0, r1, lsl #8",
-                "ldr r1, [{wp}]",
-                "qsub8 r2, r1, r0",
-                "ssub8 r3, r1, r0",
-                "usada8 {cut}, r2, r3, {cut}",
-                "str r2, [{wp}], #4",
-                "subs {k}, #1",
-                "bne 2b",
-                xp = inout(reg) xc.as_ptr() => _,
-                wp = inout(reg) row.as_mut_ptr() => _,
-                k = inout(reg) groups => _,
-                s = inout(reg) state,
-                cut = inout(reg) cut,
-                r = in(reg) r,
-                a = in(reg) 1_664_525u32,
-                c = in(reg) 1_013_904_223u32,
-                out("r0") _,
-                out("r1") _,
-                out("r2") _,
-                out("r3") _,
-                options(nostack)
-            );
-        }
+        sr_groups!(xc, row, groups, state, cut, r, "");
         rng.state = state;
         (cut, 4 * groups)
     }
@@ -869,52 +975,7 @@ fn sr_row_asm(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, usize)
         }
         let mut cut = 0u32;
         let mut state = rng.state;
-        // SAFETY: reads `xc[..4·groups]` (LDM, word aligned) and reads/writes
-        // `row[..4·groups]` (unaligned word access is allowed on Armv7-M), both in bounds;
-        // `row` is exclusively borrowed. r0–r3 are named for the ascending `LDM` list.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldm {xp}!, {{r0, r1, r2, r3}}",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r0, {r}, r0",
-                "add r0, r0, {s}, lsr #16",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r1, {r}, r1",
-                "add r1, r1, {s}, lsr #16",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r2, {r}, r2",
-                "add r2, r2, {s}, lsr #16",
-                "mla {s}, {s}, {a}, {c}",
-                "mul r3, {r}, r3",
-                "add r3, r3, {s}, lsr #16",
-                "pkhtb r0, r2, r0, asr #16",
-                "pkhtb r1, r3, r1, asr #16",
-                "uxtb16 r0, r0",
-                "uxtb16 r1, r1",
-                "orr r0, r0, r1, lsl #8",
-                "ldr r1, [{wp}]",
-                "qsub8 r2, r1, r0",
-                "ssub8 r3, r1, r0",
-                "usada8 {cut}, r2, r3, {cut}",
-                "str r2, [{wp}], #4",
-                "subs {k}, #1",
-                "bne 2b",
-                xp = inout(reg) xc.as_ptr() => _,
-                wp = inout(reg) row.as_mut_ptr() => _,
-                k = inout(reg) groups => _,
-                s = inout(reg) state,
-                cut = inout(reg) cut,
-                r = in(reg) r,
-                a = in(reg) 1_664_525u32,
-                c = in(reg) 1_013_904_223u32,
-                out("r0") _,
-                out("r1") _,
-                out("r2") _,
-                out("r3") _,
-                options(nostack)
-            );
-        }
+        sr_groups!(xc, row, groups, state, cut, r);
         rng.state = state;
         (cut, 4 * groups)
     }
