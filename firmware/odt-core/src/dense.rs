@@ -75,10 +75,13 @@ pub fn forward_packed<const N: usize, const OUT: usize>(
     let (xq, xr) = x.as_chunks::<4>();
     // `as_chunks` (fixed-size arrays) rather than `chunks_exact`: zipping the latter keeps a
     // division by the chunk size, i.e. a divide-by-zero panic path, in the firmware.
-    for ([p0, p1], &[x0, x1, x2, x3]) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
-        let c = |v: i8| ((v as i32 - zx) as u32) & 0xFFFF;
-        *p0 = (c(x0) | (c(x2) << 16)) as i32;
-        *p1 = (c(x1) | (c(x3) << 16)) as i32;
+    // (x[4k], x[4k+2]) and (x[4k+1], x[4k+3]) sign-extended (SXTB16), minus z_x per lane
+    // (SSUB16): |x − z_x| ≤ 255 fits a lane.
+    let zz = dsp::pkhbt(zx as u32, zx as u32);
+    for ([p0, p1], x4) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
+        let v = word(x4);
+        *p0 = dsp::ssub16(dsp::sxtb16(v), zz) as i32;
+        *p1 = dsp::ssub16(dsp::sxtb16_ror8(v), zz) as i32;
     }
     for (t, &v) in tail.iter_mut().zip(xr) {
         *t = v as i32 - zx;
@@ -167,9 +170,9 @@ macro_rules! group4 {
     ($o0:literal, $o1:literal, $o2:literal, $o3:literal) => {
         concat!(
             "ldrd {p0}, {p1}, [{x}], #8\n",
-            "ldr {a}, [{w}, #",
+            "ldr {a}, ",
             $o0,
-            "]\n",
+            "\n",
             "sxtb16 {t}, {a}\n",
             "smlad {s0}, {t}, {p0}, {s0}\n",
             "sxtb16 {t}, {a}, ror #8\n",
@@ -212,7 +215,9 @@ fn rows4_asm<const N: usize>(s: &mut [i32; 4], blk: &[i8], pairs: &[[i32; 2]]) -
             return 0;
         }
         let [mut s0, mut s1, mut s2, mut s3] = *s;
-        let mut w = blk.as_ptr();
+        // Pre-incremented by 8 before each pair of groups (the first load's writeback); after
+        // the loop it points 8 bytes before the odd group, if any.
+        let mut w = blk.as_ptr().wrapping_sub(8);
         let mut x = pairs.as_ptr();
         // SAFETY (both blocks): row r's word of group g is read at `blk + r·N + 4g`, g <
         // groups, all inside `blk` (3N + 4·groups ≤ len, checked above; row 3 is the last);
@@ -222,9 +227,8 @@ fn rows4_asm<const N: usize>(s: &mut [i32; 4], blk: &[i8], pairs: &[[i32; 2]]) -
             unsafe {
                 core::arch::asm!(
                     "2:",
-                    group4!("0", "{n1}", "{n2}", "{n3}"),
-                    group4!("4", "{n1p}", "{n2p}", "{n3p}"),
-                    "adds {w}, #8",
+                    group4!("[{w}, #8]!", "{n1}", "{n2}", "{n3}"),
+                    group4!("[{w}, #4]", "{n1p}", "{n2p}", "{n3p}"),
                     "subs {k}, #1",
                     "bne 2b",
                     w = inout(reg) w,
@@ -251,7 +255,7 @@ fn rows4_asm<const N: usize>(s: &mut [i32; 4], blk: &[i8], pairs: &[[i32; 2]]) -
         if groups % 2 == 1 {
             unsafe {
                 core::arch::asm!(
-                    group4!("0", "{n1}", "{n2}", "{n3}"),
+                    group4!("[{w}, #8]", "{n1q}", "{n2q}", "{n3q}"),
                     w = in(reg) w,
                     x = inout(reg) x => _,
                     s0 = inout(reg) s0,
@@ -262,9 +266,9 @@ fn rows4_asm<const N: usize>(s: &mut [i32; 4], blk: &[i8], pairs: &[[i32; 2]]) -
                     t = out(reg) _,
                     p0 = out(reg) _,
                     p1 = out(reg) _,
-                    n1 = const N,
-                    n2 = const 2 * N,
-                    n3 = const 3 * N,
+                    n1q = const N + 8,
+                    n2q = const 2 * N + 8,
+                    n3q = const 3 * N + 8,
                     options(pure, readonly, nostack)
                 );
             }

@@ -99,6 +99,26 @@ pub fn qsub8_with_wrap(a: u32, b: u32) -> (u32, u32) {
     }
 }
 
+/// Per signed 16-bit lane, the wrapping difference `a − b`: `SSUB16`.
+#[inline(always)]
+pub fn ssub16(a: u32, b: u32) -> u32 {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let r: u32;
+        // SAFETY: a pure register instruction; it sets the GE flags, which nothing reads.
+        unsafe {
+            core::arch::asm!("ssub16 {0}, {1}, {2}", out(reg) r, in(reg) a, in(reg) b, options(pure, nomem, nostack))
+        };
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let lo = (a as u16).wrapping_sub(b as u16) as u32;
+        let hi = ((a >> 16) as u16).wrapping_sub((b >> 16) as u16) as u32;
+        lo | (hi << 16)
+    }
+}
+
 /// Bottom half of `a`, bottom half of `b` on top: `PKHBT d, a, b, LSL #16`.
 ///
 /// Plain Rust: LLVM selects `PKHBT` for this pattern on Armv6 and later.
@@ -184,6 +204,8 @@ mod tests {
         assert_eq!(q, 0x80_7F_F8_03);
         assert_eq!(w, 0x7F_80_F8_03);
         assert_eq!(pkhbt(0x1234_5678, 0x9ABC_DEF0), 0xDEF0_5678);
+        assert_eq!(ssub16(0x0001_0000, 0x0002_0001), 0xFFFF_FFFF);
+        assert_eq!(ssub16(0x7FFF_8000, 0xFFFF_0001), 0x8000_7FFF);
         assert_eq!(pkhtb(0x1234_5678, 0x9ABC_DEF0), 0x1234_9ABC);
         assert_eq!(uxtb16(0x1234_5678), 0x0034_0078);
         assert_eq!(usada8(0x01_FF_10_00, 0x03_00_08_00, 5), 5 + 2 + 255 + 8);
