@@ -217,7 +217,12 @@ pub fn to_delta<const OUT: usize>(
     let r = crate::fixed::normalize_shift(max_abs, DELTA_BITS);
     for ((dc, yc), ec) in d.chunks_mut(OUT).zip(y.chunks(OUT)).zip(e.chunks(OUT)) {
         for ((((dj, &yj), &ej), &m), &s) in dc.iter_mut().zip(yc).zip(ec).zip(&q.m).zip(&q.s) {
-            *dj = shr_round(term(m, s, yj, ej), r) as i16;
+            // An inactive ReLU output's term is 0, and so is its δ (no shift needed).
+            *dj = if relu && yj == zy {
+                0
+            } else {
+                shr_round(term(m, s, yj, ej), r) as i16
+            };
         }
     }
     (e0 + r, true)
