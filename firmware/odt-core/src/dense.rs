@@ -24,6 +24,9 @@ pub const PACKED: bool = cfg!(all(target_arch = "arm", target_feature = "dsp"));
 /// low registers hold no more).
 const ROWS: usize = 4;
 
+/// RISC-V (RV32IMC): scalar assembly for the update rows.
+const RV32: bool = cfg!(target_arch = "riscv32");
+
 /// Armv6-M (Cortex-M0/M0+): Thumb-1 only.
 const THUMB1: bool = cfg!(all(target_arch = "arm", not(target_feature = "thumb2")));
 
@@ -712,6 +715,9 @@ pub fn sr_row_clamped(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32
     if PACKED {
         return sr_row_clamped_packed(row, xc, r, rng);
     }
+    if RV32 {
+        return sr_row_clamped_rv32(row, xc, r, rng);
+    }
     sr_row_clamped_portable(row, xc, r, rng)
 }
 
@@ -956,6 +962,8 @@ pub fn sr_row(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
             cut |= sr_row_packed(row, xc, r, rng);
         }
         cut
+    } else if RV32 {
+        sr_row_rv32(row, xc, r, rng)
     } else {
         sr_row_scalar(row, xc, r, rng)
     }
@@ -993,6 +1001,181 @@ pub fn sr_row_scalar(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
         cut |= wv.step(r * xv, rng);
     }
     cut as u32
+}
+
+/// One weight of the RV32 stochastic-rounding row at byte offsets `$xo` (of `xc`) and `$wo`
+/// (of the row): generator step, `(r·xc + rnd) >> 16`, `w − step`, and when that leaves the int8
+/// range (sign-extending its low byte changes it) the clamp (`±128 ^ 127` from the sign) and
+/// the flag.
+#[cfg(target_arch = "riscv32")]
+macro_rules! rv_weight {
+    ($xo:literal, $wo:literal) => {
+        concat!(
+            "lw {x}, ",
+            $xo,
+            "({xp})\n",
+            "mul {s}, {s}, {a}\n",
+            "add {s}, {s}, {c}\n",
+            "srli {t}, {s}, 16\n",
+            "mul {x}, {x}, {r}\n",
+            "add {x}, {x}, {t}\n",
+            "srai {x}, {x}, 16\n",
+            "lb {w}, ",
+            $wo,
+            "({wp})\n",
+            "sub {w}, {w}, {x}\n",
+            "slli {t}, {w}, 24\n",
+            "srai {t}, {t}, 24\n",
+            "beq {t}, {w}, 5f\n",
+            "li {cut}, 1\n",
+            "srai {w}, {w}, 31\n",
+            "xori {w}, {w}, 127\n",
+            "5:\n",
+            "sb {w}, ",
+            $wo,
+            "({wp})\n",
+        )
+    };
+}
+
+/// [`sr_row`] in assembly on RV32IMC, two weights per loop iteration (LLVM's unrolled loop
+/// spills); elsewhere the scalar loop.
+#[inline(always)]
+fn sr_row_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
+    #[cfg(target_arch = "riscv32")]
+    {
+        let n = row.len().min(xc.len());
+        let mut cut = 0u32;
+        let mut state = rng.state;
+        let mut xp = xc.as_ptr();
+        let mut wp = row.as_mut_ptr();
+        // SAFETY (both blocks): reads `xc[..n]` (word aligned), reads and writes `row[..n]`,
+        // in bounds; `row` is exclusively borrowed; register operands otherwise.
+        if n >= 2 {
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    rv_weight!("0", "0"),
+                    rv_weight!("4", "1"),
+                    "addi {xp}, {xp}, 8",
+                    "addi {wp}, {wp}, 2",
+                    "bne {wp}, {end}, 2b",
+                    xp = inout(reg) xp,
+                    wp = inout(reg) wp,
+                    end = in(reg) row.as_mut_ptr().wrapping_add(n & !1),
+                    s = inout(reg) state,
+                    cut = inout(reg) cut,
+                    r = in(reg) r,
+                    a = in(reg) 1_664_525u32,
+                    c = in(reg) 1_013_904_223u32,
+                    x = out(reg) _,
+                    t = out(reg) _,
+                    w = out(reg) _,
+                    options(nostack)
+                );
+            }
+        }
+        if n % 2 == 1 {
+            unsafe {
+                core::arch::asm!(
+                    rv_weight!("0", "0"),
+                    xp = in(reg) xp,
+                    wp = in(reg) wp,
+                    s = inout(reg) state,
+                    cut = inout(reg) cut,
+                    r = in(reg) r,
+                    a = in(reg) 1_664_525u32,
+                    c = in(reg) 1_013_904_223u32,
+                    x = out(reg) _,
+                    t = out(reg) _,
+                    w = out(reg) _,
+                    options(nostack)
+                );
+            }
+        }
+        rng.state = state;
+        cut
+    }
+    #[cfg(not(target_arch = "riscv32"))]
+    {
+        sr_row_scalar(row, xc, r, rng)
+    }
+}
+
+/// [`sr_row_clamped`] in assembly on RV32IMC: `v = r·xc` beyond ±V_MAX is clamped and counted
+/// out of line; elsewhere the portable loop.
+#[inline(always)]
+fn sr_row_clamped_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32, u32) {
+    #[cfg(target_arch = "riscv32")]
+    {
+        let n = row.len().min(xc.len());
+        if n == 0 {
+            return (0, 0);
+        }
+        let (mut cut, mut clips) = (0u32, 0u32);
+        let mut state = rng.state;
+        // SAFETY: reads `xc[..n]` (word aligned), reads and writes `row[..n]`, in bounds;
+        // `row` is exclusively borrowed.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "lw {x}, 0({xp})",
+                "mul {s}, {s}, {a}",
+                "add {s}, {s}, {c}",
+                "mul {x}, {x}, {r}",
+                "blt {vm}, {x}, 7f",
+                "blt {x}, {nvm}, 8f",
+                "6:",
+                "srli {t}, {s}, 16",
+                "add {x}, {x}, {t}",
+                "srai {x}, {x}, 16",
+                "lb {w}, 0({wp})",
+                "sub {w}, {w}, {x}",
+                "slli {t}, {w}, 24",
+                "srai {t}, {t}, 24",
+                "beq {t}, {w}, 5f",
+                "li {cut}, 1",
+                "srai {w}, {w}, 31",
+                "xori {w}, {w}, 127",
+                "5:",
+                "sb {w}, 0({wp})",
+                "addi {xp}, {xp}, 4",
+                "addi {wp}, {wp}, 1",
+                "bne {wp}, {end}, 2b",
+                "j 9f",
+                "7:",
+                "mv {x}, {vm}",
+                "addi {cl}, {cl}, 1",
+                "j 6b",
+                "8:",
+                "mv {x}, {nvm}",
+                "addi {cl}, {cl}, 1",
+                "j 6b",
+                "9:",
+                xp = inout(reg) xc.as_ptr() => _,
+                wp = inout(reg) row.as_mut_ptr() => _,
+                end = in(reg) row.as_mut_ptr().wrapping_add(n),
+                s = inout(reg) state,
+                cut = inout(reg) cut,
+                cl = inout(reg) clips,
+                r = in(reg) r,
+                a = in(reg) 1_664_525u32,
+                c = in(reg) 1_013_904_223u32,
+                vm = in(reg) V_MAX as i32,
+                nvm = in(reg) -(V_MAX as i32),
+                x = out(reg) _,
+                t = out(reg) _,
+                w = out(reg) _,
+                options(nostack)
+            );
+        }
+        rng.state = state;
+        (clips, cut)
+    }
+    #[cfg(not(target_arch = "riscv32"))]
+    {
+        sr_row_clamped_portable(row, xc, r, rng)
+    }
 }
 
 /// The groups of four weights of [`sr_row`] in assembly on Armv7E-M: per weight one `MLA`
