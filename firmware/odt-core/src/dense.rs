@@ -387,14 +387,120 @@ fn rows4_scalar<const N: usize>(blk: &[i8], xc: &[i32]) -> [i32; 4] {
     let Some((r2, r3)) = rest.split_at_checked(N) else {
         return [0; 4];
     };
-    let (mut s0, mut s1, mut s2, mut s3) = (0i32, 0i32, 0i32, 0i32);
-    for ((((&a, &b), &c), &d), &xv) in r0.iter().zip(r1).zip(r2).zip(r3).zip(xc) {
+    #[allow(unused_mut)]
+    let mut acc = [0i32; 4];
+    #[cfg(target_arch = "riscv32")]
+    let tail = {
+        let done = rows4_rv32::<N>(&mut acc, blk, xc);
+        r0.iter().zip(r1).zip(r2).zip(r3).zip(xc).skip(done)
+    };
+    #[cfg(not(target_arch = "riscv32"))]
+    let tail = r0.iter().zip(r1).zip(r2).zip(r3).zip(xc);
+    let [mut s0, mut s1, mut s2, mut s3] = acc;
+    for ((((&a, &b), &c), &d), &xv) in tail {
         s0 = s0.wrapping_add(a as i32 * xv);
         s1 = s1.wrapping_add(b as i32 * xv);
         s2 = s2.wrapping_add(c as i32 * xv);
         s3 = s3.wrapping_add(d as i32 * xv);
     }
     [s0, s1, s2, s3]
+}
+
+/// One column of four rows (RV32): `lb` at row offsets `$o0..$o3`, one `mul` and `add` each.
+#[cfg(target_arch = "riscv32")]
+macro_rules! rv_col {
+    ($x:literal, $o0:literal, $o1:literal, $o2:literal, $o3:literal) => {
+        concat!(
+            "lb {w}, ",
+            $o0,
+            "({wp})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s0}, {s0}, {w}\n",
+            "lb {w}, ",
+            $o1,
+            "({wp})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s1}, {s1}, {w}\n",
+            "lb {w}, ",
+            $o2,
+            "({wp})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s2}, {s2}, {w}\n",
+            "lb {w}, ",
+            $o3,
+            "({wp})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s3}, {s3}, {w}\n",
+        )
+    };
+}
+
+/// The columns of [`rows4_scalar`] in groups of four, in assembly on RV32IMC (LLVM spills the
+/// unrolled 4-row loop); returns the columns done (elsewhere none).
+#[cfg(target_arch = "riscv32")]
+#[inline(always)]
+fn rows4_rv32<const N: usize>(s: &mut [i32; 4], blk: &[i8], xc: &[i32]) -> usize {
+    {
+        let groups = N.min(xc.len()) / 4;
+        // `lb` offsets are 12-bit signed: rows up to 3N + 3 < 2048.
+        if groups == 0 || 3 * N + 3 > 2047 || blk.len() < 4 * N {
+            return 0;
+        }
+        let [mut s0, mut s1, mut s2, mut s3] = *s;
+        // SAFETY: row r's byte of column j at `blk + r·N + j`, j < 4·groups ≤ N, inside `blk`
+        // (len ≥ 4N); `xc[..4·groups]` word aligned; read only.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "lw {x0}, 0({xp})",
+                "lw {x1}, 4({xp})",
+                "lw {x2}, 8({xp})",
+                "lw {x3}, 12({xp})",
+                rv_col!("{x0}", "0", "{n1}", "{n2}", "{n3}"),
+                rv_col!("{x1}", "1", "{n1a}", "{n2a}", "{n3a}"),
+                rv_col!("{x2}", "2", "{n1b}", "{n2b}", "{n3b}"),
+                rv_col!("{x3}", "3", "{n1c}", "{n2c}", "{n3c}"),
+                "addi {xp}, {xp}, 16",
+                "addi {wp}, {wp}, 4",
+                "bne {wp}, {end}, 2b",
+                xp = inout(reg) xc.as_ptr() => _,
+                wp = inout(reg) blk.as_ptr() => _,
+                end = in(reg) blk.as_ptr().wrapping_add(4 * groups),
+                s0 = inout(reg) s0,
+                s1 = inout(reg) s1,
+                s2 = inout(reg) s2,
+                s3 = inout(reg) s3,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                x2 = out(reg) _,
+                x3 = out(reg) _,
+                w = out(reg) _,
+                n1 = const N,
+                n2 = const 2 * N,
+                n3 = const 3 * N,
+                n1a = const N + 1,
+                n2a = const 2 * N + 1,
+                n3a = const 3 * N + 1,
+                n1b = const N + 2,
+                n2b = const 2 * N + 2,
+                n3b = const 3 * N + 2,
+                n1c = const N + 3,
+                n2c = const 2 * N + 3,
+                n3c = const 3 * N + 3,
+                options(readonly, nostack)
+            );
+        }
+        *s = [s0, s1, s2, s3];
+        4 * groups
+    }
 }
 
 /// Dense error wrt the input (docs §4.2): `e_in[j] = Σ_c d[c]·w[c][j]` over the rows with a
@@ -564,9 +670,119 @@ fn back4<const N: usize>(w: &[i8], rows: &[(usize, i32); 4], e: &mut [i32]) {
     ) else {
         return;
     };
-    for ((((ev, &a), &b), &c), &dd) in e.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+    // (`skip` only where the assembly did a prefix: it costs elsewhere.)
+    #[cfg(target_arch = "riscv32")]
+    let cols = {
+        let done = back4_rv32([r0, r1, r2, r3], [d0, d1, d2, d3], e);
+        e.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3).skip(done)
+    };
+    #[cfg(not(target_arch = "riscv32"))]
+    let cols = e.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3);
+    for ((((ev, &a), &b), &c), &dd) in cols {
         let s = d0 * a as i32 + d1 * b as i32 + d2 * c as i32 + d3 * dd as i32;
         *ev = ev.wrapping_add(s);
+    }
+}
+
+/// One column of [`back4_rv32`]: `e += Σ_r d_r·w_r` at byte offset `$j`, word `$e`.
+#[cfg(target_arch = "riscv32")]
+macro_rules! rv_bcol {
+    ($j:literal, $e:literal) => {
+        concat!(
+            "lb {w}, ",
+            $j,
+            "({p0})\n",
+            "mul {w}, {w}, {d0}\n",
+            "add ",
+            $e,
+            ", ",
+            $e,
+            ", {w}\n",
+            "lb {w}, ",
+            $j,
+            "({p1})\n",
+            "mul {w}, {w}, {d1}\n",
+            "add ",
+            $e,
+            ", ",
+            $e,
+            ", {w}\n",
+            "lb {w}, ",
+            $j,
+            "({p2})\n",
+            "mul {w}, {w}, {d2}\n",
+            "add ",
+            $e,
+            ", ",
+            $e,
+            ", {w}\n",
+            "lb {w}, ",
+            $j,
+            "({p3})\n",
+            "mul {w}, {w}, {d3}\n",
+            "add ",
+            $e,
+            ", ",
+            $e,
+            ", {w}\n",
+        )
+    };
+}
+
+/// The columns of [`back4`] in groups of four, in assembly on RV32IMC; returns the columns
+/// done (elsewhere none).
+#[cfg(target_arch = "riscv32")]
+#[inline(always)]
+fn back4_rv32(rows: [&[i8]; 4], d: [i32; 4], e: &mut [i32]) -> usize {
+    {
+        let n = rows.iter().map(|r| r.len()).min().unwrap_or(0).min(e.len());
+        let groups = n / 4;
+        if groups == 0 {
+            return 0;
+        }
+        let [r0, r1, r2, r3] = rows;
+        // SAFETY: reads `r_k[..4·groups]`, reads and writes `e[..4·groups]` (word aligned),
+        // all in bounds; `e` is exclusively borrowed.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "lw {e0}, 0({ep})",
+                "lw {e1}, 4({ep})",
+                "lw {e2}, 8({ep})",
+                "lw {e3}, 12({ep})",
+                rv_bcol!("0", "{e0}"),
+                rv_bcol!("1", "{e1}"),
+                rv_bcol!("2", "{e2}"),
+                rv_bcol!("3", "{e3}"),
+                "sw {e0}, 0({ep})",
+                "sw {e1}, 4({ep})",
+                "sw {e2}, 8({ep})",
+                "sw {e3}, 12({ep})",
+                "addi {p0}, {p0}, 4",
+                "addi {p1}, {p1}, 4",
+                "addi {p2}, {p2}, 4",
+                "addi {p3}, {p3}, 4",
+                "addi {ep}, {ep}, 16",
+                "bne {ep}, {end}, 2b",
+                ep = inout(reg) e.as_mut_ptr() => _,
+                end = in(reg) e.as_mut_ptr().wrapping_add(4 * groups),
+                p0 = inout(reg) r0.as_ptr() => _,
+                p1 = inout(reg) r1.as_ptr() => _,
+                p2 = inout(reg) r2.as_ptr() => _,
+                p3 = inout(reg) r3.as_ptr() => _,
+                d0 = in(reg) d[0],
+                d1 = in(reg) d[1],
+                d2 = in(reg) d[2],
+                d3 = in(reg) d[3],
+                e0 = out(reg) _,
+                e1 = out(reg) _,
+                e2 = out(reg) _,
+                e3 = out(reg) _,
+                w = out(reg) _,
+                options(nostack)
+            );
+        }
+        4 * groups
     }
 }
 
@@ -1004,9 +1220,9 @@ pub fn sr_row_scalar(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
 }
 
 /// One weight of the RV32 stochastic-rounding row at byte offsets `$xo` (of `xc`) and `$wo`
-/// (of the row): generator step, `(r·xc + rnd) >> 16`, `w − step`, and when that leaves the int8
-/// range (sign-extending its low byte changes it) the clamp (`±128 ^ 127` from the sign) and
-/// the flag.
+/// (of the row): generator step, `(r·xc + rnd) >> 16`, `w − step` stored wrapped, and
+/// `w − step + 128` ORed into `acc`: bits above the low byte mean that some weight left the
+/// int8 range (then the row is redone by [`sr_fixup`]).
 #[cfg(target_arch = "riscv32")]
 macro_rules! rv_weight {
     ($xo:literal, $wo:literal) => {
@@ -1024,13 +1240,8 @@ macro_rules! rv_weight {
             $wo,
             "({wp})\n",
             "sub {w}, {w}, {x}\n",
-            "slli {t}, {w}, 24\n",
-            "srai {t}, {t}, 24\n",
-            "beq {t}, {w}, 5f\n",
-            "li {cut}, 1\n",
-            "srai {w}, {w}, 31\n",
-            "xori {w}, {w}, 127\n",
-            "5:\n",
+            "addi {t}, {w}, 128\n",
+            "or {acc}, {acc}, {t}\n",
             "sb {w}, ",
             $wo,
             "({wp})\n",
@@ -1038,33 +1249,37 @@ macro_rules! rv_weight {
     };
 }
 
-/// [`sr_row`] in assembly on RV32IMC, two weights per loop iteration (LLVM's unrolled loop
+/// [`sr_row`] in assembly on RV32IMC, four weights per loop iteration (LLVM's unrolled loop
 /// spills); elsewhere the scalar loop.
 #[inline(always)]
 fn sr_row_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
     #[cfg(target_arch = "riscv32")]
     {
         let n = row.len().min(xc.len());
-        let mut cut = 0u32;
+        let mut acc = 0u32;
+        let start = *rng;
         let mut state = rng.state;
         let mut xp = xc.as_ptr();
         let mut wp = row.as_mut_ptr();
-        // SAFETY (both blocks): reads `xc[..n]` (word aligned), reads and writes `row[..n]`,
+        // SAFETY (both blocks; the second runs for the last n mod 4): reads `xc[..n]` (word
+        // aligned), reads and writes `row[..n]`,
         // in bounds; `row` is exclusively borrowed; register operands otherwise.
-        if n >= 2 {
+        if n >= 4 {
             unsafe {
                 core::arch::asm!(
                     "2:",
                     rv_weight!("0", "0"),
                     rv_weight!("4", "1"),
-                    "addi {xp}, {xp}, 8",
-                    "addi {wp}, {wp}, 2",
+                    rv_weight!("8", "2"),
+                    rv_weight!("12", "3"),
+                    "addi {xp}, {xp}, 16",
+                    "addi {wp}, {wp}, 4",
                     "bne {wp}, {end}, 2b",
                     xp = inout(reg) xp,
                     wp = inout(reg) wp,
-                    end = in(reg) row.as_mut_ptr().wrapping_add(n & !1),
+                    end = in(reg) row.as_mut_ptr().wrapping_add(n & !3),
                     s = inout(reg) state,
-                    cut = inout(reg) cut,
+                    acc = inout(reg) acc,
                     r = in(reg) r,
                     a = in(reg) 1_664_525u32,
                     c = in(reg) 1_013_904_223u32,
@@ -1075,14 +1290,16 @@ fn sr_row_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
                 );
             }
         }
-        if n % 2 == 1 {
+        for _ in 0..n % 4 {
             unsafe {
                 core::arch::asm!(
                     rv_weight!("0", "0"),
-                    xp = in(reg) xp,
-                    wp = in(reg) wp,
+                    "addi {xp}, {xp}, 4",
+                    "addi {wp}, {wp}, 1",
+                    xp = inout(reg) xp,
+                    wp = inout(reg) wp,
                     s = inout(reg) state,
-                    cut = inout(reg) cut,
+                    acc = inout(reg) acc,
                     r = in(reg) r,
                     a = in(reg) 1_664_525u32,
                     c = in(reg) 1_013_904_223u32,
@@ -1094,11 +1311,32 @@ fn sr_row_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
             }
         }
         rng.state = state;
-        cut
+        if acc & !0xFF != 0 {
+            sr_fixup(row, xc, r, start, false);
+            return 1;
+        }
+        0
     }
     #[cfg(not(target_arch = "riscv32"))]
     {
         sr_row_scalar(row, xc, r, rng)
+    }
+}
+
+/// Redo a stochastic-rounding row whose weights were stored wrapped (no clamp) from the
+/// generator state at its start: the wrapped byte plus the step gives back the old weight
+/// (it was in range), then `clamp(w − step)` is the defined result (`clamp`: `v` of a clamped
+/// row, §5.2).
+#[cfg_attr(not(target_arch = "riscv32"), allow(dead_code))]
+#[inline(never)]
+fn sr_fixup(row: &mut [i8], xc: &[i32], r: i32, mut rng: Lcg, clamp: bool) {
+    let lim = V_MAX as i32;
+    for (wv, &xv) in row.iter_mut().zip(xc) {
+        let v = r.wrapping_mul(xv);
+        let v = if clamp { v.clamp(-lim, lim) } else { v };
+        let step = v.wrapping_add(rng.next16()) >> 16;
+        let old = (*wv as i32).wrapping_add(step) as i8 as i32;
+        *wv = (old - step).clamp(-128, 127) as i8;
     }
 }
 
@@ -1112,7 +1350,8 @@ fn sr_row_clamped_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u3
         if n == 0 {
             return (0, 0);
         }
-        let (mut cut, mut clips) = (0u32, 0u32);
+        let (mut acc, mut clips) = (0u32, 0u32);
+        let start = *rng;
         let mut state = rng.state;
         // SAFETY: reads `xc[..n]` (word aligned), reads and writes `row[..n]`, in bounds;
         // `row` is exclusively borrowed.
@@ -1131,13 +1370,8 @@ fn sr_row_clamped_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u3
                 "srai {x}, {x}, 16",
                 "lb {w}, 0({wp})",
                 "sub {w}, {w}, {x}",
-                "slli {t}, {w}, 24",
-                "srai {t}, {t}, 24",
-                "beq {t}, {w}, 5f",
-                "li {cut}, 1",
-                "srai {w}, {w}, 31",
-                "xori {w}, {w}, 127",
-                "5:",
+                "addi {t}, {w}, 128",
+                "or {acc}, {acc}, {t}",
                 "sb {w}, 0({wp})",
                 "addi {xp}, {xp}, 4",
                 "addi {wp}, {wp}, 1",
@@ -1156,7 +1390,7 @@ fn sr_row_clamped_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u3
                 wp = inout(reg) row.as_mut_ptr() => _,
                 end = in(reg) row.as_mut_ptr().wrapping_add(n),
                 s = inout(reg) state,
-                cut = inout(reg) cut,
+                acc = inout(reg) acc,
                 cl = inout(reg) clips,
                 r = in(reg) r,
                 a = in(reg) 1_664_525u32,
@@ -1170,7 +1404,11 @@ fn sr_row_clamped_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u3
             );
         }
         rng.state = state;
-        (clips, cut)
+        if acc & !0xFF != 0 {
+            sr_fixup(row, xc, r, start, true);
+            return (clips, 1);
+        }
+        (clips, 0)
     }
     #[cfg(not(target_arch = "riscv32"))]
     {
@@ -1346,6 +1584,26 @@ mod tests {
                 )*};
             }
             shapes!(1 3 4 5 8 9 64 102);
+        }
+
+        #[test]
+        fn fixup_recovers_wrapped_rows(
+            w in proptest::collection::vec(any::<i8>(), 0..70),
+            x in proptest::collection::vec(-255i32..=255, 70),
+            r in -(1i32 << 11)..=(1 << 11),
+            seed in any::<u32>(),
+        ) {
+            let x = &x[..w.len()];
+            let (mut want, mut rw) = (w.clone(), Lcg::new(seed));
+            sr_row_scalar(&mut want, x, r, &mut rw);
+            // What the unchecked loop stores: w − step wrapped to a byte.
+            let (mut got, mut rg) = (w.clone(), Lcg::new(seed));
+            for (wv, &xv) in got.iter_mut().zip(x) {
+                let step = (r * xv + rg.next16()) >> 16;
+                *wv = (*wv as i32 - step) as i8;
+            }
+            sr_fixup(&mut got, x, r, Lcg::new(seed), false);
+            prop_assert_eq!(got, want);
         }
 
         #[test]
