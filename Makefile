@@ -1,7 +1,8 @@
 # terrain_odt developer entry points. `make test` is what CI runs (via .ci/run) on a fresh clone.
 #
-#   make demo       replay the demo bag through the ROS nodes with the emulated co-processor
-#                   -> accuracy before/after on-device fine-tuning, bench/results/demo.json
+#   make demo       the demo bag through the nodes' logic with the emulated co-processor
+#                   (terrain-odt evaluate: deterministic) -> accuracy before/after on-device
+#                   fine-tuning on the same windows, bench/results/demo.json
 #   make setup      create .venv and install the package with dev and ROS extras (instant when done)
 #   make test       Rust lint + tests, Python lint + tests (incl. ROS nodes), MCU cross builds
 #   make lint       formatting and lint checks only (Rust and Python)
@@ -160,20 +161,20 @@ bench-link: setup
 	$(call header,link benchmark (tools/bench_link.py))
 	$(VPY) tools/bench_link.py
 
-# The README's first command: the demo bag (a 6-minute BorealTC drive) through imu_features,
-# terrain_labeler and odt_bridge with the odt-emu co-processor, at 20x real time. The model
-# starts from models/demo_mount_shift (trained with another IMU mounting); the bag's truth acts
-# as the operator for the first lap (180 s); accuracy is measured on the second lap, once with
-# training off (before) and once with training on (after).
+# The README's first command: the demo bag (a 6-minute BorealTC drive) through the logic of
+# imu_features, terrain_labeler and odt_bridge with the odt-emu co-processor, in bag order
+# (terrain-odt evaluate: the same numbers on every machine). The model is the default shipped
+# one (config/terrain_odt.yaml); the bag's truth acts as the operator for the first lap (180 s);
+# accuracy is measured window by window on the second lap, with training off (before) and on
+# (after). `make test` also plays the bag through the real nodes over DDS (test_replay_e2e).
 DEMO_ARGS = data/demo/borealtc_demo.mcap --params-file config/terrain_odt.yaml \
-	--params-file config/demo.yaml --operator-until 180 --rate 20 --out-dir build/demo \
-	--summary-json bench/results/demo.json
+	--operator-until 180 --out-dir build/demo --summary-json bench/results/demo.json
 
 demo: setup
 	$(call header,build the co-processor emulator (cargo build --release -p odt-emu))
 	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
-	$(call header,replay of the demo bag through the ROS nodes (terrain-odt replay))
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VPY) -m terrain_odt.cli replay $(DEMO_ARGS)
+	$(call header,the demo bag through the nodes' logic (terrain-odt evaluate))
+	$(VPY) -m terrain_odt.cli evaluate $(DEMO_ARGS)
 
 clean:
 	$(call header,clean)
@@ -214,7 +215,17 @@ demo-bag: setup
 #                     -> bench/results/learning.json, docs/RESULTS.md, docs/img/*.png
 #                     (a few minutes; QUICK=1: a smoke run into build/learning_quick/)
 
-.PHONY: experiments
+.PHONY: experiments eval-laps
+
+# ---------------------------------------------------------------------------------------------
+#   make eval-laps  cross-run laps on BorealTC (tools/eval_laps.py): per arrangement a model
+#                   pretrained on other runs, lap 1 labelled, lap 2 (other runs) scored, through
+#                   terrain-odt evaluate -> bench/results/laps.json (about 2 min)
+
+eval-laps: setup
+	$(call header,cross-run laps (tools/eval_laps.py))
+	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
+	$(VPY) tools/eval_laps.py
 
 experiments: setup
 	$(call header,terrain shift on BorealTC (tools/exp_learning.py))

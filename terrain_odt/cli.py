@@ -409,11 +409,100 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="deterministic evaluation: bags through the nodes' logic in bag order, no DDS",
+        description=(
+            "Feed rosbag2 files (mcap or sqlite3, played back to back as one session) through "
+            "the logic of imu_features, terrain_labeler and odt_bridge in bag order, in one "
+            "process, against a fresh co-processor emulator per pass (or a device, reset to its "
+            "pretrained model per pass), and score the windows of the evaluated part before "
+            "(training off) and after (training on) on-device fine-tuning, window by window. "
+            "The same bags and parameters give identical reports on any machine."
+        ),
+    )
+    from .launcher import add_parameter_args
+
+    p.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 directory or .mcap/.db3 file")
+    add_parameter_args(p)
+    p.add_argument(
+        "--operator-until",
+        type=float,
+        default=None,
+        metavar="S",
+        help="act as the operator: the truth is the operator cue for the first S seconds of "
+        "the playback; the windows starting after S are evaluated (default: no operator, "
+        "every window evaluated)",
+    )
+    p.add_argument("--truth-topic", default="/terrain/label_truth", help="ground truth topic")
+    p.add_argument(
+        "--serial-port",
+        help="evaluate on this co-processor (device or socket:// URL) instead of the emulator; "
+        "its model is reset to the pretrained one before each pass",
+    )
+    p.add_argument(
+        "--emulator-baud",
+        type=int,
+        default=0,
+        help="emulated UART speed (default 0: unthrottled; results do not depend on it)",
+    )
+    p.add_argument("--no-before", action="store_true", help="skip the training-off (before) pass")
+    p.add_argument("--out-dir", default="build/evaluate", help="report, windows, plots")
+    p.add_argument("--summary-json", help="also write the headline numbers here")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import EvalConfig, EvalError, evaluate, summary
+    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
+
+    try:
+        cfg = EvalConfig(
+            bags=tuple(Path(b) for b in args.bags),
+            param_files=tuple(Path(f) for f in (args.params_file or [DEFAULT_PARAMS])),
+            overrides=parse_overrides(args.param),
+            serial_port=args.serial_port,
+            emulator_baud=args.emulator_baud,
+            truth_topic=args.truth_topic,
+            operator_until=args.operator_until,
+            compare_frozen=not args.no_before,
+        )
+        out = Path(args.out_dir)
+        log = (lambda m: None) if args.quiet else (lambda m: print(f"[evaluate] {m}", flush=True))
+        rep, run = evaluate(cfg, out_dir=out, log=log)
+    except (EvalError, LaunchError) as exc:
+        print(f"terrain-odt evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    head = summary(rep, run)
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(head, indent=2) + "\n")
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    n = head["evaluated_windows"]
+    print(f"accuracy before fine-tuning: {pct(head['acc_before'])} ({n} evaluated windows)")
+    print(f"accuracy after fine-tuning:  {pct(head['acc_after'])} (the same windows)")
+    print(
+        f"labelled windows trained: {head['samples_trained']} ({head['training_steps']} "
+        f"training steps with replays, {head['rollbacks']} rollbacks); prequential accuracy "
+        f"on the trained stream {pct(head['prequential_accuracy'])} (a diagnostic)"
+    )
+    print(f"{head['speed_x_realtime']}x real time; report: {out / 'report.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bag_from_borealtc,
     _add_convert,
+    _add_evaluate,
     _add_import_tflite,
     _add_inspect,
     _add_launch,

@@ -7,8 +7,11 @@ Pipeline (both entry points run the same code, see `_evaluate`):
    (`NON_MONOTONIC`; duplicates count as non-monotonic). The time span between the last kept
    sample before and the first kept sample after a dropped sample is marked bad with that reason.
 2. **Resampling.** Kept samples are linearly interpolated onto the nominal grid
-   `t_k = t0 + k / sample_rate_hz` (`t0` = time of the first kept sample), which absorbs clock
-   jitter and the odd missing sample.
+   `t_k = t0 + k / sample_rate_hz`, which absorbs clock jitter and the odd missing sample. The
+   anchor `t0` is the first multiple of `hop_s` (in absolute time) at or after the first kept
+   sample: window times do not depend on where a stream happens to begin, so two recordings of
+   one drive (e.g. a replay that lost the first few IMU messages) produce the same windows, and
+   a window's end time identifies it.
 3. **Windowing.** Window `j` is grid samples `[j·hop, j·hop + n)` (`n = round(window_s · rate)`,
    `hop = round(hop_s · rate)`). A window is **rejected**, never silently repaired, when its
    time span overlaps an (open) interval between consecutive kept samples that had samples
@@ -21,7 +24,7 @@ Pipeline (both entry points run the same code, see `_evaluate`):
    `wx wy wz ax ay az` (rad/s, m/s²): `len(bands)` log10 band powers from a Welch PSD (Hann,
    `nperseg = 2n // 5`, 50 % overlap: 4 segments over the 170-sample default window; mean
    removed per segment), then RMS (about zero, so it includes the mean, e.g. gravity), standard
-   deviation, skewness, excess kurtosis (`scipy.stats`, biased estimators; 0 for a constant
+   deviation, skewness, excess kurtosis (the biased estimators of `scipy.stats`; 0 for a constant
    window), peak-to-peak, and zero-crossing rate of the mean-removed signal in crossings per
    second. With the default 11 bands: 6 × (11 + 6) = 102 float32 values; `feature_names(cfg)`
    gives the name of each.
@@ -40,7 +43,7 @@ from enum import Enum
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import signal, stats
+from scipy import signal
 
 AXES: tuple[str, ...] = ("wx", "wy", "wz", "ax", "ay", "az")
 """IMU channel order everywhere in this package (BorealTC CSV column order)."""
@@ -194,8 +197,14 @@ def window_features(windows: np.ndarray, cfg: FeatureConfig | None = None) -> np
     flat = std <= 1e-9 * np.maximum(1.0, np.abs(mean))
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        skew = stats.skew(w, axis=-1, bias=True)
-        kurt = stats.kurtosis(w, axis=-1, fisher=True, bias=True)
+        # The biased estimators of scipy.stats.skew / kurtosis (bias=True), written out: the
+        # same values bit for bit (checked in test_features), at a fraction of the per-call
+        # overhead (the online node computes one window at a time).
+        d = w - mean[..., None]
+        d2 = d * d
+        m2 = d2.mean(axis=-1)
+        skew = (d2 * d).mean(axis=-1) / m2**1.5
+        kurt = (d2 * d2).mean(axis=-1) / (m2 * m2) - 3.0
     out[..., nb + 0] = np.sqrt(np.mean(w * w, axis=-1))
     out[..., nb + 1] = std
     out[..., nb + 2] = np.where(flat, 0.0, skew)
@@ -335,6 +344,15 @@ def _evaluate(
     return window_features(cut.transpose(1, 0, 2)[ok], cfg), codes, starts
 
 
+def grid_anchor(t_first: float, cfg: FeatureConfig) -> float:
+    """The grid's `t0` for a stream whose first kept sample is at `t_first` (module doc)."""
+    hop = cfg.hop_s
+    k = math.ceil(t_first / hop - 1e-9)
+    while k * hop < t_first:  # rounding: the grid must not start before the first sample
+        k += 1
+    return k * hop
+
+
 def _n_windows(t0: float, t_last: float, cfg: FeatureConfig) -> int:
     """Complete windows of the grid anchored at `t0` whose grid times are all <= `t_last`."""
     fs = cfg.sample_rate_hz
@@ -368,7 +386,7 @@ def extract_windows(
     )
     if tg.size == 0:
         return empty
-    t0 = float(tg[0])
+    t0 = grid_anchor(float(tg[0]), cfg)
     nw = _n_windows(t0, float(tg[-1]), cfg)
     if nw == 0:
         return empty
@@ -463,7 +481,7 @@ class WindowBuffer:
         self._t.append(t)
         self._x.append(x)
         if self._t0 is None:
-            self._t0 = t
+            self._t0 = grid_anchor(t, self.cfg)
         return self._decide()
 
     @property

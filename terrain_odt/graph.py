@@ -416,18 +416,70 @@ ODT_BRIDGE = NodeSpec(
         ),
         P(
             "rehearsal_per_class",
-            64,
-            "labelled windows kept per class (host RAM) and replayed between new samples, so "
-            "long single-terrain stretches do not make the model forget the other terrains "
-            "(0 = off)",
+            256,
+            "this robot's labelled windows kept per class (host RAM, int8) for replay; 0 = none "
+            "(replays then come from the model's source windows only)",
             min=0,
         ),
         P(
             "rehearsal_ratio",
-            1.0,
-            "replayed windows (of other classes) trained per new labelled window",
+            3.0,
+            "stored windows replayed per new labelled window, each of a class drawn uniformly, "
+            "so long single-terrain stretches do not make the model forget the other terrains "
+            "(0 = off)",
             min=0.0,
-            max=8.0,
+            max=16.0,
+        ),
+        P(
+            "replay_robot_share",
+            0.3,
+            "share of replays taken from this robot's labelled windows; the rest come from the "
+            "source windows shipped with the model (its pretraining data)",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
+            "source_replay",
+            True,
+            "replay and validate on the source windows the model sidecar names "
+            "(source_windows), if it has them",
+        ),
+        P(
+            "validation_share",
+            0.2,
+            "share of labelled windows held back (in blocks of validation_block) and never "
+            "trained on: with the source validation windows they judge each update (0 = none)",
+            min=0.0,
+            max=0.9,
+        ),
+        P(
+            "validation_block",
+            8,
+            "consecutive labelled windows held back together (neighbouring windows overlap)",
+            min=1,
+        ),
+        P(
+            "checkpoint_every",
+            20,
+            "new training windows between accept/rollback checks: a model that scores worse "
+            "than the last accepted one on the validation windows is replaced by it; also "
+            "checked when labelled driving ends (0 = never check)",
+            min=0,
+        ),
+        P(
+            "rollback_tolerance",
+            0.01,
+            "a check rolls back when the validation score fell by more than this",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
+            "validation_source_weight",
+            0.5,
+            "weight of the source validation windows in the validation score (the rest: "
+            "class-balanced accuracy on this robot's held-back windows)",
+            min=0.0,
+            max=1.0,
         ),
         P("accuracy_window", 100, "labelled samples in the sliding prequential accuracy", min=1),
         P(
@@ -461,6 +513,15 @@ ODT_BRIDGE = NodeSpec(
             "std_msgs/msg/String",
             "pub",
             "predicted class name, one per window (labelled windows: predicted before training)",
+        ),
+        T(
+            "/terrain/prediction_window",
+            "std_msgs/msg/Float64MultiArray",
+            "pub",
+            "the same prediction with its window: [t_start, t_end, class index, confidence "
+            "(NaN for labelled windows), kind (0 inference, 1 labelled and trained, 2 labelled "
+            "and held out for validation), label index (-1: none)]; window times are the "
+            "/terrain/features stamps, so predictions match windows exactly",
         ),
         T(
             "/terrain/confidence",

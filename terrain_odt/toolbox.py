@@ -24,6 +24,11 @@ symmetric per output channel (`terrain_odt.quantize`).
 The sidecar (JSON) carries what the host and the firmware build need beyond the blob: input
 quantization and standardisation, class names, the blob's `model_id`, length and CRC, the
 `odt_model!` declaration of the architecture and a RAM estimate.
+
+**Source windows.** With `source=(X, y)` (the pretraining data), `export` also writes
+`<blob stem>.windows.npz`: a class-balanced sample of those windows as int8 model inputs, some
+for replay on the device next to the robot's own windows, distinct ones for validation
+(`terrain_odt.finetune`), named in the sidecar (`source_windows`, with the file's CRC-32).
 """
 
 from __future__ import annotations
@@ -41,11 +46,15 @@ import numpy as np
 
 from terrain_odt import quantize as q
 from terrain_odt.blob import Blob, Kind, LayerDesc, decode_blob
+from terrain_odt.finetune import save_source_windows
 from terrain_odt.qnn import QModel, Storage
 
 SIDECAR_FORMAT = "terrain_odt.model_sidecar"
 SIDECAR_VERSION = 1
 Progress = Callable[[str], None]
+#: Source windows written per class by `export(source=...)`: replayed / validation only.
+SOURCE_REPLAY_PER_CLASS = 128
+SOURCE_VAL_PER_CLASS = 32
 
 
 def _noop(_msg: str) -> None:
@@ -572,8 +581,12 @@ def export(
     name: str = "TerrainModel",
     batch: int = 1,
     extra: dict[str, Any] | None = None,
+    source: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
+    seed: int = 0,
 ) -> tuple[Path, Path]:
-    """Write the blob to `path` and the sidecar next to it (`path` with suffix `.json`).
+    """Write the blob to `path` and the sidecar next to it (`path` with suffix `.json`); with
+    `source` (raw features and labels of the pretraining data, needs `float_model`) also the
+    source windows (see the module doc).
 
     Returns both paths. The blob is re-read and checked before anything is written.
     """
@@ -593,9 +606,47 @@ def export(
     side["blob"] = path.name
     sidecar = path.with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        if float_model is None:
+            raise ValueError("source windows need the float model (its standardisation)")
+        side["source_windows"] = write_source_windows(
+            path.with_suffix(".windows.npz"), float_model, qmodel, *source, seed=seed
+        )
     path.write_bytes(data)
     sidecar.write_text(json.dumps(side, indent=2) + "\n")
     return path, sidecar
+
+
+def write_source_windows(
+    path: Path,
+    float_model: FloatModel,
+    qmodel: QModel,
+    x: np.ndarray,
+    y: Sequence[Any] | np.ndarray,
+    *,
+    replay_per_class: int = SOURCE_REPLAY_PER_CLASS,
+    val_per_class: int = SOURCE_VAL_PER_CLASS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A class-balanced sample of `(x, y)` as int8 model inputs → `path`; the sidecar entry."""
+    idx = float_model.label_index(y)
+    rng = np.random.default_rng([seed, 11])
+    rep: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    for k in range(float_model.n_classes):
+        cand = rng.permutation(np.flatnonzero(idx == k))
+        rep.append(cand[:replay_per_class])
+        val.append(cand[replay_per_class : replay_per_class + val_per_class])
+    ri, vi = np.sort(np.concatenate(rep)), np.sort(np.concatenate(val))
+    xq = quantize_inputs(float_model, qmodel, np.asarray(x)[np.concatenate([ri, vi])])
+    crc = save_source_windows(path, (xq[: len(ri)], idx[ri]), (xq[len(ri) :], idx[vi]))
+    return {
+        "file": path.name,
+        "crc32": f"0x{crc:08x}",
+        "replay": len(ri),
+        "validation": len(vi),
+        "drawn_from": "pretraining windows, class-balanced (replay and validation disjoint)",
+    }
 
 
 def load_sidecar(path: str | Path) -> dict[str, Any]:
@@ -643,6 +694,7 @@ def convert(
     name: str = "TerrainModel",
     batch: int = 1,
     progress: Progress | None = None,
+    source_windows: bool = True,
     **pretrain_kwargs: Any,
 ) -> ConvertResult:
     """Pretrain, quantize (calibrated on up to `calib_max` training samples), evaluate on the
@@ -678,7 +730,14 @@ def convert(
     res = ConvertResult(fm, qm, report)
     if out is not None:
         res.blob_path, res.sidecar_path = export(
-            qm, out, float_model=fm, name=name, batch=batch, extra={"metrics": report}
+            qm,
+            out,
+            float_model=fm,
+            name=name,
+            batch=batch,
+            extra={"metrics": report},
+            source=(x_train, y_train) if source_windows else None,
+            seed=seed,
         )
         progress(f"wrote {res.blob_path} and {res.sidecar_path}")
     return res

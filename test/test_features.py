@@ -337,3 +337,17 @@ def test_long_nonfinite_run_is_one_span_and_bounded():
     events = buf.push_many(t, x)
     assert len(buf._pending_bad) == 0 and len(buf._bad.code) <= 1
     assert [e.reason for e in events if not e.accepted] == w.rejected_reason
+
+
+def test_moments_equal_scipy_stats_bit_for_bit():
+    """Skewness and kurtosis are written out for speed: the same values as scipy.stats."""
+    rng = np.random.default_rng(7)
+    cfg = FeatureConfig()
+    w = rng.normal(size=(300, 6, cfg.window_samples)) * rng.uniform(1e-3, 10, (300, 6, 1))
+    w += rng.normal(size=(300, 6, 1)) * 5
+    f = window_features(w, cfg).reshape(300, 6, -1)
+    nb = len(cfg.bands)
+    skew = stats.skew(w, axis=-1, bias=True).astype(np.float32)
+    kurt = stats.kurtosis(w, axis=-1, fisher=True, bias=True).astype(np.float32)
+    assert np.array_equal(f[..., nb + 2], skew)
+    assert np.array_equal(f[..., nb + 3], kurt)

@@ -16,9 +16,10 @@ from sensor_msgs.msg import Imu
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from ..cdr import CdrError, imu_sample
-from ..features import FeatureConfig, WindowEvent
+from ..features import WindowEvent
 from ..graph import IMU_FEATURES
-from ..streaming import FeatureStream, StreamConfig
+from ..node_config import ConfigError, stream_config
+from ..streaming import FeatureStream
 from .common import OK, WARN, ParamError, counts, declare_params, run_node, status
 
 FEATURES_TOPIC = "/terrain/features"
@@ -65,19 +66,10 @@ class ImuFeaturesNode(Node):
         super().__init__(IMU_FEATURES.name, **kwargs)
         p = declare_params(self, IMU_FEATURES)
         try:
-            fcfg = FeatureConfig(
-                sample_rate_hz=float(p["sample_rate_hz"]),
-                window_s=float(p["window_s"]),
-                hop_s=float(p["hop_s"]),
-                max_gap_samples=int(p["max_gap_samples"]),
-                rate_tolerance=float(p["rate_tolerance"]),
-            )
-            cfg = StreamConfig(fcfg, int(p["input_decimation"]), float(p["time_jump_reset_s"]))
-        except ValueError as exc:
-            raise ParamError(
-                f"imu_features: parameters sample_rate_hz / window_s / hop_s / "
-                f"input_decimation: {exc}"
-            ) from exc
+            cfg = stream_config(p)
+        except ConfigError as exc:
+            raise ParamError(str(exc)) from exc
+        fcfg = cfg.features
         self.stream = FeatureStream(cfg)
         self._use_receipt = p["stamp_source"] == "receipt"
         self._lock = threading.Lock()
