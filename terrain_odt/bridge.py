@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .blob import BlobError, decode_blob
+from .features import FeatureConfig
 from .finetune import (
     Guard,
     Holdout,
@@ -87,6 +88,8 @@ class ModelFiles:
     blob: bytes | None = None
     #: Pretraining windows shipped with the model (`finetune.SourceWindows`), if any.
     source: SourceWindows | None = None
+    #: What its features are (`FeatureConfig.describe()` of the sidecar's `features`).
+    feature_description: str | None = None
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Raw features (n, input_len) → int8 model input, as recorded in the sidecar."""
@@ -156,7 +159,13 @@ def load_model_files(sidecar_path: str | Path, blob_path: str | Path | None = No
         except (KeyError, TypeError, ValueError) as exc:
             detail = str(exc) if isinstance(exc, SourceWindowsError) else f"field {exc}"
             raise ModelFileError(f"model sidecar {sp}: source_windows: {detail}") from None
-    return ModelFiles(side, model_id, input_len, names, param_layers, blob, source)
+    desc = None
+    if side.get("features") is not None:
+        try:
+            desc = FeatureConfig.describe_dict(side["features"])
+        except ValueError as exc:
+            raise ModelFileError(f"model sidecar {sp}: features: {exc}") from None
+    return ModelFiles(side, model_id, input_len, names, param_layers, blob, source, desc)
 
 
 @dataclass(frozen=True)
@@ -416,8 +425,25 @@ class BridgeCore:
         self.timeline.record(t, name or None)
         return err
 
-    def on_features(self, t_start: float, t_end: float, features: Sequence[float]) -> None:
-        """One window. `ValueError` if it is malformed (wrong length, non-finite)."""
+    def on_features(
+        self,
+        t_start: float,
+        t_end: float,
+        features: Sequence[float],
+        description: str | None = None,
+    ) -> None:
+        """One window. `ValueError` if it is malformed (wrong length, non-finite) or, with
+        `description` (what the feature node says the features are), not what the model was
+        trained on (its sidecar's `features`)."""
+        want = self.model.feature_description
+        if description is not None and want is not None and description != want:
+            with self._lock:
+                self._c["windows_feature_mismatch"] += 1
+            raise ValueError(
+                f"imu_features computes [{description}], the model was trained on [{want}] "
+                "(sidecar 'features'): set the imu_features parameters to match, or use a "
+                "model trained with these"
+            )
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 1 or x.shape[0] != self.model.input_len:
             with self._lock:

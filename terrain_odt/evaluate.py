@@ -53,10 +53,11 @@ from .node_config import (
     effective_params,
     labeler_config,
     stream_config,
+    wheel_joints,
 )
 from .paths import resolve
 from .scoring import Answer, TruthTimeline, Window, prequential, score_passes, window_key
-from .streaming import FeatureStream
+from .streaming import FeatureStream, joint_wheel_sample
 
 __all__ = ["EvalConfig", "EvalError", "evaluate", "front_end", "summary"]
 
@@ -66,6 +67,7 @@ IMU_TOPIC = "/imu/data"
 ODOM_TOPIC = "/odom"
 CMD_TOPIC = "/cmd_vel"
 JOY_TOPIC = "/joy"
+JOINT_TOPIC = "/joint_states"
 #: Keys of the summary that depend on the machine and its load (everything else does not).
 TIMING_KEYS = ("speed_x_realtime", "wall_s")
 
@@ -103,6 +105,8 @@ class _Front:
     features: dict[str, Any] = field(default_factory=dict)
     labeler: dict[str, Any] = field(default_factory=dict)
     bag_seconds: float = 0.0
+    #: What the features are (`FeatureConfig.describe()`), as the node sends it.
+    description: str = ""
 
 
 def _typestore() -> Any:
@@ -137,14 +141,18 @@ def _front_end(
     params: Mapping[str, Mapping[str, ParamValue]],
     log: Callable[[str], None],
 ) -> _Front:
+    front = _Front()
     scfg = stream_config(params["imu_features"])
     lcfg = labeler_config(params["terrain_labeler"])
+    left, right = wheel_joints(params["imu_features"])
+    radius = float(params["imu_features"]["wheel_radius_m"])  # type: ignore[arg-type]
+    front.description = scfg.features.describe()
     receipt = params["imu_features"]["stamp_source"] == "receipt"
     period = 1.0 / float(params["terrain_labeler"]["publish_rate_hz"])  # type: ignore[arg-type]
     stream = FeatureStream(scfg)
     labeler = Labeler(lcfg)
-    front = _Front()
     bad_imu = 0
+    bad_joints = 0
     playback0 = 0.0  # playback seconds at the start of the current bag
     for seg, bag in enumerate(cfg.bags):
         stream.restart()
@@ -195,6 +203,21 @@ def _front_end(
                     if w.features is not None:
                         ev.append(("window", w.t_start, w.t_end, w.features))
                         windows.append((w.t_start, w.t_end))
+            elif topic == JOINT_TOPIC and scfg.features.wheels:
+                m = des()
+                stamp = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+                try:
+                    wheel = joint_wheel_sample(
+                        list(m.name), list(m.velocity), list(m.effort), left, right, radius
+                    )
+                except ValueError:
+                    bad_joints += 1
+                    continue
+                if wheel is not None:
+                    for w in stream.push_wheels(t if receipt else stamp, wheel):
+                        if w.features is not None:
+                            ev.append(("window", w.t_start, w.t_end, w.features))
+                            windows.append((w.t_start, w.t_end))
             elif topic == ODOM_TOPIC:
                 m = des()
                 pos, tw = m.pose.pose.position, m.twist.twist
@@ -272,6 +295,9 @@ def _front_end(
         "samples_dropped": {k.value: v for k, v in sorted(stream.dropped_samples.items())},
         "clock_resets": stream.time_resets,
         "undecodable_messages": bad_imu,
+        "wheel_samples": stream.wheel_samples,
+        "wheel_samples_dropped": stream.wheel_dropped,
+        "bad_joint_messages": bad_joints,
     }
     front.labeler = dict(labeler.counters)
     return front
@@ -373,7 +399,7 @@ def _run_pass(
                 if e[0] == "label":
                     core.on_label(e[1], e[2])
                 else:
-                    core.on_features(e[1], e[2], e[3])
+                    core.on_features(e[1], e[2], e[3], description=front.description)
         core.finish()
         core.refresh_stats()
         snap = core.snapshot()

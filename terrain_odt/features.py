@@ -29,11 +29,27 @@ Pipeline (both entry points run the same code, see `_evaluate`):
    second. With the default 11 bands: 6 × (11 + 6) = 102 float32 values; `feature_names(cfg)`
    gives the name of each.
 
+5. **Wheel proprioception** (`FeatureConfig.wheels`): for robots that report wheel speed and
+   motor effort (`sensor_msgs/JointState`: velocity and effort of the wheel joints, left and
+   right side; BorealTC records motor current), 8 more values per window from the wheel samples
+   stamped inside its span (`wheel_features`): mean and standard deviation of the left and right
+   effort, mean ground speed `(|v_l| + |v_r|) / 2` (m/s), mean left−right speed difference, the
+   speed's standard deviation, and the mean effort per speed `(|e_l| + |e_r|) / max(speed,
+   0.05)` (the load the terrain puts on the motors). A window with fewer than
+   `min_wheel_samples` wheel samples is rejected (`WHEELS`). Wheel data is optional: an IMU-only
+   configuration (the default) has none of this.
+
+Bands: by default derived from the sample rate (`derive_bands`): the edges of `DEFAULT_BANDS`
+(0.5 … 50 Hz, roughly logarithmic) continued in the same ratio, cut at the Nyquist frequency
+(which becomes the last edge), and a band holding no Welch bin merged into its neighbour; at
+100 Hz this is exactly `DEFAULT_BANDS`.
+
 Defaults: 100 Hz, 1.7 s windows (the BorealTC paper's choice), 0.5 s hop.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections import Counter
@@ -66,6 +82,27 @@ DEFAULT_BANDS: tuple[tuple[float, float], ...] = (
 )
 """Band edges in Hz: half-open `[lo, hi)`, the last band also includes `hi` (Nyquist at 100 Hz)."""
 
+#: Band edges beyond `DEFAULT_BANDS` (for IMUs faster than 100 Hz), in the same ratio.
+_MORE_EDGES: tuple[float, ...] = (62.0, 77.0, 95.0, 118.0, 146.0, 180.0, 225.0, 280.0, 350.0, 440.0)
+
+WHEEL_STATS: tuple[str, ...] = (
+    "effort_left_mean",
+    "effort_right_mean",
+    "effort_left_std",
+    "effort_right_std",
+    "speed_mean",
+    "speed_diff_mean",
+    "speed_std",
+    "effort_per_speed",
+)
+"""Wheel features per window (`wheel_features`), in feature order after the IMU features."""
+
+WHEEL_CHANNELS: tuple[str, ...] = ("vel_left", "vel_right", "effort_left", "effort_right")
+"""Columns of a wheel sample: ground speed of each side (m/s, signed) and motor effort."""
+
+#: Speed below which effort per speed uses this instead (m/s): standing still is not infinite load.
+MIN_SPEED_FOR_EFFORT = 0.05
+
 LOG_POWER_FLOOR = 1e-12
 """Band powers are `log10(max(power, LOG_POWER_FLOOR))`."""
 
@@ -77,10 +114,18 @@ class Reject(str, Enum):  # noqa: UP042 (StrEnum needs 3.11; setup.py allows 3.1
     NONFINITE = "nonfinite"
     GAP = "gap"
     RATE = "rate"
+    #: Fewer than `min_wheel_samples` wheel samples inside the window (wheel data on).
+    WHEELS = "wheels"
 
 
 # Priority order when several reasons apply (first wins). Codes are 1-based indices into it.
-_REASONS: tuple[Reject, ...] = (Reject.NON_MONOTONIC, Reject.NONFINITE, Reject.GAP, Reject.RATE)
+_REASONS: tuple[Reject, ...] = (
+    Reject.NON_MONOTONIC,
+    Reject.NONFINITE,
+    Reject.GAP,
+    Reject.RATE,
+    Reject.WHEELS,
+)
 _CODE = {r: i + 1 for i, r in enumerate(_REASONS)}
 
 
@@ -91,13 +136,27 @@ class FeatureConfig:
     sample_rate_hz: float = 100.0
     window_s: float = 1.7
     hop_s: float = 0.5
-    bands: tuple[tuple[float, float], ...] = DEFAULT_BANDS
+    bands: tuple[tuple[float, float], ...] | None = None
+    """Band edges in Hz; `None`: derived from the sample rate (`derive_bands`)."""
     max_gap_samples: int = 3
     """Largest run of missing samples bridged by interpolation; longer gaps reject the window."""
     rate_tolerance: float = 0.1
     """Allowed relative deviation of the kept-sample count per window from `window_samples`."""
+    wheels: bool = False
+    """Append the wheel features (module doc, step 5)."""
+    min_wheel_samples: int = 3
 
     def __post_init__(self) -> None:
+        if self.bands is None and self.sample_rate_hz > 0 and math.isfinite(self.sample_rate_hz):
+            object.__setattr__(
+                self, "bands", derive_bands(self.sample_rate_hz, self.nperseg_for_rate)
+            )
+        elif self.bands is not None:
+            object.__setattr__(
+                self, "bands", tuple((float(lo), float(hi)) for lo, hi in self.bands)
+            )
+        if self.min_wheel_samples < 2:
+            raise ValueError(f"min_wheel_samples must be >= 2, got {self.min_wheel_samples}")
         if not (self.sample_rate_hz > 0 and math.isfinite(self.sample_rate_hz)):
             raise ValueError(f"sample_rate_hz must be positive, got {self.sample_rate_hz}")
         if self.window_samples < 16:
@@ -109,7 +168,7 @@ class FeatureConfig:
         if not self.bands:
             raise ValueError("at least one band is needed")
         freqs = self.welch_freqs
-        for i, (lo, hi) in enumerate(self.bands):
+        for i, (lo, hi) in enumerate(self.band_list):
             if not 0 <= lo < hi <= self.sample_rate_hz / 2:
                 raise ValueError(f"band {i} ({lo}, {hi}) Hz is not inside [0, Nyquist]")
             if not self._band_mask(freqs, i).any():
@@ -121,6 +180,10 @@ class FeatureConfig:
     @property
     def window_samples(self) -> int:
         return round(self.window_s * self.sample_rate_hz)
+
+    @property
+    def nperseg_for_rate(self) -> int:
+        return max(2 * round(self.window_s * self.sample_rate_hz) // 5, 2)
 
     @property
     def hop_samples(self) -> int:
@@ -136,13 +199,78 @@ class FeatureConfig:
         return np.fft.rfftfreq(self.nperseg, d=1.0 / self.sample_rate_hz)
 
     @property
+    def band_list(self) -> tuple[tuple[float, float], ...]:
+        assert self.bands is not None  # set in __post_init__
+        return self.bands
+
+    @property
+    def n_imu_features(self) -> int:
+        return len(AXES) * (len(self.band_list) + len(STATS))
+
+    @property
     def n_features(self) -> int:
-        return len(AXES) * (len(self.bands) + len(STATS))
+        return self.n_imu_features + (len(WHEEL_STATS) if self.wheels else 0)
 
     def _band_mask(self, freqs: np.ndarray, i: int) -> np.ndarray:
-        lo, hi = self.bands[i]
-        last = i == len(self.bands) - 1
-        return (freqs >= lo) & ((freqs <= hi) if last else (freqs < hi))
+        return _band_mask(freqs, self.band_list, i)
+
+    def to_dict(self) -> dict[str, object]:
+        """What a model was trained with (stored in its sidecar, `features`)."""
+        return {
+            "sample_rate_hz": self.sample_rate_hz,
+            "window_s": self.window_s,
+            "hop_s": self.hop_s,
+            "bands": [list(b) for b in self.band_list],
+            "wheels": self.wheels,
+            "n_features": self.n_features,
+        }
+
+    def describe(self) -> str:
+        """One line naming what the features are (sent with every features message)."""
+        bands = ",".join(f"{lo:g}-{hi:g}" for lo, hi in self.band_list)
+        return (
+            f"{self.sample_rate_hz:g} Hz, window {self.window_s:g} s, hop {self.hop_s:g} s, "
+            f"bands {bands} Hz, wheels {'on' if self.wheels else 'off'}, "
+            f"{self.n_features} features"
+        )
+
+    @classmethod
+    def describe_dict(cls, d: dict[str, object]) -> str:
+        """`describe()` of a sidecar's `features` entry (`ValueError` if malformed)."""
+        try:
+            return cls(
+                sample_rate_hz=float(d["sample_rate_hz"]),  # type: ignore[arg-type]
+                window_s=float(d["window_s"]),  # type: ignore[arg-type]
+                hop_s=float(d["hop_s"]),  # type: ignore[arg-type]
+                bands=tuple((float(lo), float(hi)) for lo, hi in d["bands"]),  # type: ignore[attr-defined]
+                wheels=bool(d["wheels"]),
+            ).describe()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a feature configuration: {exc}") from None
+
+
+def _band_mask(freqs: np.ndarray, bands: Sequence[tuple[float, float]], i: int) -> np.ndarray:
+    lo, hi = bands[i]
+    last = i == len(bands) - 1
+    return (freqs >= lo) & ((freqs <= hi) if last else (freqs < hi))
+
+
+def derive_bands(sample_rate_hz: float, nperseg: int) -> tuple[tuple[float, float], ...]:
+    """Bands for a sample rate (module doc): `DEFAULT_BANDS`' edges and their continuation, cut
+    at Nyquist; a band without a Welch bin is merged into the next (the last into the one
+    before)."""
+    nyq = sample_rate_hz / 2
+    edges = [DEFAULT_BANDS[0][0], *(hi for _, hi in DEFAULT_BANDS), *_MORE_EDGES]
+    edges = [e for e in edges if e < nyq - 1e-9] + [nyq]
+    freqs = np.fft.rfftfreq(nperseg, d=1.0 / sample_rate_hz)
+    i = 0
+    while len(edges) > 2 and i < len(edges) - 1:
+        bands = list(itertools.pairwise(edges))
+        if _band_mask(freqs, bands, i).any():
+            i += 1
+            continue
+        del edges[i + 1 if i + 1 < len(edges) - 1 else i]
+    return tuple(itertools.pairwise(edges))
 
 
 def feature_names(cfg: FeatureConfig | None = None) -> list[str]:
@@ -150,8 +278,10 @@ def feature_names(cfg: FeatureConfig | None = None) -> list[str]:
     cfg = cfg or FeatureConfig()
     names: list[str] = []
     for axis in AXES:
-        names += [f"{axis}_logpow_{lo:g}-{hi:g}Hz" for lo, hi in cfg.bands]
+        names += [f"{axis}_logpow_{lo:g}-{hi:g}Hz" for lo, hi in cfg.band_list]
         names += [f"{axis}_{s}" for s in STATS]
+    if cfg.wheels:
+        names += [f"wheel_{s}" for s in WHEEL_STATS]
     return names
 
 
@@ -160,7 +290,7 @@ def feature_names(cfg: FeatureConfig | None = None) -> list[str]:
 
 
 def window_features(windows: np.ndarray, cfg: FeatureConfig | None = None) -> np.ndarray:
-    """Features `(M, n_features)` float32 of clean windows `(M, 6, window_samples)`.
+    """IMU features `(M, n_imu_features)` float32 of clean windows `(M, 6, window_samples)`.
 
     The single feature core: `extract_windows` and `WindowBuffer` both end here.
     """
@@ -171,9 +301,9 @@ def window_features(windows: np.ndarray, cfg: FeatureConfig | None = None) -> np
             f"windows must be (M, {len(AXES)}, {cfg.window_samples}), got {tuple(w.shape)}"
         )
     m = w.shape[0]
-    out = np.empty((m, len(AXES), len(cfg.bands) + len(STATS)), dtype=np.float64)
+    out = np.empty((m, len(AXES), len(cfg.band_list) + len(STATS)), dtype=np.float64)
     if m == 0:
-        return out.reshape(0, cfg.n_features).astype(np.float32)
+        return out.reshape(0, cfg.n_imu_features).astype(np.float32)
 
     freqs, psd = signal.welch(
         w,
@@ -186,11 +316,11 @@ def window_features(windows: np.ndarray, cfg: FeatureConfig | None = None) -> np
         axis=-1,
     )
     df = freqs[1] - freqs[0]
-    for i in range(len(cfg.bands)):
+    for i in range(len(cfg.band_list)):
         power = psd[..., cfg._band_mask(freqs, i)].sum(axis=-1) * df
         out[..., i] = np.log10(np.maximum(power, LOG_POWER_FLOOR))
 
-    nb = len(cfg.bands)
+    nb = len(cfg.band_list)
     std = w.std(axis=-1)
     mean = w.mean(axis=-1)
     # A window is "flat" when its spread is at rounding level: moments are then meaningless.
@@ -214,7 +344,52 @@ def window_features(windows: np.ndarray, cfg: FeatureConfig | None = None) -> np
     crossings = np.count_nonzero(positive[..., 1:] != positive[..., :-1], axis=-1)
     duration = (cfg.window_samples - 1) / cfg.sample_rate_hz
     out[..., nb + 5] = np.where(flat, 0.0, crossings / duration)
-    return out.reshape(m, cfg.n_features).astype(np.float32)
+    return out.reshape(m, cfg.n_imu_features).astype(np.float32)
+
+
+def wheel_features(
+    tw: np.ndarray, w: np.ndarray, t0: float, t1: float, cfg: FeatureConfig
+) -> np.ndarray | None:
+    """The wheel features (`WHEEL_STATS`) of the window `[t0, t1]` from wheel samples `tw`
+    (increasing times) and `w` (`(N, 4)` in `WHEEL_CHANNELS` order); `None` when fewer than
+    `cfg.min_wheel_samples` lie inside. One window at a time, offline and online alike, so
+    both compute exactly the same values."""
+    lo = int(np.searchsorted(tw, t0, side="left"))
+    hi = int(np.searchsorted(tw, t1, side="right"))
+    if hi - lo < cfg.min_wheel_samples:
+        return None
+    x = np.asarray(w[lo:hi], dtype=np.float64)
+    vl, vr, el, er = x[:, 0], x[:, 1], x[:, 2], x[:, 3]
+    speed = 0.5 * (np.abs(vl) + np.abs(vr))
+    load = (np.abs(el) + np.abs(er)) / np.maximum(speed, MIN_SPEED_FOR_EFFORT)
+    return np.array(
+        [
+            el.mean(),
+            er.mean(),
+            el.std(),
+            er.std(),
+            speed.mean(),
+            (vl - vr).mean(),
+            speed.std(),
+            load.mean(),
+        ],
+        dtype=np.float32,
+    )
+
+
+def _as_wheels(wheels: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Wheel samples screened like IMU samples: finite, strictly increasing times."""
+    tw = np.asarray(wheels[0], dtype=np.float64).reshape(-1)
+    w = np.asarray(wheels[1], dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != len(WHEEL_CHANNELS) or len(w) != len(tw):
+        raise ValueError(f"wheels must be (N, {len(WHEEL_CHANNELS)}) with N = len(times)")
+    ok = np.isfinite(tw) & np.isfinite(w).all(axis=1)
+    tw, w = tw[ok], w[ok]
+    if tw.size:
+        prev = np.concatenate(([-np.inf], np.maximum.accumulate(tw)[:-1]))
+        keep = tw > prev
+        tw, w = tw[keep], w[keep]
+    return tw, w
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +513,7 @@ def _evaluate(
 
     ok = codes == 0
     if not ok.any():
-        return np.empty((0, cfg.n_features), np.float32), codes, starts
+        return np.empty((0, cfg.n_imu_features), np.float32), codes, starts
     grid = np.stack([np.interp(g, tg, xg[:, a]) for a in range(xg.shape[1])], axis=0)
     cut = sliding_window_view(grid, n, axis=1)[:, ::hop][:, :n_windows]  # (6, W, n) view
     return window_features(cut.transpose(1, 0, 2)[ok], cfg), codes, starts
@@ -368,14 +543,20 @@ def _n_windows(t0: float, t_last: float, cfg: FeatureConfig) -> int:
 
 
 def extract_windows(
-    t: Sequence[float] | np.ndarray, imu: np.ndarray, cfg: FeatureConfig | None = None
+    t: Sequence[float] | np.ndarray,
+    imu: np.ndarray,
+    cfg: FeatureConfig | None = None,
+    wheels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Windows:
     """Features of every complete window of one recording.
 
-    `t` `(N,)` in seconds, `imu` `(N, 6)` in `AXES` order. See the module docstring for the
-    screening, resampling and rejection rules.
+    `t` `(N,)` in seconds, `imu` `(N, 6)` in `AXES` order; with `cfg.wheels`, `wheels` = (times,
+    `(M, 4)` samples in `WHEEL_CHANNELS` order) of the same recording. See the module docstring
+    for the screening, resampling and rejection rules.
     """
     cfg = cfg or FeatureConfig()
+    if cfg.wheels and wheels is None:
+        raise ValueError("the configuration has wheel features: pass the wheel samples")
     t, x = _as_inputs(t, imu)
     tg, xg, bad, dropped = _screen(t, x)
     empty = Windows(
@@ -391,7 +572,34 @@ def extract_windows(
     if nw == 0:
         return empty
     feats, codes, starts = _evaluate(tg, xg, bad, t0, 0, nw, cfg)
+    if cfg.wheels:
+        assert wheels is not None
+        tw, w = _as_wheels(wheels)
+        feats, codes = _with_wheels(feats, codes, starts, tw, w, cfg)
     return _pack(feats, codes, starts, cfg, dropped)
+
+
+def _with_wheels(
+    feats: np.ndarray,
+    codes: np.ndarray,
+    starts: np.ndarray,
+    tw: np.ndarray,
+    w: np.ndarray,
+    cfg: FeatureConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """IMU features of the accepted windows + their wheel features; no wheel data: WHEELS."""
+    span = (cfg.window_samples - 1) / cfg.sample_rate_hz
+    out = []
+    codes = codes.copy()
+    for fi, i in enumerate(np.flatnonzero(codes == 0)):
+        wf = wheel_features(tw, w, float(starts[i]), float(starts[i]) + span, cfg)
+        if wf is None:
+            codes[i] = _CODE[Reject.WHEELS]
+        else:
+            out.append(np.concatenate([feats[fi], wf]))
+    if not out:
+        return np.empty((0, cfg.n_features), np.float32), codes
+    return np.stack(out).astype(np.float32), codes
 
 
 def _pack(

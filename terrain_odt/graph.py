@@ -187,6 +187,42 @@ IMU_FEATURES = NodeSpec(
         P("window_s", 1.7, "feature window length, s", min=0.1),
         P("hop_s", 0.5, "hop between window starts, s", min=0.01),
         P(
+            "bands",
+            [],
+            "spectral band edges, Hz, increasing, up to Nyquist (e.g. [0.5, 2.0, 4.0, 25.0]); "
+            "empty = derived from sample_rate_hz (the shipped models' bands at 100 Hz); must "
+            "match the model (its sidecar's features)",
+            item_type=float,
+        ),
+        P(
+            "wheel_joints_left",
+            ["left_wheel"],
+            "JointState joints of the left side whose velocity and effort make the wheel "
+            "features (averaged); empty, with wheel_joints_right empty = IMU features only "
+            "(for an IMU-only model)",
+        ),
+        P("wheel_joints_right", ["right_wheel"], "JointState joints of the right side"),
+        P(
+            "wheel_radius_m",
+            0.1651,
+            "JointState velocity (rad/s) times this is the wheel's ground speed (m/s), the unit "
+            "the wheel features use (0.1651: Husky A200; 1.0 if your velocities are m/s)",
+            min=1e-6,
+        ),
+        P(
+            "wheel_timeout_s",
+            0.5,
+            "a window waits at most this long (IMU time) for the wheel samples of its span; "
+            "then it is judged with what arrived (rejected 'wheels' with too few)",
+            min=0.0,
+        ),
+        P(
+            "min_wheel_samples",
+            3,
+            "fewest wheel samples inside a window (fewer: the window is rejected, 'wheels')",
+            min=2,
+        ),
+        P(
             "max_gap_samples",
             3,
             "longest run of missing samples bridged by interpolation; "
@@ -236,11 +272,18 @@ IMU_FEATURES = NodeSpec(
     topics=(
         T("/imu/data", "sensor_msgs/msg/Imu", "sub", "sensor-data QoS (best effort)"),
         T(
+            "/joint_states",
+            "sensor_msgs/msg/JointState",
+            "sub",
+            "wheel velocity and effort (wheel features on), sensor-data QoS",
+        ),
+        T(
             "/terrain/features",
             "std_msgs/msg/Float64MultiArray",
             "pub",
             "one message per accepted window: data[0:2] = window start and end time (s, the "
-            "layout's data_offset = 2), then the features (dim[0] label 'features')",
+            "layout's data_offset = 2), then the features; dim[0] label 'features; <what they "
+            "are>' (rate, window, bands, wheels), checked by the bridge against the model",
         ),
         T(
             "/diagnostics",

@@ -9,6 +9,7 @@ the nodes call these with the values rclpy handed them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "effective_params",
     "labeler_config",
     "stream_config",
+    "wheel_joints",
 ]
 
 Params = Mapping[str, ParamValue]
@@ -73,23 +75,45 @@ def effective_params(
 
 def stream_config(p: Params) -> StreamConfig:
     """`imu_features` parameters → `StreamConfig` (`ConfigError` naming the parameters)."""
+    edges = [float(e) for e in p["bands"]]  # type: ignore[union-attr]
+    left, right = wheel_joints(p)
     try:
+        if len(edges) == 1 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"bands must be at least two increasing edges, got {edges}")
+        if bool(left) != bool(right):
+            raise ValueError(
+                "wheel_joints_left and wheel_joints_right must both name joints (wheel "
+                "features) or both be empty (IMU only)"
+            )
         fcfg = FeatureConfig(
             sample_rate_hz=float(p["sample_rate_hz"]),  # type: ignore[arg-type]
             window_s=float(p["window_s"]),  # type: ignore[arg-type]
             hop_s=float(p["hop_s"]),  # type: ignore[arg-type]
+            bands=tuple(itertools.pairwise(edges)) if edges else None,
             max_gap_samples=int(p["max_gap_samples"]),  # type: ignore[arg-type]
             rate_tolerance=float(p["rate_tolerance"]),  # type: ignore[arg-type]
+            wheels=bool(left),
+            min_wheel_samples=int(p["min_wheel_samples"]),  # type: ignore[arg-type]
         )
         return StreamConfig(
             fcfg,
             int(p["input_decimation"]),  # type: ignore[arg-type]
             float(p["time_jump_reset_s"]),  # type: ignore[arg-type]
+            wheel_timeout_s=float(p["wheel_timeout_s"]),  # type: ignore[arg-type]
         )
     except ValueError as exc:
         raise ConfigError(
-            f"imu_features: parameters sample_rate_hz / window_s / hop_s / input_decimation: {exc}"
+            "imu_features: parameters sample_rate_hz / window_s / hop_s / bands / "
+            f"input_decimation / wheel_joints_*: {exc}"
         ) from exc
+
+
+def wheel_joints(p: Params) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The left and right wheel joint names of the `imu_features` parameters."""
+    return (
+        tuple(str(n) for n in p["wheel_joints_left"]),  # type: ignore[union-attr]
+        tuple(str(n) for n in p["wheel_joints_right"]),  # type: ignore[union-attr]
+    )
 
 
 def labeler_config(p: Params) -> LabelerConfig:

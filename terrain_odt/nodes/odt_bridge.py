@@ -21,7 +21,7 @@ from ..graph import ODT_BRIDGE
 from ..node_config import ConfigError, bridge_config
 from ..paths import resolve
 from .common import ERROR, OK, WARN, ParamError, declare_params, run_node, status
-from .imu_features import FEATURES_TOPIC, parse_features_message
+from .imu_features import FEATURES_TOPIC, features_description, parse_features_message
 
 PREDICTION_WINDOW_TOPIC = "/terrain/prediction_window"
 #: Codes of the answer kind in a /terrain/prediction_window message (its element 4).
@@ -116,7 +116,7 @@ class OdtBridgeNode(Node):
     def _on_features(self, msg: Float64MultiArray) -> None:
         try:
             t0, t1, feats = parse_features_message(msg)
-            self.core.on_features(t0, t1, feats)
+            self.core.on_features(t0, t1, feats, description=features_description(msg))
         except ValueError as exc:
             self.get_logger().warning(f"bad features message: {exc}", throttle_duration_sec=5.0)
 
