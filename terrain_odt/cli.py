@@ -78,6 +78,140 @@ def cmd_bag_from_borealtc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bag_from_csv(sub: argparse._SubParsersAction) -> None:
+    from .bagconv import DEFAULT_BASE_EPOCH_S
+
+    p = sub.add_parser(
+        "bag-from-csv",
+        help="convert your own CSV recordings (any classes, rates, column order) into a bag",
+        description=(
+            "ROOT holds <CLASS>/imu_<RUN>.csv (time, wx, wy, wz, ax, ay, az; header names the "
+            "columns, any order) and optionally <CLASS>/pro_<RUN>.csv (time, curL, curR, velL, "
+            "velR: effort and wheel ground speed per side). The segments are laid end to end "
+            "into one drive: /imu/data, and with wheel files /odom and /joint_states, plus "
+            "/terrain/label_truth (the segment's class). See terrain_odt/csvdata.py."
+        ),
+    )
+    p.add_argument("root", help="directory with one folder per class")
+    p.add_argument(
+        "segments",
+        nargs="*",
+        metavar="CLASS/RUN[:START-END]",
+        help="recordings in drive order, seconds from the recording's start (default: all)",
+    )
+    p.add_argument("-o", "--out", required=True, help="output .mcap file or bag directory")
+    p.add_argument(
+        "--columns",
+        default="",
+        metavar="FIELD=COLUMN,...",
+        help="header names for fields the known spellings do not find, e.g. wx=gyro0,time=t_s",
+    )
+    p.add_argument("--time-scale", type=float, default=1.0, help="time column unit in s")
+    p.add_argument(
+        "--base-epoch", type=float, default=DEFAULT_BASE_EPOCH_S, help="Unix time of drive time 0"
+    )
+    p.add_argument("--gap", type=float, default=1.0, help="pause between segments, s")
+    p.add_argument("--track-width", type=float, default=0.555, help="wheel track, m (odometry)")
+    p.add_argument(
+        "--wheel-radius",
+        type=float,
+        default=0.1651,
+        help="wheel radius, m: /joint_states velocity = ground speed / radius (set the same "
+        "value as imu_features.wheel_radius_m)",
+    )
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_bag_from_csv)
+
+
+def cmd_bag_from_csv(args: argparse.Namespace) -> int:
+    from .bagconv import Segment, convert
+    from .csvdata import CsvError, list_recordings, load_recording
+
+    root = Path(args.root)
+    try:
+        cmap: dict[str, str] = {}
+        for item in filter(None, (x.strip() for x in args.columns.split(","))):
+            k, sep, v = item.partition("=")
+            if not sep or not k or not v:
+                raise CsvError(f"--columns: {item!r} is not FIELD=COLUMN")
+            cmap[k] = v
+        specs = args.segments or [f"{c}/{r}" for c, r in list_recordings(root)]
+        if not specs:
+            raise CsvError(f"{root}: no <CLASS>/imu_<RUN>.csv recordings")
+        segments = [Segment.parse(x, classes=None) for x in specs]
+        runs = {}
+        for x, seg in zip(specs, segments, strict=True):
+            key = (seg.terrain, seg.number)
+            if key not in runs:
+                run = x.strip().split("/", 1)[1].split(":", 1)[0]
+                runs[key] = load_recording(root, seg.terrain, run, cmap, args.time_scale)
+        convert(
+            segments,
+            args.out,
+            runs=runs,
+            classes=None,
+            base_epoch_s=args.base_epoch,
+            gap_s=args.gap,
+            track_width_m=args.track_width,
+            wheel_radius_m=args.wheel_radius,
+            overwrite=args.force,
+            source=f"CSV recordings under {root.name}",
+            **({"progress": None} if args.quiet else {}),
+        )
+    except (CsvError, ValueError, FileExistsError) as exc:
+        print(f"terrain-odt bag-from-csv: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dataset",
+        help="labelled bags -> features .npz (windows, labels, groups) for terrain-odt convert",
+        description=(
+            "Extract feature windows from bags with the imu_features logic and parameters, "
+            "label them from the truth topic or the labeler's cues, and write X, y, groups, "
+            "class_names and the feature configuration (see terrain_odt/dataset.py)."
+        ),
+    )
+    from .launcher import add_parameter_args
+
+    p.add_argument("bags", nargs="+", metavar="BAG")
+    p.add_argument("-o", "--out", required=True, help="output .npz")
+    add_parameter_args(p)
+    p.add_argument("--labels", choices=("truth", "labeler"), default="truth")
+    p.add_argument("--truth-topic", default="/terrain/label_truth")
+    p.add_argument("--group-by", choices=("bag", "stretch"), default="bag")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_dataset)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from .dataset import build_dataset
+    from .evaluate import EvalConfig, EvalError
+    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
+
+    try:
+        cfg = EvalConfig(
+            bags=tuple(Path(b) for b in args.bags),
+            param_files=tuple(Path(f) for f in (args.params_file or [DEFAULT_PARAMS])),
+            overrides=parse_overrides(args.param),
+            truth_topic=args.truth_topic,
+        )
+        build_dataset(
+            cfg,
+            Path(args.out),
+            labels=args.labels,
+            group_by=args.group_by,
+            log=(lambda m: None) if args.quiet else (lambda m: print(f"[dataset] {m}")),
+        )
+    except (EvalError, LaunchError) as exc:
+        print(f"terrain-odt dataset: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Model toolbox: convert, import-tflite, inspect (terrain_odt.toolbox, terrain_odt.tflite_import)
 
@@ -210,6 +344,23 @@ def _load_features(path: str, test_frac: float, seed: int) -> dict[str, Any]:
         if out[a] is not None and (out[a].ndim != 2 or len(out[a]) != len(out[b])):
             raise _CliError(f"{f}: {a} {out[a].shape} and {b} {out[b].shape} do not match")
     out["class_names"] = names
+    out["features"] = None
+    if "feature_config" in d:
+        import json
+
+        try:
+            fc = json.loads(str(d["feature_config"]))
+            from .features import FeatureConfig
+
+            FeatureConfig.describe_dict(fc)
+        except ValueError as exc:
+            raise _CliError(f"{f}: feature_config: {exc}") from exc
+        if int(fc.get("n_features", -1)) != out["X_train"].shape[1]:
+            raise _CliError(
+                f"{f}: feature_config describes {fc.get('n_features')} features, X has "
+                f"{out['X_train'].shape[1]}"
+            )
+        out["features"] = fc
     return out
 
 
@@ -234,6 +385,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             batch=args.batch,
             progress=_progress(args.quiet),
             epochs=args.epochs,
+            features=d["features"],
         )
     except (_CliError, ValueError) as exc:
         print(f"terrain-odt convert: {exc}", file=sys.stderr)
@@ -501,7 +653,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bag_from_borealtc,
+    _add_bag_from_csv,
     _add_convert,
+    _add_dataset,
     _add_evaluate,
     _add_import_tflite,
     _add_inspect,

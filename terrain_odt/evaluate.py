@@ -88,6 +88,9 @@ class EvalConfig:
     truth_topic: str = TRUTH_TOPIC
     operator_until: float | None = None
     compare_frozen: bool = True
+    #: A bag without the truth topic is an error (evaluation); `terrain-odt dataset` with
+    #: labeler labels needs no truth.
+    require_truth: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ def _front_end(
             raise EvalError(f"bag {bag} has no messages")
         if IMU_TOPIC not in counts:
             raise EvalError(f"bag {bag} has no {IMU_TOPIC}")
-        if not truth:
+        if not truth and cfg.require_truth:
             raise EvalError(
                 f"bag {bag} has no {cfg.truth_topic} (std_msgs/String ground truth): nothing "
                 "to evaluate against"
@@ -399,7 +402,10 @@ def _run_pass(
                 if e[0] == "label":
                     core.on_label(e[1], e[2])
                 else:
-                    core.on_features(e[1], e[2], e[3], description=front.description)
+                    try:
+                        core.on_features(e[1], e[2], e[3], description=front.description)
+                    except ValueError as exc:  # the features do not fit the model
+                        raise EvalError(f"odt_bridge: {exc}") from exc
         core.finish()
         core.refresh_stats()
         snap = core.snapshot()

@@ -582,6 +582,7 @@ def export(
     batch: int = 1,
     extra: dict[str, Any] | None = None,
     source: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
+    source_val: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
     seed: int = 0,
 ) -> tuple[Path, Path]:
     """Write the blob to `path` and the sidecar next to it (`path` with suffix `.json`); with
@@ -610,7 +611,12 @@ def export(
         if float_model is None:
             raise ValueError("source windows need the float model (its standardisation)")
         side["source_windows"] = write_source_windows(
-            path.with_suffix(".windows.npz"), float_model, qmodel, *source, seed=seed
+            path.with_suffix(".windows.npz"),
+            float_model,
+            qmodel,
+            *source,
+            val=source_val,
+            seed=seed,
         )
     path.write_bytes(data)
     sidecar.write_text(json.dumps(side, indent=2) + "\n")
@@ -624,28 +630,44 @@ def write_source_windows(
     x: np.ndarray,
     y: Sequence[Any] | np.ndarray,
     *,
+    val: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
     replay_per_class: int = SOURCE_REPLAY_PER_CLASS,
     val_per_class: int = SOURCE_VAL_PER_CLASS,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """A class-balanced sample of `(x, y)` as int8 model inputs → `path`; the sidecar entry."""
+    """A class-balanced sample of `(x, y)` as int8 model inputs → `path`; the sidecar entry.
+    Validation windows come from `val` (e.g. runs held out of pretraining) when given, else
+    from `(x, y)` (disjoint from the replay windows)."""
     idx = float_model.label_index(y)
+    if val is None:
+        vx, vidx = np.asarray(x), idx
+    else:
+        vx, vidx = np.asarray(val[0]), float_model.label_index(val[1])
     rng = np.random.default_rng([seed, 11])
     rep: list[np.ndarray] = []
-    val: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
     for k in range(float_model.n_classes):
         cand = rng.permutation(np.flatnonzero(idx == k))
         rep.append(cand[:replay_per_class])
-        val.append(cand[replay_per_class : replay_per_class + val_per_class])
-    ri, vi = np.sort(np.concatenate(rep)), np.sort(np.concatenate(val))
-    xq = quantize_inputs(float_model, qmodel, np.asarray(x)[np.concatenate([ri, vi])])
-    crc = save_source_windows(path, (xq[: len(ri)], idx[ri]), (xq[len(ri) :], idx[vi]))
+        if val is None:
+            vals.append(cand[replay_per_class : replay_per_class + val_per_class])
+        else:
+            vals.append(rng.permutation(np.flatnonzero(vidx == k))[:val_per_class])
+    ri, vi = np.sort(np.concatenate(rep)), np.sort(np.concatenate(vals))
+    rq = quantize_inputs(float_model, qmodel, np.asarray(x)[ri])
+    vq = quantize_inputs(float_model, qmodel, vx[vi])
+    crc = save_source_windows(path, (rq, idx[ri]), (vq, vidx[vi]))
     return {
         "file": path.name,
         "crc32": f"0x{crc:08x}",
         "replay": len(ri),
         "validation": len(vi),
-        "drawn_from": "pretraining windows, class-balanced (replay and validation disjoint)",
+        "drawn_from": (
+            "pretraining windows, class-balanced (replay and validation disjoint)"
+            if val is None
+            else "replay: pretraining windows; validation: windows of runs held out of "
+            "pretraining; both class-balanced"
+        ),
     }
 
 
@@ -695,12 +717,29 @@ def convert(
     batch: int = 1,
     progress: Progress | None = None,
     source_windows: bool = True,
+    features: dict[str, Any] | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    source_val_frac: float = 0.0,
     **pretrain_kwargs: Any,
 ) -> ConvertResult:
     """Pretrain, quantize (calibrated on up to `calib_max` training samples), evaluate on the
     held-out split the caller gives (`x_test`, `y_test`; the training split otherwise, marked so
-    in the report) and, with `out`, export blob and sidecar."""
+    in the report) and, with `out`, export blob and sidecar (with `features`, the
+    `FeatureConfig.to_dict()` the windows were made with: the bridge then refuses windows made
+    otherwise; with `source_windows`, the source-window file for fine-tuning; with `groups`
+    and `source_val_frac`, that share of the groups (runs, per class) is held out of
+    pretraining and gives the source validation windows, so the accept/rollback check on the
+    robot measures generalisation to runs the model never saw)."""
     progress = progress or _noop
+    source_val = None
+    if source_val_frac > 0:
+        if groups is None:
+            raise ValueError("source_val_frac needs groups (e.g. the run of each window)")
+        tr, va = group_split(groups, source_val_frac, seed, labels=y_train)
+        xa, ya = np.asarray(x_train), np.asarray(y_train)
+        source_val = (xa[va], ya[va])
+        x_train, y_train = xa[tr], ya[tr]
+        progress(f"source validation: {len(va)} windows of held-out groups, not pretrained on")
     fm = pretrain_mlp(
         x_train,
         y_train,
@@ -735,8 +774,9 @@ def convert(
             float_model=fm,
             name=name,
             batch=batch,
-            extra={"metrics": report},
+            extra={"metrics": report, **({"features": features} if features else {})},
             source=(x_train, y_train) if source_windows else None,
+            source_val=source_val,
             seed=seed,
         )
         progress(f"wrote {res.blob_path} and {res.sidecar_path}")

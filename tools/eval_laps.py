@@ -41,7 +41,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from terrain_odt import bagconv, borealtc  # noqa: E402
-from terrain_odt.toolbox import convert  # noqa: E402
+from terrain_odt.features import FeatureConfig  # noqa: E402
+from tools.make_models import SOURCE_VAL_FRAC, pretrain  # noqa: E402
 
 LAP1_S = 60.0
 LAP2_S = 90.0
@@ -111,6 +112,7 @@ def recipe_hash() -> str:
     h = hashlib.sha256()
     for f in ("features.py", "toolbox.py", "quantize.py", "borealtc.py", "finetune.py"):
         h.update((ROOT / "terrain_odt" / f).read_bytes())
+    h.update((ROOT / "tools" / "make_models.py").read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -134,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", type=int, nargs="*", help="run only these arrangements")
     ap.add_argument(
+        "--features",
+        choices=("wheels", "imu"),
+        default="wheels",
+        help="the model kind: IMU + wheels (the default shipped model) or IMU only",
+    )
+    ap.add_argument("--source-val-frac", type=float, default=SOURCE_VAL_FRAC)
+    ap.add_argument(
         "--tuning",
         action="store_true",
         help="the tuning arrangements instead: lap 2 = the previous run in recording order "
@@ -153,25 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and a not in args.only:
             continue
         held = {run_id(s) for s in arr["lap1"] + arr["lap2"]}
-        d = args.work / f"arrangement_{a:02d}"
+        d = args.work / args.features / f"arrangement_{a:02d}"
         d.mkdir(parents=True, exist_ok=True)
         model = d / "model.odtm"
         meta = d / "pretrain.json"
         # Pretrained models are cached per held-out set and the code that makes them.
-        key = [*sorted(held), recipe_hash()]
+        fcfg = FeatureConfig(wheels=args.features == "wheels")
+        key = [*sorted(held), recipe_hash(), args.features, args.source_val_frac]
         if not (model.exists() and meta.exists() and json.loads(meta.read_text()) == key):
             src = [r for r in runs if r.run_id not in held]
-            log(f"arrangement {a}: pretraining on {len(src)} runs (held out: {', '.join(key)})")
-            w = borealtc.windows_by_run(src)
-            convert(
-                w.features,
-                np.asarray(borealtc.CLASSES)[w.labels],
-                out=model,
-                seed=a,
-                class_names=None,
-                model_id=0x0D3E1000 + a,
-                name="TerrainMlp",
-            )
+            log(f"arrangement {a}: pretraining on {len(src)} runs (held out: {', '.join(sorted(held))})")
+            pretrain(src, fcfg, model, 0x0D3E1000 + a, seed=a, source_val_frac=args.source_val_frac)
             meta.write_text(json.dumps(key))
         bag = d / "laps.mcap"
         segs = arr["lap1"] + arr["lap2"]
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             "--operator-until", f"{until:.3f}",
             "--out-dir", str(d / "evaluate"), "--summary-json", str(summary),
         ]  # fmt: skip
+        if args.features == "imu":
+            cmd += ["-p", "imu_features.wheel_joints_left:=[]"]
+            cmd += ["-p", "imu_features.wheel_joints_right:=[]"]
         for p in args.param:
             cmd += ["-p", p]
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             "driving, labelled by the operator (the bag's truth)",
             "lap2": f"the next run in recording order per terrain, its first {LAP2_S:g} s, scored",
             "model": "pretrained on all other runs, recipe of tools/make_models.py, seed = index",
+            "features": args.features,
+            "source_val_frac": args.source_val_frac,
             "evaluation": "terrain-odt evaluate, emulator, config/terrain_odt.yaml",
             "extra_parameters": args.param,
             "tuning_arrangements": args.tuning,
