@@ -30,37 +30,23 @@ deterministic evaluation, `terrain_odt.evaluate`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
-import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .blob import BlobError, decode_blob
-from .features import FeatureConfig
-from .finetune import (
-    Guard,
-    Holdout,
-    ReplayPlanner,
-    SourceWindows,
-    SourceWindowsError,
-    Stored,
-    load_source_windows,
-    score,
-)
+from .finetune import Guard, Holdout, ReplayPlanner, Stored, score
 from .labeling import LabelTimeline
 from .link import TOPK_OFF, LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
 from .quantize import lr_to_fixed
-from .toolbox import SIDECAR_FORMAT, quantize_with_sidecar
+from .sidecar import ModelFileError, ModelFiles, load_model_files
 
 __all__ = [
     "BridgeConfig",
@@ -70,102 +56,6 @@ __all__ = [
     "Outcome",
     "load_model_files",
 ]
-
-
-class ModelFileError(ValueError):
-    """A model sidecar or blob is missing, malformed or inconsistent (the message says which)."""
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """What the host needs to know about the co-processor's model (from its sidecar)."""
-
-    sidecar: dict[str, Any]
-    model_id: int
-    input_len: int
-    class_names: tuple[str, ...]
-    param_layers: int
-    blob: bytes | None = None
-    #: Pretraining windows shipped with the model (`finetune.SourceWindows`), if any.
-    source: SourceWindows | None = None
-    #: What its features are (`FeatureConfig.describe()` of the sidecar's `features`).
-    feature_description: str | None = None
-
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        """Raw features (n, input_len) → int8 model input, as recorded in the sidecar."""
-        return quantize_with_sidecar(np.atleast_2d(np.asarray(x, dtype=np.float64)), self.sidecar)
-
-    def class_index(self, name: str) -> int | None:
-        """Index of a class name (case-insensitive), `None` if unknown."""
-        low = name.strip().lower()
-        for i, n in enumerate(self.class_names):
-            if n.lower() == low:
-                return i
-        return None
-
-
-def load_model_files(sidecar_path: str | Path, blob_path: str | Path | None = None) -> ModelFiles:
-    """Read and cross-check a sidecar (and optionally its blob); `ModelFileError` if bad."""
-    sp = Path(sidecar_path)
-    if not str(sidecar_path):
-        raise ModelFileError("no model sidecar given (parameter model_sidecar)")
-    try:
-        side = json.loads(sp.read_text())
-    except FileNotFoundError:
-        raise ModelFileError(f"model sidecar {sp} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"model sidecar {sp} is not readable JSON: {exc}") from None
-    if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:
-        raise ModelFileError(f"{sp} is not a terrain_odt model sidecar (format tag missing)")
-    try:
-        model_id = int(side["model_id"])
-        input_len = int(side["input_len"])
-        names = tuple(str(n) for n in side["classes"]["names"])
-        layers = side["layers"]
-        param_layers = sum(1 for r in layers if "params" in r)
-        inp = side["input"]
-        float(inp["scale"])
-        int(inp["zero_point"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"model sidecar {sp} lacks or garbles field {exc}") from None
-    if len(names) != int(side.get("output_len", len(names))):
-        raise ModelFileError(f"{sp}: {len(names)} class names for {side['output_len']} outputs")
-    blob = None
-    if blob_path:
-        bp = Path(blob_path)
-        try:
-            blob = bp.read_bytes()
-        except OSError as exc:
-            raise ModelFileError(f"model blob {bp}: {exc}") from None
-        try:
-            b = decode_blob(blob)
-        except BlobError as exc:
-            raise ModelFileError(f"model blob {bp} is malformed: {exc}") from None
-        if b.model_id != model_id or b.input_len != input_len:
-            raise ModelFileError(
-                f"model blob {bp} (id 0x{b.model_id:08x}, {b.input_len} inputs) does not match "
-                f"sidecar {sp} (id 0x{model_id:08x}, {input_len} inputs)"
-            )
-        crc = side.get("blob_crc32")
-        if crc is not None and int(str(crc), 16) != zlib.crc32(blob):
-            raise ModelFileError(f"model blob {bp} is not the blob sidecar {sp} describes (CRC)")
-    source = None
-    sw = side.get("source_windows")
-    if sw:
-        try:
-            path = sp.parent / str(sw["file"])
-            crc = int(str(sw["crc32"]), 16) if sw.get("crc32") is not None else None
-            source = load_source_windows(path, input_len, len(names), crc)
-        except (KeyError, TypeError, ValueError) as exc:
-            detail = str(exc) if isinstance(exc, SourceWindowsError) else f"field {exc}"
-            raise ModelFileError(f"model sidecar {sp}: source_windows: {detail}") from None
-    desc = None
-    if side.get("features") is not None:
-        try:
-            desc = FeatureConfig.describe_dict(side["features"])
-        except ValueError as exc:
-            raise ModelFileError(f"model sidecar {sp}: features: {exc}") from None
-    return ModelFiles(side, model_id, input_len, names, param_layers, blob, source, desc)
 
 
 @dataclass(frozen=True)

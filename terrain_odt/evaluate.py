@@ -297,6 +297,7 @@ def _front_end(
         "windows_rejected": {k.value: v for k, v in sorted(stream.rejected.items())},
         "samples_dropped": {k.value: v for k, v in sorted(stream.dropped_samples.items())},
         "clock_resets": stream.time_resets,
+        "pauses": stream.buffer.pauses,
         "undecodable_messages": bad_imu,
         "wheel_samples": stream.wheel_samples,
         "wheel_samples_dropped": stream.wheel_dropped,

@@ -3,9 +3,11 @@
 Pipeline (both entry points run the same code, see `_evaluate`):
 
 1. **Sample screening.** A sample is dropped when its time or any of its 6 channels is not finite
-   (reason `NONFINITE`) or when its time is not later than every earlier sample's time
-   (`NON_MONOTONIC`; duplicates count as non-monotonic). The time span between the last kept
-   sample before and the first kept sample after a dropped sample is marked bad with that reason.
+   (reason `NONFINITE`), when a channel's magnitude exceeds `max_abs_value` (`OUT_OF_RANGE`:
+   corrupt data, e.g. 1e155 would overflow the moments), or when its time is not later than
+   every earlier sample's time (`NON_MONOTONIC`; duplicates count as non-monotonic). The time
+   span between the last kept sample before and the first kept sample after a dropped sample
+   is marked bad with that reason.
 2. **Resampling.** Kept samples are linearly interpolated onto the nominal grid
    `t_k = t0 + k / sample_rate_hz`, which absorbs clock jitter and the odd missing sample. The
    anchor `t0` is the first multiple of `hop_s` (in absolute time) at or after the first kept
@@ -19,7 +21,11 @@ Pipeline (both entry points run the same code, see `_evaluate`):
    sample periods (`GAP`: more than `max_gap_samples` samples missing), or when
    the number of kept samples inside it differs from `n` by more than `rate_tolerance · n`
    (`RATE`: the stream does not run at the configured rate). The first matching reason in that
-   order is reported; rejections are counted per reason.
+   order is reported; rejections are counted per reason. A pause longer than a window (no
+   data, or only dropped data: an outage, a clock jump, stamps in the wrong unit) ends the
+   grid: the recording continues as a new part on a grid of its own, and the windows of the
+   pause, which hold no sample, are not windows at all (counted as `pauses`), so the work is
+   in proportion to the data, not to the time span.
 4. **Features** of accepted windows (`window_features`), per axis in the order
    `wx wy wz ax ay az` (rad/s, m/s²): `len(bands)` log10 band powers from a Welch PSD (Hann,
    `nperseg = 2n // 5`, 50 % overlap: 4 segments over the 170-sample default window; mean
@@ -112,6 +118,8 @@ class Reject(str, Enum):  # noqa: UP042 (StrEnum needs 3.11; setup.py allows 3.1
 
     NON_MONOTONIC = "non_monotonic"
     NONFINITE = "nonfinite"
+    #: A finite value beyond `FeatureConfig.max_abs_value` (corrupt data, not an IMU reading).
+    OUT_OF_RANGE = "out_of_range"
     GAP = "gap"
     RATE = "rate"
     #: Fewer than `min_wheel_samples` wheel samples inside the window (wheel data on).
@@ -122,6 +130,7 @@ class Reject(str, Enum):  # noqa: UP042 (StrEnum needs 3.11; setup.py allows 3.1
 _REASONS: tuple[Reject, ...] = (
     Reject.NON_MONOTONIC,
     Reject.NONFINITE,
+    Reject.OUT_OF_RANGE,
     Reject.GAP,
     Reject.RATE,
     Reject.WHEELS,
@@ -145,6 +154,8 @@ class FeatureConfig:
     wheels: bool = False
     """Append the wheel features (module doc, step 5)."""
     min_wheel_samples: int = 3
+    max_abs_value: float = 1e4
+    """Larger |values| (rad/s, m/s²; far beyond any IMU's range) are dropped as corrupt."""
 
     def __post_init__(self) -> None:
         if self.bands is None and self.sample_rate_hz > 0 and math.isfinite(self.sample_rate_hz):
@@ -411,7 +422,9 @@ class Windows:
     rejected_t_start: np.ndarray = field(default_factory=lambda: np.empty(0))
     rejected_reason: list[Reject] = field(default_factory=list)
     dropped_samples: Counter[Reject] = field(default_factory=Counter)
-    """Input samples dropped in screening (`NONFINITE`, `NON_MONOTONIC`)."""
+    """Input samples dropped in screening (`NONFINITE`, `OUT_OF_RANGE`, `NON_MONOTONIC`)."""
+    pauses: int = 0
+    """Pauses longer than a window (no data, or bad data dropped): each starts a new grid."""
 
     @property
     def n_windows(self) -> int:
@@ -436,15 +449,21 @@ def _as_inputs(t: Sequence[float] | np.ndarray, imu: np.ndarray) -> tuple[np.nda
     return t, x
 
 
-def _screen(t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, _Bad, Counter[Reject]]:
-    """Drop non-finite and non-monotonic samples; return kept samples and the bad spans."""
+def _screen(
+    t: np.ndarray, x: np.ndarray, max_abs: float = math.inf
+) -> tuple[np.ndarray, np.ndarray, _Bad, Counter[Reject]]:
+    """Drop non-finite, out-of-range and non-monotonic samples; return kept samples and the bad
+    spans."""
     n = t.shape[0]
     finite = np.isfinite(t) & np.isfinite(x).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        huge = finite & (np.abs(x) > max_abs).any(axis=1)
     tf = np.where(np.isfinite(t), t, -np.inf)
     prev_max = np.concatenate(([-np.inf], np.maximum.accumulate(tf)[:-1])) if n else tf
     backward = np.isfinite(t) & (t <= prev_max)
     code = np.zeros(n, dtype=np.int8)
     code[~finite] = _CODE[Reject.NONFINITE]
+    code[huge] = _CODE[Reject.OUT_OF_RANGE]
     code[backward] = _CODE[Reject.NON_MONOTONIC]  # takes precedence
     keep = code == 0
     dropped = Counter({r: int(np.count_nonzero(code == _CODE[r])) for r in _REASONS})
@@ -504,7 +523,7 @@ def _evaluate(
     i_lo = np.searchsorted(tg, starts, side="right") - 1
     i_hi = np.searchsorted(tg, ends, side="left") - 1
     codes = np.zeros(n_windows, dtype=np.int8)
-    for r in reversed(_REASONS[:3]):  # GAP, NONFINITE, NON_MONOTONIC: later ones overwrite
+    for r in reversed(_REASONS[:4]):  # GAP, OUT_OF_RANGE, NONFINITE, NON_MONOTONIC: later win
         csum = np.concatenate(([0], np.cumsum(icode == _CODE[r])))
         codes[csum[i_hi + 1] - csum[i_lo] > 0] = _CODE[r]
     n_kept = np.searchsorted(tg, ends, side="right") - np.searchsorted(tg, starts, side="left")
@@ -558,25 +577,38 @@ def extract_windows(
     if cfg.wheels and wheels is None:
         raise ValueError("the configuration has wheel features: pass the wheel samples")
     t, x = _as_inputs(t, imu)
-    tg, xg, bad, dropped = _screen(t, x)
-    empty = Windows(
-        features=np.empty((0, cfg.n_features), np.float32),
-        t_start=np.empty(0),
-        t_end=np.empty(0),
-        dropped_samples=dropped,
-    )
-    if tg.size == 0:
-        return empty
-    t0 = grid_anchor(float(tg[0]), cfg)
-    nw = _n_windows(t0, float(tg[-1]), cfg)
-    if nw == 0:
-        return empty
-    feats, codes, starts = _evaluate(tg, xg, bad, t0, 0, nw, cfg)
+    tg, xg, bad, dropped = _screen(t, x, cfg.max_abs_value)
+    parts = []
+    # Work in proportion to the data, not to the time span: a pause longer than a window (or
+    # stamps in the wrong unit) splits the recording into parts, each on its own grid; windows
+    # of the pause itself hold no sample and are not windows at all.
+    cuts = np.flatnonzero(np.diff(tg) > cfg.window_s) + 1
+    pauses = len(cuts)
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, tg.size], strict=True):
+        if hi - lo < 2:
+            continue
+        t0 = grid_anchor(float(tg[lo]), cfg)
+        nw = _n_windows(t0, float(tg[hi - 1]), cfg)
+        if nw > 0:
+            parts.append(_evaluate(tg[lo:hi], xg[lo:hi], bad, t0, 0, nw, cfg))
+    if not parts:
+        return Windows(
+            features=np.empty((0, cfg.n_features), np.float32),
+            t_start=np.empty(0),
+            t_end=np.empty(0),
+            dropped_samples=dropped,
+            pauses=pauses,
+        )
+    feats = np.concatenate([f for f, _, _ in parts])
+    codes = np.concatenate([c for _, c, _ in parts])
+    starts = np.concatenate([st for _, _, st in parts])
     if cfg.wheels:
         assert wheels is not None
         tw, w = _as_wheels(wheels)
         feats, codes = _with_wheels(feats, codes, starts, tw, w, cfg)
-    return _pack(feats, codes, starts, cfg, dropped)
+    out = _pack(feats, codes, starts, cfg, dropped)
+    out.pauses = pauses
+    return out
 
 
 def _with_wheels(
@@ -656,6 +688,7 @@ class WindowBuffer:
         self.accepted = 0
         self.rejected: Counter[Reject] = Counter()
         self.dropped_samples: Counter[Reject] = Counter()
+        self.pauses = 0
         self.reset()
 
     def reset(self) -> None:
@@ -680,6 +713,16 @@ class WindowBuffer:
             self._t_max = t
         if not (math.isfinite(t) and np.isfinite(x).all()):
             return self._drop(Reject.NONFINITE)
+        if (np.abs(x) > self.cfg.max_abs_value).any():
+            return self._drop(Reject.OUT_OF_RANGE)
+        if self._t and t - self._t[-1] > self.cfg.window_s:
+            # A pause longer than a window: a new part on its own grid (as extract_windows).
+            self.pauses += 1
+            self._t, self._x = [], []
+            self._bad = _Bad()
+            self._pending_bad.clear()
+            self._t0 = None
+            self._next = 0
         last = self._t[-1] if self._t else -math.inf
         for code in self._pending_bad:
             self._bad.start.append(last)

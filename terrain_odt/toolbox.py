@@ -48,8 +48,8 @@ from terrain_odt import quantize as q
 from terrain_odt.blob import Blob, Kind, LayerDesc, decode_blob
 from terrain_odt.finetune import save_source_windows
 from terrain_odt.qnn import QModel, Storage
+from terrain_odt.sidecar import SIDECAR_FORMAT, quantize_features, quantize_with_sidecar
 
-SIDECAR_FORMAT = "terrain_odt.model_sidecar"
 SIDECAR_VERSION = 1
 Progress = Callable[[str], None]
 #: Source windows written per class by `export(source=...)`: replayed / validation only.
@@ -287,21 +287,6 @@ def quantize_model(
         zlib.crc32(qm.to_blob()[:-4]) if model_id is None else int(model_id) & 0xFFFFFFFF
     )
     return qm
-
-
-def quantize_features(
-    x: np.ndarray,
-    input_scale: float,
-    input_zero_point: int,
-    mean: np.ndarray | Sequence[float] | None = None,
-    scale: np.ndarray | Sequence[float] | None = None,
-) -> np.ndarray:
-    """Raw features → the blob's int8 input (the formula in the module doc), int8 array."""
-    x = np.asarray(x, dtype=np.float64)
-    if mean is not None and scale is not None:
-        x = (x - np.asarray(mean, dtype=np.float64)) / np.asarray(scale, dtype=np.float64)
-    v = np.floor(x / float(input_scale) + 0.5) + int(input_zero_point)
-    return np.clip(v, -128, 127).astype(np.int8)
 
 
 def quantize_inputs(float_model: FloatModel, qmodel: QModel, x: np.ndarray) -> np.ndarray:
@@ -677,13 +662,6 @@ def load_sidecar(path: str | Path) -> dict[str, Any]:
     if side.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{path}: not a terrain_odt model sidecar")
     return side
-
-
-def quantize_with_sidecar(x: np.ndarray, sidecar: dict[str, Any]) -> np.ndarray:
-    """Raw features → int8 blob input, with the parameters a sidecar records."""
-    inp = sidecar["input"]
-    std = inp.get("standardization") or {}
-    return quantize_features(x, inp["scale"], inp["zero_point"], std.get("mean"), std.get("scale"))
 
 
 # ---------------------------------------------------------------------------------------------

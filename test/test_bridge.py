@@ -34,10 +34,11 @@ from terrain_odt.bridge import (
 from terrain_odt.emulator import Emulator, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SIDECAR = ROOT / "models" / "borealtc_mlp.json"
-BLOB = ROOT / "models" / "borealtc_mlp.odtm"
-OTHER_SIDECAR = ROOT / "models" / "demo_mount_shift.json"
-OTHER_BLOB = ROOT / "models" / "demo_mount_shift.odtm"
+# The IMU-only model (the emulator runs any shape; these tests need no wheels).
+SIDECAR = ROOT / "models" / "borealtc_imu_mlp.json"
+BLOB = ROOT / "models" / "borealtc_imu_mlp.odtm"
+OTHER_SIDECAR = ROOT / "models" / "borealtc_mlp.json"
+OTHER_BLOB = ROOT / "models" / "borealtc_mlp.odtm"
 ACCOUNTED = ("trained", "held_out", "failed", "dropped", "pending")
 
 

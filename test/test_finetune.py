@@ -28,8 +28,8 @@ from terrain_odt.finetune import (
 from terrain_odt.qnn import QModel
 
 ROOT = Path(__file__).resolve().parent.parent
-SIDECAR = ROOT / "models" / "borealtc_mlp.json"
-BLOB = ROOT / "models" / "borealtc_mlp.odtm"
+SIDECAR = ROOT / "models" / "borealtc_imu_mlp.json"
+BLOB = ROOT / "models" / "borealtc_imu_mlp.odtm"
 
 
 def _windows(n: int, k: int, seed: int = 0, length: int = 4) -> SourceWindows:

@@ -40,7 +40,7 @@ from terrain_odt.nodes.imu_features import features_message
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "terrain_odt.yaml"
-BLOB = ROOT / "models" / "borealtc_mlp.odtm"
+BLOB = ROOT / "models" / "borealtc_imu_mlp.odtm"
 CLASSES = ("ASPHALT", "FLOORING", "ICE", "SANDY_LOAM", "SNOW")
 LATCHED = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL

@@ -303,6 +303,7 @@ class ImuFeaturesNode(Node):
                 **counts("windows_rejected_", s.rejected.items()),
                 **counts("samples_dropped_", s.dropped_samples.items()),
                 "clock_resets": s.time_resets,
+                "pauses": s.buffer.pauses,
                 "undecodable_messages": self.bad_messages,
                 "wheel_samples": s.wheel_samples,
                 "wheel_samples_dropped": s.wheel_dropped,
