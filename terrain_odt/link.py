@@ -1125,25 +1125,33 @@ _MIN_STALE_AGE = 0.005
 # What a pyserial port raises when the device goes away (a port closed under a concurrent call
 # can also raise TypeError/AttributeError/ValueError from inside pyserial).
 _PORT_ERRORS = (serial.SerialException, OSError, TypeError, ValueError, AttributeError)
-_SLOW = frozenset(
-    {MsgType.SAVE, MsgType.RESTORE, MsgType.RESET_PRETRAINED, MsgType.UPLOAD_END, MsgType.HELLO}
-)
+_SLOW = frozenset({MsgType.SAVE, MsgType.RESTORE, MsgType.RESET_PRETRAINED, MsgType.UPLOAD_END})
 # Largest response frame per request type (for the timeout's frame-time term).
 _RESPONSE_BYTES = {MsgType.DOWNLOAD: MAX_FRAME, MsgType.HELLO: 48, MsgType.STATS: 56}
+
+
+#: Round trips of a request type measured before its timeout follows them.
+RTO_MIN_SAMPLES = 8
 
 
 class _Chunker:
     """Adaptive block size for model transfer: halves after failures, doubles after successes.
 
     A noisy line corrupts long frames far more often than short ones (1 % byte errors lose 99 % of
-    512-byte frames but 30 % of 32-byte ones); the transfer finds the size that gets through.
+    512-byte frames but 30 % of 32-byte ones); the transfer finds the size that gets through. At
+    the smallest size a block is retried for as long as the transfer as a whole keeps moving: it
+    fails only when no block got through for `stall_s` (as a training stream only fails when no
+    sample is acknowledged for its stall time), so a bulk transfer gets through wherever
+    training does, only more slowly.
     """
 
-    MIN = 32
+    MIN = 16
 
-    def __init__(self, retries: int) -> None:
+    def __init__(self, retries: int, stall_s: float = math.inf) -> None:
         self.size = MAX_CHUNK
         self.total_retries = retries
+        self.stall_s = stall_s
+        self._progress = time.monotonic()
 
     @property
     def retries(self) -> int:
@@ -1151,14 +1159,18 @@ class _Chunker:
         return 1 if self.size > self.MIN else self.total_retries
 
     def call(self, request: Callable[..., Message], msg: Message, expect: type) -> Message | None:
-        """Run one block transfer; ``None`` if it failed and the size shrank (try again)."""
+        """Run one block transfer; ``None`` if it failed (the size shrank, or the smallest
+        block is tried again): call again with a block of the new size."""
         try:
             resp = request(msg, expect, retries=self.retries)
         except LinkTimeout:
-            if self.size <= self.MIN:
-                raise
-            self.size //= 2
-            return None
+            if self.size > self.MIN:
+                self.size //= 2
+                return None
+            if time.monotonic() - self._progress < self.stall_s:
+                return None
+            raise
+        self._progress = time.monotonic()
         if self.size < MAX_CHUNK:
             self.size *= 2
         return resp
@@ -1178,7 +1190,9 @@ class OdtClient:
             retransmissions.
         retries: retransmissions of a request (and of the oldest training frame) before the link
             is declared failed.
-        min_timeout: floor of a response timeout (§2: 50 ms).
+        min_timeout: floor of a response timeout (§2: 50 ms) until round trips are measured.
+        min_rto: floor of a response timeout once `RTO_MIN_SAMPLES` round trips of that request
+            type were measured (then `srtt + 4 rttvar`, as TCP does).
         work_time: co-processor work added to every timeout; ``slow_work_time`` for SAVE,
             RESTORE, RESET_PRETRAINED, UPLOAD_END and HELLO.
         connect_timeout: how long :meth:`open` and requests wait for a session.
@@ -1196,6 +1210,7 @@ class OdtClient:
         window: int = 8,
         retries: int = 5,
         min_timeout: float = 0.05,
+        min_rto: float = 0.005,
         work_time: float = 0.02,
         slow_work_time: float = 2.0,
         connect_timeout: float = 5.0,
@@ -1212,6 +1227,7 @@ class OdtClient:
         self.window = window
         self.retries = retries
         self.min_timeout = min_timeout
+        self.min_rto = min_rto
         self.work_time = work_time
         self.slow_work_time = slow_work_time
         self.connect_timeout = connect_timeout
@@ -1237,6 +1253,8 @@ class OdtClient:
         self._info: Info | None = None
         self._session = 0
         self._srtt: float | None = None
+        #: Per request type: (smoothed RTT, RTT variation, samples), Jacobson/Karels.
+        self._req_rtt: dict[MsgType, tuple[float, float, int]] = {}
         self._last_progress = 0.0
         self._last_error: BaseException | None = None
         self._crash: BaseException | None = None
@@ -1404,7 +1422,7 @@ class OdtClient:
             boot = self._info.boot_count if self._info else None
             self._request(UploadBegin(len(blob), crc), Ok)
             off = 0
-            chunk = _Chunker(self.retries)
+            chunk = _Chunker(self.retries, self._stall_timeout())
             while off < len(blob):
                 n = chunk.size
                 msg = UploadChunk(off, blob[off : off + n])
@@ -1425,7 +1443,7 @@ class OdtClient:
         self.flush()
         out = bytearray()
         total: int | None = None
-        chunk = _Chunker(self.retries)
+        chunk = _Chunker(self.retries, self._stall_timeout())
         while total is None or len(out) < total:
             resp = chunk.call(self._request, Download(len(out), chunk.size), DownloadData)
             if resp is None:
@@ -1529,9 +1547,26 @@ class OdtClient:
 
     def _timeout(self, mtype: MsgType, req_bytes: int) -> float:
         resp = _RESPONSE_BYTES.get(mtype, 32)
-        base = max(self.min_timeout, 4.0 * self._frame_time(req_bytes + resp))
+        frames = 4.0 * self._frame_time(req_bytes + resp)
+        est = self._req_rtt.get(mtype)
+        if mtype not in _SLOW and est is not None and est[2] >= RTO_MIN_SAMPLES:
+            # Measured round trips (this link, this device): a lost frame is noticed in a few
+            # round trips instead of the fixed 70 ms, which is what keeps a noisy line moving.
+            srtt, var, _ = est
+            return max(self.min_rto, frames, srtt + 4.0 * var)
+        base = max(self.min_timeout, frames)
         work = self.slow_work_time if mtype in _SLOW else self.work_time
         return base + work
+
+    def _observe_rtt_locked(self, mtype: MsgType, rtt: float) -> None:
+        est = self._req_rtt.get(mtype)
+        if est is None:
+            self._req_rtt[mtype] = (rtt, rtt / 2, 1)
+            return
+        srtt, var, n = est
+        var = 0.75 * var + 0.25 * abs(srtt - rtt)
+        srtt = 0.875 * srtt + 0.125 * rtt
+        self._req_rtt[mtype] = (srtt, var, n + 1)
 
     def _train_timeout(self) -> float:
         ft = self._frame_time(self._train_frame_len)
@@ -1691,6 +1726,7 @@ class OdtClient:
             frame = encode_frame(msg, seq)
             timeout = self._timeout(msg.TYPE, len(frame))
             attempts = 0
+            started = time.monotonic()
             while True:
                 self._wait_session(self.connect_timeout)
                 pend = _Pending(seq, name, hello=hello)
@@ -1715,9 +1751,11 @@ class OdtClient:
                         else:
                             raise RemoteError(resp.code, resp.detail, name)
                     elif isinstance(resp, expect):
-                        if attempts == 0:
+                        if attempts == 0:  # Karn: only unambiguous round trips count
                             with self._lock:
-                                self._counters.rtt.append(time.monotonic() - pend.sent_at)
+                                rtt = time.monotonic() - pend.sent_at
+                                self._counters.rtt.append(rtt)
+                                self._observe_rtt_locked(msg.TYPE, rtt)
                         return resp
                     else:
                         raise LinkError(f"{name}: unexpected response {type(resp).__name__}")
@@ -1725,7 +1763,10 @@ class OdtClient:
                     with self._lock:
                         self._counters.inc("timeouts")
                 attempts += 1
-                if attempts > retries:
+                # A HELLO is retried for connect_timeout at least (a noisy line loses many).
+                if attempts > retries and (
+                    not hello or time.monotonic() - started > self.connect_timeout
+                ):
                     raise LinkTimeout(f"{name} (seq {seq}): no response after {attempts} attempts")
                 with self._lock:
                     self._counters.inc("retries")
@@ -2068,7 +2109,15 @@ class OdtClient:
             self._need_handshake = False
             self._cond.notify_all()
         try:
-            for attempt in range(self.retries + 1):
+            # Retried with the normal timeout until connect_timeout has passed (at least
+            # retries + 1 times): on a noisy line a HELLO or its INFO is often lost, and a
+            # co-processor still booting simply gets the next one.
+            start = time.monotonic()
+            attempt = -1
+            while True:
+                attempt += 1
+                if attempt > self.retries and time.monotonic() - start > self.connect_timeout:
+                    break
                 with self._lock:
                     if self._closing or self._broken:
                         return False
