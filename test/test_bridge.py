@@ -365,6 +365,58 @@ def test_coprocessor_unplugged_mid_run(emu_bin: Path, model: ModelFiles, tmp_pat
         emu.stop()
 
 
+def test_accounting_across_a_coprocessor_kill_while_a_label_is_held(
+    emu_bin: Path, model: ModelFiles, tmp_path
+):
+    """Issue 12: one terrain label held the whole time, held-out validation windows and
+    accept/rollback checks on, the co-processor killed and restarted: the accounting
+    `labelled == trained + held_out + failed + dropped + pending` holds at every lock release
+    and every poll, and ends with nothing pending, failed or dropped."""
+    violations: list[dict[str, int]] = []
+    stop = threading.Event()
+    flash = tmp_path / "flash.bin"
+    emu = Emulator(emu_bin, model=BLOB, flash=flash, tcp_port=0)
+    try:
+        with rig(
+            emu.url, model, start=False, validation_share=0.2, validation_block=4,
+            checkpoint_every=10, rehearsal_ratio=2.0,
+        ) as r:  # fmt: skip
+            core = r.core
+            core._lock = CheckedLock(core, violations)  # type: ignore[assignment]
+            core._cond = threading.Condition(core._lock)  # type: ignore[arg-type]
+            core.start()
+
+            def poll() -> None:
+                while not stop.is_set():
+                    if not balanced(core.counters()):
+                        violations.append(core.counters())
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            wait_for(lambda: core.configured, what="session")
+            for _ in range(40):
+                r.window("SNOW")
+            emu.kill()
+            for _ in range(40):
+                r.window("SNOW")  # the label is still in force: these wait for the link
+            wait_for(lambda: not core.connected, 10, "the bridge to notice the kill")
+            emu = Emulator(emu_bin, model=BLOB, flash=flash, tcp_port=emu.port)
+            for _ in range(20):
+                r.window("SNOW")
+            wait_for(lambda: core.configured, 20, "reconnection")
+            assert core.wait_idle(30)
+            stop.set()
+            poller.join(5)
+            c = r.counters()
+            assert c["labelled"] == 100 and c["held_out"] > 0
+            assert c["trained"] + c["held_out"] == 100
+            assert c["failed"] == c["dropped"] == c["pending"] == 0
+            assert violations == []
+    finally:
+        stop.set()
+        emu.stop()
+
+
 def test_no_coprocessor_at_start_queues_then_trains(emu_bin: Path, model: ModelFiles, tmp_path):
     """Nothing listening at start: the bridge keeps running, holds up to max_pending_samples
     labelled windows, counts the rest as dropped, and trains the held ones once the

@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         key = [*sorted(held), recipe_hash(), args.features, args.source_val_frac]
         if not (model.exists() and meta.exists() and json.loads(meta.read_text()) == key):
             src = [r for r in runs if r.run_id not in held]
-            log(f"arrangement {a}: pretraining on {len(src)} runs (held out: {', '.join(sorted(held))})")
+            log(
+                f"arrangement {a}: pretraining on {len(src)} runs "
+                f"(held out: {', '.join(sorted(held))})"
+            )
             pretrain(src, fcfg, model, 0x0D3E1000 + a, seed=a, source_val_frac=args.source_val_frac)
             meta.write_text(json.dumps(key))
         bag = d / "laps.mcap"
