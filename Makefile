@@ -11,6 +11,7 @@
 #   make mem        print the compile-time per-buffer RAM table of the shipped models
 #   make bench-mcu  MCU benchmarks in QEMU -> bench/results/mcu.json
 #   make mcu-setup  install the Debian cross toolchain listed in tools/apt-packages.txt
+#   make fuzz       coverage-guided fuzzing of the decoders, FUZZ_SECONDS per target (CI: 20)
 #   make clean      remove the venv and build outputs
 #
 # Set MCU=0 to leave out the Debian cross toolchain and the MCU builds (e.g. on a non-Debian
@@ -34,7 +35,7 @@ APT_LIST := tools/apt-packages.txt
 # (Board crates pin Espressif toolchains in rust-toolchain.toml; tools/build_boards.sh checks them.)
 STANDALONE_CRATES = $(FIRMWARE)/bench-mcu $(FIRMWARE)/nopanic-check
 # Python sources checked by ruff (only those that exist: empty dirs are not in git).
-PY_SRC = $(wildcard setup.py terrain_odt test tools launch)
+PY_SRC = $(wildcard setup.py terrain_odt test tools launch fuzz)
 
 ifeq ($(MCU),1)
 MCU_SETUP := mcu-setup
@@ -87,7 +88,7 @@ endef
 
 # ---------------------------------------------------------------------------------------------
 
-.PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean mem models bench-ros
+.PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean mem models bench-ros fuzz
 .PHONY: bench-link
 
 help:
@@ -175,6 +176,19 @@ demo: setup
 	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
 	$(call header,the demo bag through the nodes' logic (terrain-odt evaluate))
 	$(VPY) -m terrain_odt.cli evaluate $(DEMO_ARGS)
+
+FUZZ_SECONDS ?= 20
+PY_FUZZ_TARGETS = frames cdr blob sidecar
+
+fuzz: setup
+	$(call header,fuzz: Python decoders (atheris), $(FUZZ_SECONDS) s per target)
+	$(VPY) -m pip install --disable-pip-version-check -q -e '.[fuzz]'
+	@for t in $(PY_FUZZ_TARGETS); do \
+		echo "fuzz target $$t"; \
+		$(VPY) fuzz/py_decoders.py $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+			2>&1 | grep -E "^(Done|==|ERROR|Traceback)" || exit 1; \
+	done
+	@if [ -x tools/fuzz_rust.sh ]; then bash tools/fuzz_rust.sh $(FUZZ_SECONDS); fi
 
 clean:
 	$(call header,clean)
