@@ -242,6 +242,8 @@ eval-laps: setup
 	$(VPY) tools/eval_laps.py
 
 experiments: setup
+	$(call header,IMU only vs IMU + wheels on unseen BorealTC runs (tools/exp_features.py))
+	$(VPY) tools/exp_features.py
 	$(call header,terrain shift on BorealTC (tools/exp_learning.py))
 	$(VPY) tools/exp_learning.py $(if $(filter 1,$(QUICK)),--quick,)
 	$(call header,standard data sets (tools/exp_standard.py))
