@@ -231,6 +231,7 @@ class BridgeCore:
         self._best_preds: dict[int, int] = {}
         self._guard_ready = False
         self._check_requested = False
+        self._sync_trained: list[tuple[_Sample, Future[TrainResult]]] = []
         #: (t_start, t_end, input, label of a held-out window or None)
         self._infer: deque[tuple[float, float, np.ndarray, int | None]] = deque()
         self._jobs: deque[tuple[Callable[[OdtClient], str], Future[str]]] = deque()
@@ -621,10 +622,18 @@ class BridgeCore:
         while True:
             self._step(client)
             client.flush()
+            self._finish_trained()
             with self._lock:
                 idle = not (self._backlog or self._infer or self._jobs) or not self._model_ok
             if idle and not (self._guard_active() and self.guard.due()):
                 break
+
+    def _finish_trained(self) -> None:
+        """Synchronous mode: the outcomes of the training frames sent, in order."""
+        done, self._sync_trained = self._sync_trained, []
+        for s, fut in done:
+            fut.exception()  # waits until answered (flush() returned: it is)
+            self._on_trained(s, fut)
 
     def _connect(self) -> bool:
         cfg = self.cfg
@@ -753,6 +762,7 @@ class BridgeCore:
     def _guard_start(self, client: OdtClient) -> None:
         """The model the co-processor runs now is the accepted reference."""
         client.flush()
+        self._finish_trained()
         g = self.guard
         g.best_blob = client.download_model()
         g.frozen = self.holdout.snapshot()
@@ -766,6 +776,7 @@ class BridgeCore:
         """Judge the training since the last check on the windows frozen then: keep the model,
         or upload the last accepted one again (rollback)."""
         client.flush()
+        self._finish_trained()
         g = self.guard
         self._check_requested = False
         cur_preds: dict[int, int] = {}
@@ -816,7 +827,12 @@ class BridgeCore:
                 else:
                     self._c["sent"] += 1
                     self._inflight_new += 1
-            fut.add_done_callback(lambda f, s=s: self._on_trained(s, f))
+            if self.synchronous:
+                # Handled in this thread, in order, once answered (`_work`): no callback
+                # races the caller (the last outcome and counters are final on return).
+                self._sync_trained.append((s, fut))
+            else:
+                fut.add_done_callback(lambda f, s=s: self._on_trained(s, f))
 
     def _on_trained(self, s: _Sample, fut: Future[TrainResult]) -> None:
         exc = fut.exception()
@@ -939,4 +955,5 @@ class BridgeCore:
         client = self._client
         if client is not None and client.connected:
             client.flush()
+            self._finish_trained()
             self._stats = client.stats()

@@ -600,6 +600,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="emulated UART speed (default 0: unthrottled; results do not depend on it)",
     )
     p.add_argument("--no-before", action="store_true", help="skip the training-off (before) pass")
+    p.add_argument(
+        "--coprocessor",
+        choices=("emulator", "qnn"),
+        default="emulator",
+        help="emulator: odt-emu (or --serial-port); qnn: the bit-exact reference in-process "
+        "(faster, for experiments; checked against the emulator by the tests)",
+    )
     p.add_argument("--out-dir", default="build/evaluate", help="report, windows, plots")
     p.add_argument("--summary-json", help="also write the headline numbers here")
     p.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
@@ -622,6 +629,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             truth_topic=args.truth_topic,
             operator_until=args.operator_until,
             compare_frozen=not args.no_before,
+            coprocessor=args.coprocessor,
         )
         out = Path(args.out_dir)
         log = (lambda m: None) if args.quiet else (lambda m: print(f"[evaluate] {m}", flush=True))

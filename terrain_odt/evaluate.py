@@ -83,6 +83,9 @@ class EvalConfig:
     overrides: Mapping[str, Mapping[str, ParamValue]] = field(default_factory=dict)
     #: `None`: a fresh `odt-emu` per pass; else a device or URL (reset to pretrained per pass).
     serial_port: str | None = None
+    #: "emulator" (odt-emu, or the device of `serial_port`) or "qnn": the bit-exact reference
+    #: in-process (`terrain_odt.qnn_coprocessor`, for experiments that run many evaluations).
+    coprocessor: str = "emulator"
     #: Emulated UART speed (0: unthrottled, the default: timing does not change any result).
     emulator_baud: int = 0
     truth_topic: str = TRUTH_TOPIC
@@ -362,8 +365,16 @@ def _run_pass(
         )
 
     t_wall = time.monotonic()
+    factory: Any = None
     with contextlib.ExitStack() as stack:
-        if cfg.serial_port is None:
+        if cfg.coprocessor == "qnn":
+            from .qnn_coprocessor import factory as qnn_factory
+
+            if model.blob is None:
+                raise EvalError("the in-process co-processor needs odt_bridge.model_blob")
+            factory = qnn_factory(model.blob)
+            url, baud = "qnn://in-process", 0
+        elif cfg.serial_port is None:
             assert binary is not None
             if model.blob is None:
                 raise EvalError("the emulator needs odt_bridge.model_blob (the pretrained model)")
@@ -385,7 +396,8 @@ def _run_pass(
             bcfg = bridge_config(bp, url=url)
         except ConfigError as exc:
             raise EvalError(str(exc)) from exc
-        core = BridgeCore(bcfg, model, emit, log=_QuietLog(log), synchronous=True)
+        kw = {"client_factory": factory} if factory is not None else {}
+        core = BridgeCore(bcfg, model, emit, log=_QuietLog(log), synchronous=True, **kw)
         try:
             core.start()
         except Exception as exc:
@@ -466,7 +478,9 @@ def evaluate(
     except (LaunchError, ConfigError) as exc:
         raise EvalError(str(exc)) from exc
     binary = None
-    if cfg.serial_port is None:
+    if cfg.coprocessor not in ("emulator", "qnn"):
+        raise EvalError(f"coprocessor must be 'emulator' or 'qnn', got {cfg.coprocessor!r}")
+    if cfg.serial_port is None and cfg.coprocessor == "emulator":
         from .emulator import EmulatorError, find_emulator
 
         try:
@@ -494,7 +508,13 @@ def evaluate(
         "bag_seconds": round(front.bag_seconds, 6),
         "operator_until_s": cfg.operator_until,
         "truth_topic": cfg.truth_topic,
-        "co_processor": "odt-emu" if cfg.serial_port is None else "device",
+        "co_processor": (
+            "qnn (in-process reference)"
+            if cfg.coprocessor == "qnn"
+            else "odt-emu"
+            if cfg.serial_port is None
+            else "device"
+        ),
         "parameters": params,
         "windows": scores["counts"],
         "classes": classes,

@@ -114,6 +114,7 @@ def rig(
     cfg.setdefault("validation_share", 0.0)
     cfg.setdefault("checkpoint_every", 0)
     cfg.setdefault("rehearsal_ratio", 1.0)
+    cfg.setdefault("source_replay", False)  # replays only of this robot's windows
     cfg.setdefault("stats_period_s", 0.1)
     holder: list[Rig] = []
     kw = {"client_factory": client_factory} if client_factory is not None else {}
@@ -206,7 +207,7 @@ def test_labelled_windows_train_unlabelled_infer(emu_bin: Path, model: ModelFile
         wait_for(lambda: trainer_steps(r.core) == 12, 5, "trainer stats")
         snap = r.core.snapshot()
         assert snap["connected"] and snap["model_ok"] and snap["model_problem"] == ""
-        assert snap["coprocessor"]["model_id"] == "0x0d3e0001"
+        assert snap["coprocessor"]["model_id"] == f"0x{model.model_id:08x}"
 
 
 def test_bad_labels_and_malformed_windows_refused_and_counted(
@@ -488,7 +489,8 @@ def test_model_mismatch_not_used(emu_bin: Path, model: ModelFiles, tmp_path):
             snap = core.snapshot()
             assert snap["connected"] and not snap["model_ok"] and not core.configured
             problem = snap["model_problem"]
-            assert "0x0d3e0002" in problem and "0x0d3e0001" in problem
+            other = load_model_files(OTHER_SIDECAR)
+            assert f"0x{other.model_id:08x}" in problem and f"0x{model.model_id:08x}" in problem
             assert "upload_model" in problem
             for i in range(15):
                 r.window(model.class_names[i % 5])
@@ -506,7 +508,7 @@ def test_model_mismatch_not_used(emu_bin: Path, model: ModelFiles, tmp_path):
         # The same co-processor with upload_model: the sidecar's blob is uploaded and used.
         with rig(emu.url, model, upload_model=True, rehearsal_per_class=0) as r:
             wait_for(lambda: r.core.configured, 20, "upload and configuration")
-            assert r.core.snapshot()["coprocessor"]["model_id"] == "0x0d3e0001"
+            assert r.core.snapshot()["coprocessor"]["model_id"] == f"0x{model.model_id:08x}"
             for i in range(5):
                 r.window(model.class_names[i])
             assert r.core.wait_idle(20)

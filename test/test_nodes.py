@@ -104,14 +104,32 @@ class Probe(Node):
             self.destroy_client(client)
 
 
+DESCRIPTION = FeatureConfig().describe()
+
+#: These tests run the IMU-only configuration and model (wheel features: test_wheel_node_*).
+IMU_ONLY: dict[str, dict[str, Any]] = {
+    "imu_features": {"wheel_joints_left": [], "wheel_joints_right": []},
+    "odt_bridge": {
+        "model_sidecar": str(ROOT / "models" / "borealtc_imu_mlp.json"),
+        "model_blob": str(ROOT / "models" / "borealtc_imu_mlp.odtm"),
+    },
+}
+
+
 @contextlib.contextmanager
 def graph_and_probe(
     nodes: Sequence[NodeSpec],
     overrides: dict[str, dict[str, Any]] | None = None,
     executor: str = "per-node",
+    imu_only: bool = True,
 ) -> Iterator[tuple[Any, Probe]]:
+    merged: dict[str, dict[str, Any]] = (
+        {k: dict(v) for k, v in IMU_ONLY.items()} if imu_only else {}
+    )
+    for k, v in (overrides or {}).items():
+        merged.setdefault(k, {}).update(v)
     with running_graph(
-        [CONFIG], overrides or {}, nodes=nodes, executor=executor, use_sim_time=False
+        [CONFIG], merged, nodes=nodes, executor=executor, use_sim_time=False
     ) as graph:
         probe = Probe(graph.context)
         graph.add(probe)
@@ -176,7 +194,7 @@ def window_starts(msgs: list[Float64MultiArray]) -> list[float]:
 
 def assert_features_message(m: Float64MultiArray) -> None:
     assert m.layout.data_offset == 2
-    assert [(d.label, d.size) for d in m.layout.dim] == [("features", 102)]
+    assert [(d.label, d.size) for d in m.layout.dim] == [(f"features; {DESCRIPTION}", 102)]
     assert len(m.data) == 104
     assert m.data[1] - m.data[0] == pytest.approx(1.69)
     assert np.isfinite(m.data).all()
@@ -461,7 +479,7 @@ def test_odt_bridge_topics_services_diagnostics(emu: Emulator):
         assert link.level == DiagnosticStatus.OK and link.message == "connected"
         lv = {kv.key: kv.value for kv in link.values}
         assert lv["url"] == emu.url and lv["connected"] == "True"
-        assert lv["model_id"] == "0x0d3e0001"
+        assert lv["model_id"] == "0x0d3e0004"  # models/borealtc_imu_mlp
         assert trainer.level == DiagnosticStatus.OK
         tv = {kv.key: kv.value for kv in trainer.values}
         assert tv["samples_labelled"] == "4" and tv["samples_dropped"] == "0"

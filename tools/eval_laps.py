@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--source-val-frac", type=float, default=SOURCE_VAL_FRAC)
     ap.add_argument(
+        "--coprocessor",
+        choices=("emulator", "qnn"),
+        default="emulator",
+        help="passed to terrain-odt evaluate (the committed file: the emulator)",
+    )
+    ap.add_argument(
         "--tuning",
         action="store_true",
         help="the tuning arrangements instead: lap 2 = the previous run in recording order "
@@ -196,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.features == "imu":
             cmd += ["-p", "imu_features.wheel_joints_left:=[]"]
             cmd += ["-p", "imu_features.wheel_joints_right:=[]"]
+        cmd += ["--coprocessor", args.coprocessor]
         for p in args.param:
             cmd += ["-p", p]
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -238,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": "pretrained on all other runs, recipe of tools/make_models.py, seed = index",
             "features": args.features,
             "source_val_frac": args.source_val_frac,
-            "evaluation": "terrain-odt evaluate, emulator, config/terrain_odt.yaml",
+            "evaluation": f"terrain-odt evaluate, {args.coprocessor}, config/terrain_odt.yaml",
             "extra_parameters": args.param,
             "tuning_arrangements": args.tuning,
         },
