@@ -227,6 +227,58 @@ def test_imu_features_windows_a_clean_stream(executor: str):
         assert d["clock_resets"] == 0 and d["undecodable_messages"] == 0
 
 
+def test_wheel_node_adds_wheel_features_from_joint_states():
+    """/joint_states (the configured wheel joints, other joints ignored) make the 8 wheel
+    features of each window, the same as the offline extractor on the same samples."""
+    from sensor_msgs.msg import JointState
+
+    overrides = {
+        "imu_features": {"wheel_joints_left": ["fl", "rl"], "wheel_joints_right": ["fr", "rr"]}
+    }
+    with graph_and_probe([IMU_FEATURES], overrides, imu_only=False) as (graph, probe):
+        node = graph.nodes["imu_features"]
+        pub = probe.create_publisher(Imu, "/imu/data", qos_profile_sensor_data)
+        jpub = probe.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+        probe.listen("/terrain/features", Float64MultiArray)
+        wait_for(matched(pub, jpub, node.pub), what="topics matched")
+        t, x = imu_signal(420, 1000.0, seed=4)
+        tw = 1000.0 + np.arange(0.0, 4.2, 0.1)
+        radius = 0.1651
+        js = []
+        for i, tj in enumerate(tw):
+            m = JointState()
+            m.header.stamp.sec, m.header.stamp.nanosec = stamp(float(tj))
+            m.name = ["arm", "fl", "rl", "fr", "rr"]
+            m.velocity = [9.0, 2.0 + 0.01 * i, 2.2, 1.8, 1.9]
+            m.effort = [0.0, 5.0, 6.0, 7.0 + 0.1 * i, 8.0]
+            js.append(m)
+        # Interleaved by time, as a robot publishes them.
+        for m in js[:20]:
+            jpub.publish(m)
+        send_imu(pub, node, t[:200], x[:200])
+        for m in js[20:]:
+            jpub.publish(m)
+        send_imu(pub, node, t[200:], x[200:])
+        n = (420 - 170) // 50 + 1
+        wait_for(lambda: len(probe.got("/terrain/features")) >= n - 1, what="windows")
+        msgs = probe.got("/terrain/features")
+        cfg = FeatureConfig(wheels=True)
+        assert all(m.layout.dim[0].label == f"features; {cfg.describe()}" for m in msgs)
+        v = np.array([m.velocity for m in js])
+        e = np.array([m.effort for m in js])
+        w = np.column_stack(
+            [(v[:, 1] + v[:, 2]) / 2 * radius, (v[:, 3] + v[:, 4]) / 2 * radius,
+             (e[:, 1] + e[:, 2]) / 2, (e[:, 3] + e[:, 4]) / 2]
+        )  # fmt: skip
+        off = extract_windows(
+            [decoded_time(v) for v in t], x, cfg, ([decoded_time(v) for v in tw], w)
+        )
+        got = np.array([m.data[2:] for m in msgs], dtype=np.float32)
+        k = len(got)
+        np.testing.assert_allclose(got, off.features[:k], rtol=1e-6, atol=1e-6)
+        assert node.diagnostics()["wheel_samples"] == len(js)
+
+
 def test_imu_features_survives_bad_input():
     """NaN/inf values, an out-of-order stamp, a clock jump back and one forward (boot time →
     epoch), an undecodable message: the node keeps running, counts each rejection in
