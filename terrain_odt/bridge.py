@@ -85,6 +85,8 @@ class BridgeConfig:
     replay_robot_share: float = 0.3
     #: Replay the source windows shipped with the model (if it has them).
     source_replay: bool = True
+    #: > 0: a class's robot share scales with its prequential error, full at this error rate.
+    replay_error_share: float = 0.0
     #: Share of labelled windows held back (in blocks of `validation_block`) to judge updates.
     validation_share: float = 0.2
     validation_block: int = 8
@@ -217,6 +219,7 @@ class BridgeCore:
             cfg.replay_robot_share,
             source,
             seed=cfg.seed,
+            error_share=cfg.replay_error_share,
         )
         self.holdout = Holdout(n_classes, cfg.validation_share, cfg.validation_block, seed=cfg.seed)
         self.guard = Guard(
@@ -858,6 +861,7 @@ class BridgeCore:
             if pred is not None:
                 self._recent.append(pred == s.label)
                 self.confusion[s.label, pred] += 1
+                self.planner.record(s.label, pred == s.label)
         self._emit(
             Outcome(
                 s.t_start,

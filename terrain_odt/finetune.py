@@ -150,9 +150,18 @@ class ReplayPlanner:
         robot_share: float,
         source: SourceWindows | None = None,
         seed: int = 0,
+        error_share: float = 0.0,
     ) -> None:
         if per_class < 0 or ratio < 0 or not 0.0 <= robot_share <= 1.0:
             raise ValueError("per_class and ratio must be >= 0, robot_share in [0, 1]")
+        if not error_share >= 0.0:
+            raise ValueError("error_share must be >= 0")
+        #: > 0: a class's robot share scales with its prequential error rate, reaching
+        #: `robot_share` at this error rate (a class the model already gets right on this
+        #: robot is replayed from the source windows: nothing to fix, keep what it knows).
+        self.error_share = error_share
+        self._seen_pred = [0] * n_classes
+        self._wrong = [0] * n_classes
         self.n_classes = n_classes
         self.per_class = per_class
         self.ratio = ratio
@@ -189,6 +198,19 @@ class ReplayPlanner:
             if j < self.per_class:
                 buf[j] = s
 
+    def record(self, label: int, correct: bool) -> None:
+        """A labelled window's prequential outcome (predicted before it trained)."""
+        self._seen_pred[label] += 1
+        self._wrong[label] += int(not correct)
+
+    def share(self, k: int) -> float:
+        """The probability that a replay of class `k` comes from this robot's windows."""
+        if self.error_share <= 0:
+            return self.robot_share
+        n = self._seen_pred[k]
+        err = self._wrong[k] / n if n else 1.0
+        return self.robot_share * min(1.0, err / self.error_share)
+
     def draw(self) -> list[Stored]:
         """The replays to train after a new window (`ratio` on average)."""
         self._credit += self.ratio
@@ -201,7 +223,7 @@ class ReplayPlanner:
         for _ in range(n):
             k = classes[int(self._rng.integers(len(classes)))]
             robot, source = self.robot[k], self.source[k]
-            use_robot = bool(robot) and (not source or self._rng.random() < self.robot_share)
+            use_robot = bool(robot) and (not source or self._rng.random() < self.share(k))
             pool = robot if use_robot else source
             out.append(pool[int(self._rng.integers(len(pool)))])
         return out

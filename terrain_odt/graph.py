@@ -482,6 +482,16 @@ ODT_BRIDGE = NodeSpec(
             max=1.0,
         ),
         P(
+            "replay_error_share",
+            0.0,
+            "> 0: each class's share of robot replays scales with how often the model got that "
+            "class wrong on this robot (prequentially), reaching replay_robot_share at this "
+            "error rate; classes it already gets right are replayed from the source windows "
+            "(0 = the same share for every class)",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
             "source_replay",
             True,
             "replay and validate on the source windows the model sidecar names "

@@ -166,6 +166,7 @@ _BRIDGE_SAME = (
     "rehearsal_per_class",
     "rehearsal_ratio",
     "replay_robot_share",
+    "replay_error_share",
     "source_replay",
     "validation_share",
     "validation_block",

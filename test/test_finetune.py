@@ -253,3 +253,24 @@ def test_held_out_windows_are_predicted_never_trained(emu_bin: Path, tmp_path):
     finally:
         core.close()
         core._ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+def test_error_share_replays_robot_windows_of_the_classes_the_model_gets_wrong():
+    src = _windows(40, 2)
+    p = ReplayPlanner(
+        2, per_class=8, ratio=1.0, robot_share=1.0, source=src, seed=2, error_share=0.2
+    )
+    q = np.ones(4, np.int8)
+    for _ in range(5):
+        p.add(q, 0)
+        p.add(q, 1)
+    for i in range(10):
+        p.record(0, True)  # class 0: always right on this robot
+        p.record(1, i % 2 == 0)  # class 1: wrong half the time
+    assert p.share(0) == 0.0 and p.share(1) == 1.0
+    draws = [d for _ in range(400) for d in p.draw()]
+    robot = [d for d in draws if d.q is q]
+    assert robot and all(d.label == 1 for d in robot)  # class 0 replays come from the source
+    p.record(0, False)  # one mistake in 11: 9 % error, below the 20 % of full share
+    assert p.share(0) == pytest.approx((1 / 11) / 0.2)
+    assert ReplayPlanner(2, 8, 1.0, 0.7).share(0) == 0.7  # off: the same share for all
