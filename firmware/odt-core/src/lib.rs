@@ -19,6 +19,7 @@
 
 pub mod blob;
 pub mod dsp;
+pub mod dyn_mlp;
 pub mod fixed;
 pub mod kernels;
 pub mod layer;
@@ -26,6 +27,7 @@ pub mod layers;
 pub mod model;
 pub mod models;
 
-pub use blob::BlobError;
+pub use blob::{BlobError, Limit};
+pub use dyn_mlp::DynMlp;
 pub use layer::{Counters, Hp, Kind, Layer, LayerDesc, LayerShape, TrainMode, Weight};
 pub use model::{Error, MemEntry, Model, Prediction, StepOutput, TrainConfig};
