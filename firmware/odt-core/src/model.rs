@@ -111,7 +111,7 @@ pub struct MemEntry {
 }
 
 /// What the co-processor application needs from a model, implemented by every `odt_model!`
-/// type (object safe, so firmware can hold `&mut dyn Model`).
+/// type and by [`crate::DynMlp`] (object safe, so firmware can hold `&mut dyn Model`).
 pub trait Model {
     /// Input length (int8 features).
     fn input_len(&self) -> usize;
