@@ -187,6 +187,13 @@ class BlobErrorCode(enum.IntEnum):
     BUFFER_TOO_SMALL = 8
     UPLOAD_CRC = 9
     NO_MODEL = 0
+    # a firmware whose model shape comes from the blob (odt_core::DynMlp) refuses the blob:
+    UNSUPPORTED_LAYER = 10  # a layer other than Dense (the firmware runs MLPs)
+    TOO_MANY_INPUTS = 11
+    TOO_WIDE = 12  # a hidden layer wider than the capacity
+    TOO_MANY_CLASSES = 13
+    TOO_DEEP = 14  # more Dense layers than the capacity
+    TOO_MANY_WEIGHTS = 15
 
 
 class FlashErrorCode(enum.IntEnum):

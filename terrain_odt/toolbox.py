@@ -45,7 +45,14 @@ from typing import Any
 import numpy as np
 
 from terrain_odt import quantize as q
-from terrain_odt.blob import Blob, Kind, LayerDesc, decode_blob
+from terrain_odt.blob import (
+    FIRMWARE_CAPACITY,
+    Blob,
+    BlobError,
+    Kind,
+    LayerDesc,
+    decode_blob,
+)
 from terrain_odt.finetune import save_source_windows
 from terrain_odt.qnn import QModel, Storage
 from terrain_odt.sidecar import SIDECAR_FORMAT, quantize_features, quantize_with_sidecar
@@ -765,6 +772,20 @@ def convert(
 # Inspection
 
 
+def firmware_verdict(data: bytes) -> str:
+    """Whether the co-processor firmware (odt-app with `FirmwareMlp`, its model shape from the
+    blob) loads this blob: `"runs it"` or `"refuses it: <the loader's reason>"`."""
+    c = FIRMWARE_CAPACITY
+    try:
+        decode_blob(data, capacity=c)
+    except BlobError as exc:
+        return f"refuses it: {exc}"
+    return (
+        f"runs it (capacity {c.max_inputs} inputs, {c.max_width}-unit hidden layers, "
+        f"{c.max_classes} classes, {c.max_dense} Dense layers, {c.max_weights} weights)"
+    )
+
+
 def describe_blob(data: bytes, batch: int = 1, storage: Storage = "i8") -> str:
     """Human-readable summary of a blob: header, layers, quantization, memory, `odt_model!`.
 
@@ -776,6 +797,7 @@ def describe_blob(data: bytes, batch: int = 1, storage: Storage = "i8") -> str:
     lines = [
         f"model_id 0x{b.model_id:08x}, {len(descs)} layers, input {b.input_len} int8, "
         f"{b.output_len} classes, {len(data)} bytes (CRC ok)",
+        f"co-processor firmware: {firmware_verdict(data)}",
         f"input  scale {b.input_scale:.6g} zero point {b.input_zp}",
         f"logits scale {b.output_scale:.6g} zero point {b.output_zp} softmax_a {b.softmax_a}",
         "",
@@ -809,6 +831,7 @@ __all__ = [
     "estimate_memory",
     "evaluate",
     "export",
+    "firmware_verdict",
     "group_split",
     "load_sidecar",
     "pretrain_mlp",

@@ -38,7 +38,7 @@ def test_requests_against_emulator(emu_bin: Path) -> None:
     with emulator(emu_bin) as emu, OdtClient(emu.url, baudrate=0) as odt:
         info = odt.info
         assert info is not None and info.protocol_version == 1
-        assert info.input_len == 102 and info.classes == 5  # TerrainMlp
+        assert info.input_len == 102 and info.classes == 5  # the synthetic 102-64-32-5 model
         x, y = synthetic_samples(64, info.input_len, info.classes, seed=9)
         pred = odt.infer(x[0])
         assert 0 <= pred.predicted < info.classes and len(pred.scores_q15) == info.classes

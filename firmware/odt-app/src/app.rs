@@ -2,7 +2,7 @@
 
 use core::ops::Range;
 
-use odt_core::blob::{crc32, BlobError};
+use odt_core::blob::{crc32, BlobError, Limit};
 use odt_core::model::MAX_PARAM_LAYERS;
 use odt_core::{Error as ModelError, Model, TrainConfig, TrainMode};
 use odt_proto::{
@@ -29,7 +29,7 @@ pub const DIVERGENCE_MIN_STEPS: u32 = 64;
 pub struct AppConfig {
     /// `major << 16 | minor << 8 | patch`.
     pub firmware_version: u32,
-    /// The model type's compiled batch capacity (e.g. `TerrainMlp::BATCH`).
+    /// The model type's compiled batch capacity (e.g. `FirmwareMlp::BATCH`).
     pub batch_capacity: u8,
 }
 
@@ -71,9 +71,9 @@ pub struct BootInfo {
 /// Why the application cannot start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitError {
-    /// The blob buffer (`B`) is smaller than the model's blob.
+    /// The blob buffer (`B`) is smaller than the longest blob the model can load or save.
     BufferTooSmall {
-        /// The model's blob length.
+        /// The model's `max_blob_len()`.
         need: usize,
         /// `B`.
         have: usize,
@@ -179,6 +179,14 @@ pub const fn blob_error_detail(e: BlobError) -> u16 {
         BlobError::BadQuant { .. } => 6,
         BlobError::TrailingBytes => 7,
         BlobError::BufferTooSmall => 8,
+        BlobError::UnsupportedLayer { .. } => 10,
+        BlobError::OverCapacity { limit, .. } => match limit {
+            Limit::Inputs => 11,
+            Limit::Width => 12,
+            Limit::Classes => 13,
+            Limit::Depth => 14,
+            Limit::Weights => 15,
+        },
     }
 }
 
@@ -209,7 +217,8 @@ struct State<'a, T, F, const B: usize> {
 /// - `T`: the serial [`Transport`] to the host;
 /// - `F`: the [`Flash`] holding the save slots, the pretrained model and the boot record;
 /// - `B`: bytes of the blob buffer shared by upload, download and save/restore; at least the
-///   model's blob length (`TerrainMlp::BLOB_LEN`).
+///   longest blob the model can load ([`Model::max_blob_len`]: `FirmwareMlp::MAX_BLOB_LEN` for
+///   the firmware's model, whose shape comes from the blob; `BLOB_LEN` of an `odt_model!` type).
 ///
 /// RAM: `B` + about 3.2 KiB (receive, packet and frame buffers) + the model (borrowed). Create
 /// it once, then call [`poll`](App::poll) from the main loop (or [`feed`](App::feed) with bytes
@@ -229,7 +238,7 @@ impl<'a, T: Transport, F: Flash, const B: usize> App<'a, T, F, B> {
         flash: F,
         cfg: AppConfig,
     ) -> Result<Self, InitError> {
-        let need = model.blob_len();
+        let need = model.max_blob_len();
         if B < need {
             return Err(InitError::BufferTooSmall { need, have: B });
         }

@@ -1282,3 +1282,144 @@ proptest! {
         prop_assert_eq!(replies.len(), expected_frames);
     }
 }
+
+// ----------------------------------------------------------------------------------------------
+// A model whose shape comes from the blob (the firmware's `FirmwareMlp` kind of model).
+
+/// Up to 16 inputs, hidden layers of 12, 6 classes, 3 Dense layers, 400 weights, batch 2.
+type Shaped = odt_core::DynMlp<16, 12, 6, 2, 400, 2>;
+
+/// A blob of an MLP with these widths (synthetic weights).
+fn mlp_blob(widths: &[usize], seed: u32) -> Vec<u8> {
+    let mut m = Box::new(odt_core::DynMlp::<64, 64, 16, 6, 8192, 1>::new());
+    m.init_random_mlp(widths, seed).unwrap();
+    let mut b = vec![0u8; 16384];
+    let n = m.save_blob(&mut b).unwrap();
+    b.truncate(n);
+    b
+}
+
+fn upload(app: &mut TestApp, blob: &[u8]) -> Vec<u8> {
+    let crc = odt_core::blob::crc32(blob);
+    expect_ok(&call(
+        app,
+        40,
+        &Request::UploadBegin {
+            total_len: blob.len() as u32,
+            crc32: crc,
+        },
+    ));
+    for (i, c) in blob.chunks(512).enumerate() {
+        expect_ok(&call(
+            app,
+            41,
+            &Request::UploadChunk {
+                offset: (i * 512) as u32,
+                data: c,
+            },
+        ));
+    }
+    call(app, 42, &Request::UploadEnd)
+}
+
+#[test]
+fn shaped_model_runs_the_pretrained_blob_and_uploads_of_other_shapes() {
+    const { assert!(Shaped::MAX_BLOB_LEN <= B) };
+    let mut m = Box::new(Shaped::new());
+    let mut app = App::new(&mut *m, MemTransport::default(), fresh_flash(), cfg()).unwrap();
+    assert_eq!(app.boot_info().source, BootSource::Pretrained);
+    let info = hello(&mut app, 1, 0);
+    let reference = pretrained_model();
+    assert_eq!(
+        (
+            info.input_len,
+            info.classes,
+            info.model_ram,
+            info.model_hash
+        ),
+        (8, 3, Shaped::RAM_BYTES as u32, reference.state_crc32())
+    );
+    // Trains like the fixed type of the same shape.
+    let mut fixed = pretrained_model();
+    for i in 0..6 {
+        let (x, y) = sample(i);
+        let a = expect_ack(&call(&mut app, i as u16, &train_req(&x, y)));
+        let r = fixed.train_step(&x, y).unwrap();
+        assert_eq!((a.pred, a.loss_q15), (r.loss.pred, r.loss.loss_q15 as u16));
+    }
+    assert_eq!(app.model().state_crc32(), fixed.state_crc32());
+    expect_ok(&call(&mut app, 50, &Request::Save));
+
+    // Another robot's model: 10 inputs, 12-5 hidden, 4 classes.
+    let other = mlp_blob(&[10, 12, 5, 4], 9);
+    expect_ok(&upload(&mut app, &other));
+    let info = hello(&mut app, 2, 100);
+    assert_eq!((info.input_len, info.classes), (10, 4));
+    assert_eq!(info.model_ram, Shaped::RAM_BYTES as u32);
+    let x8 = [1i8; 8];
+    expect_err(
+        &call(&mut app, 100, &train_req(&x8, 0)),
+        ErrorCode::BadLength,
+        9,
+    );
+    let x10 = [3i8; 10];
+    expect_ack(&call(&mut app, 100, &train_req(&x10, 3)));
+    expect_err(
+        &call(&mut app, 101, &train_req(&x10, 4)),
+        ErrorCode::BadLabel,
+        4,
+    );
+    match resp(&call(&mut app, 7, &Request::Infer { features: &x10 })) {
+        Response::Prediction { scores_q15, .. } => assert_eq!(scores_q15.len(), 4),
+        other => panic!("{other:?}"),
+    }
+    // Download gives a blob of the new shape; restore brings back the saved 8-input model.
+    match resp(&call(
+        &mut app,
+        8,
+        &Request::Download {
+            offset: 0,
+            max_len: 512,
+        },
+    )) {
+        Response::DownloadData { total_len, .. } => {
+            assert_eq!(total_len as usize, other.len())
+        }
+        r => panic!("{r:?}"),
+    }
+    expect_ok(&call(&mut app, 9, &Request::Restore));
+    let info = hello(&mut app, 10, 0);
+    assert_eq!((info.input_len, info.classes), (8, 3));
+    assert_eq!(info.model_hash, fixed.state_crc32());
+    expect_ok(&call(&mut app, 11, &Request::ResetPretrained));
+    assert_eq!(hello(&mut app, 12, 0).model_hash, reference.state_crc32());
+}
+
+#[test]
+fn shaped_model_refuses_blobs_over_its_capacity_with_a_detail_per_limit() {
+    let mut m = Box::new(Shaped::new());
+    let mut app = App::new(&mut *m, MemTransport::default(), fresh_flash(), cfg()).unwrap();
+    let before = hello(&mut app, 1, 0);
+    let mut relu_layer = mlp_blob(&[8, 6, 3], 2);
+    relu_layer[40 + 24] = 6; // layer 1 becomes a stand-alone ReLU: not an MLP for this firmware
+    let n = relu_layer.len() - 4;
+    let crc = odt_core::blob::crc32(&relu_layer[..n]);
+    relu_layer[n..].copy_from_slice(&crc.to_le_bytes());
+    let cases: [(Vec<u8>, u16); 6] = [
+        (relu_layer, 10),
+        (mlp_blob(&[17, 4, 3], 1), 11),      // inputs
+        (mlp_blob(&[8, 13, 3], 1), 12),      // width
+        (mlp_blob(&[8, 6, 7], 1), 13),       // classes
+        (mlp_blob(&[8, 4, 4, 4, 3], 1), 14), // depth
+        (mlp_blob(&[16, 12, 12, 6], 1), 15), // weights: 408 > 400
+    ];
+    for (blob, detail) in &cases {
+        expect_err(&upload(&mut app, blob), ErrorCode::BadModel, *detail);
+        let info = hello(&mut app, 2, 0);
+        assert_eq!(
+            (info.input_len, info.classes, info.model_hash),
+            (before.input_len, before.classes, before.model_hash),
+            "detail {detail}: the model is unchanged"
+        );
+    }
+}
