@@ -103,7 +103,7 @@ def test_other_shape_trains_and_infers_over_the_link_like_the_reference(
 
 
 def test_upload_switches_between_shapes(emu_bin: Path, robot: dict[str, Any]) -> None:
-    terrain = (ROOT / "models" / "borealtc_mlp.odtm").read_bytes()
+    terrain = (ROOT / "models" / "borealtc_imu_mlp.odtm").read_bytes()
     with emulator(emu_bin) as emu, OdtClient(emu.url, baudrate=0) as odt:
         assert odt.info is not None and odt.info.input_len == 102
         info = odt.upload_model(robot["blob"])
