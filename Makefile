@@ -239,7 +239,7 @@ demo-bag: setup
 eval-laps: setup
 	$(call header,cross-run laps (tools/eval_laps.py))
 	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
-	$(VPY) tools/eval_laps.py
+	$(VPY) tools/eval_laps.py --md
 
 experiments: setup
 	$(call header,IMU only vs IMU + wheels on unseen BorealTC runs (tools/exp_features.py))

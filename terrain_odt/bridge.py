@@ -65,7 +65,7 @@ class BridgeConfig:
     url: str
     baud_rate: int = 921600
     training_enabled: bool = True
-    learning_rate: float = 0.003
+    learning_rate: float = 0.001
     batch_size: int = 1
     train_layers: int = -1
     partial_update_topk: int = -1
@@ -82,18 +82,18 @@ class BridgeConfig:
     #: Replayed windows trained per new labelled window.
     rehearsal_ratio: float = 3.0
     #: Share of replays taken from this robot's windows (the rest: the model's source windows).
-    replay_robot_share: float = 0.3
+    replay_robot_share: float = 1.0
     #: Replay the source windows shipped with the model (if it has them).
     source_replay: bool = True
     #: > 0: a class's robot share scales with its prequential error, full at this error rate.
-    replay_error_share: float = 0.0
+    replay_error_share: float = 0.1
     #: Share of labelled windows held back (in blocks of `validation_block`) to judge updates.
     validation_share: float = 0.2
     validation_block: int = 8
     #: New training windows between accept/rollback checks (0: no checks).
     checkpoint_every: int = 20
     rollback_tolerance: float = 0.01
-    validation_source_weight: float = 0.5
+    validation_source_weight: float = 0.8
     #: Seed of the replay draws (and, offset, of the co-processor's rounding).
     seed: int = 0
 

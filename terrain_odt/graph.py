@@ -432,7 +432,7 @@ ODT_BRIDGE = NodeSpec(
         ),
         P(
             "learning_rate",
-            0.003,
+            0.001,
             "on-device SGD learning rate (sent as a 16-bit mantissa and exponent)",
             min=1e-9,
             max=1.0,
@@ -475,7 +475,7 @@ ODT_BRIDGE = NodeSpec(
         ),
         P(
             "replay_robot_share",
-            0.3,
+            1.0,
             "share of replays taken from this robot's labelled windows; the rest come from the "
             "source windows shipped with the model (its pretraining data)",
             min=0.0,
@@ -483,7 +483,7 @@ ODT_BRIDGE = NodeSpec(
         ),
         P(
             "replay_error_share",
-            0.0,
+            0.1,
             "> 0: each class's share of robot replays scales with how often the model got that "
             "class wrong on this robot (prequentially), reaching replay_robot_share at this "
             "error rate; classes it already gets right are replayed from the source windows "
@@ -528,7 +528,7 @@ ODT_BRIDGE = NodeSpec(
         ),
         P(
             "validation_source_weight",
-            0.5,
+            0.8,
             "weight of the source validation windows in the validation score (the rest: "
             "class-balanced accuracy on this robot's held-back windows)",
             min=0.0,
