@@ -146,7 +146,7 @@ def markdown(out: dict[str, Any]) -> str:
             ""
             if p.get("shift", "none") == "none"
             else f" The robot's IMU is mounted otherwise ({p['shift']}: rotation, gain, bias "
-            "and noise of tools/exp_learning.py MOUNTS, on both laps); the model was "
+            "and noise of tools/shifts.py, on both laps); the model was "
             "pretrained on the runs as recorded."
         ),
         "- Accuracy per window on lap 2, before = the pretrained model (training off), after = "
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("none", "mount-mild", "mount-severe"),
         default="none",
         help="the robot's IMU is mounted otherwise than the pretraining robot's (rotation, "
-        "gain, bias, noise: tools/exp_learning.py MOUNTS), applied to both laps' IMU; the "
+        "gain, bias, noise: tools/shifts.py), applied to both laps' IMU; the "
         "models are pretrained on the runs as recorded",
     )
     ap.add_argument(
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     arrs = arrangements(runs, args.arrangements, -1 if args.tuning else 1)
     bag_runs = byid
     if args.shift != "none":
-        from tools.exp_learning import MOUNTS, mounted_runs
+        from tools.shifts import MOUNTS, mounted_runs
 
         mount = next(m for m in MOUNTS if m.name == args.shift)
         bag_runs = {r.run_id: r for r in mounted_runs(runs, mount, seed=0)}
