@@ -92,3 +92,39 @@ def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert "no column for 'wy'" in capsys.readouterr().err
     rc = cli.main(["bag-from-csv", str(tmp_path / "r"), "ICE/1", "--columns", "wx", "-o", "x"])
     assert rc == 2 and "FIELD=COLUMN" in capsys.readouterr().err
+
+
+def test_second_robot_end_to_end_with_the_emulator(
+    emu_bin: Path, robot_bag: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+):
+    """Issue 10: another robot (4 classes of its own, IMU at 50 Hz, wheels at 15 Hz, columns in
+    another order, a 32-16 model): CSV → bag-from-csv → dataset → convert → evaluate on the
+    emulated co-processor, every step exit 0."""
+    d, _bag = robot_bag
+    params = params_yaml(d / "robot2.yaml", d / "m2.odtm")
+    npz = d / "f2.npz"
+    train_bag = d / "train.mcap"  # recordings r0 and r1 of each class: the pretraining data
+    segs = [f"{c}/r{r}" for r in (0, 1) for c in CLASSES]
+    assert cli.main(["bag-from-csv", str(d / "csv"), *segs, "-o", str(train_bag), "-q"]) == 0
+    args = ["dataset", str(train_bag), "-o", str(npz), "--params-file", str(params), "-q"]
+    assert cli.main([*args, "--group-by", "stretch"]) == 0
+    rc = cli.main(["convert", str(npz), "-o", str(d / "m2.odtm"), "--hidden", "32,16", "-q",
+                   "--epochs", "60"])  # fmt: skip
+    assert rc == 0
+    # The drive evaluated: lap 1 = r2 of each class, labelled by the operator; lap 2 = r1 again
+    # (this robot has only three recordings per class).
+    drive = d / "drive.mcap"
+    segs = [f"{c}/r2" for c in CLASSES] + [f"{c}/r1" for c in CLASSES]
+    assert cli.main(["bag-from-csv", str(d / "csv"), *segs, "-o", str(drive), "-q"]) == 0
+    out = d / "eval"
+    rc = cli.main(
+        ["evaluate", str(drive), "--params-file", str(params), "--operator-until", "123",
+         "--out-dir", str(out), "--summary-json", str(d / "s.json"), "-q"]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    s = json.loads((d / "s.json").read_text())
+    assert s["evaluated_windows"] > 100 and s["samples_trained"] > 50
+    assert s["acc_before"] is not None and s["acc_after"] is not None
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["classes"] == sorted(CLASSES)
+    assert rep["parameters"]["imu_features"]["sample_rate_hz"] == 50.0
