@@ -62,6 +62,8 @@ endef
 define rust_test
 	$(call header,cargo test --workspace (firmware/))
 	cd $(FIRMWARE) && $(CARGO) test --workspace
+	$(call header,power cut at every byte of a save of the shipped model (release build))
+	cd $(FIRMWARE) && $(CARGO) test --release -q -p odt-app --test power_loss
 endef
 
 define py_lint
