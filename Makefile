@@ -33,7 +33,7 @@ FIRMWARE := firmware
 APT_LIST := tools/apt-packages.txt
 # MCU-only crates with their own [workspace] (built by tools/*.sh, not by the host workspace).
 # (Board crates pin Espressif toolchains in rust-toolchain.toml; tools/build_boards.sh checks them.)
-STANDALONE_CRATES = $(FIRMWARE)/bench-mcu $(FIRMWARE)/nopanic-check
+STANDALONE_CRATES = $(FIRMWARE)/bench-mcu $(FIRMWARE)/nopanic-check $(FIRMWARE)/fuzz
 # Python sources checked by ruff (only those that exist: empty dirs are not in git).
 PY_SRC = $(wildcard setup.py terrain_odt test tools launch fuzz)
 
