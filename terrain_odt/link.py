@@ -64,6 +64,7 @@ __all__ = [
     "ErrorCode",
     "ErrorReply",
     "FlashErrorCode",
+    "FragAck",
     "Frame",
     "FrameDecoder",
     "FrameError",
@@ -89,6 +90,7 @@ __all__ = [
     "Stats",
     "Train",
     "TrainAck",
+    "TrainFrag",
     "TrainResult",
     "UploadBegin",
     "UploadChunk",
@@ -100,6 +102,8 @@ __all__ = [
     "encode_frame",
     "encode_packet",
     "features_to_bytes",
+    "frag_bitmap_len",
+    "frag_geometry_ok",
     "iter_frames",
 ]
 
@@ -129,6 +133,10 @@ PRED_UNKNOWN = 0xFF
 TOPK_OFF = 0xFF
 #: Outcomes of the last applied samples the co-processor keeps for duplicate acks (§2).
 DUP_HISTORY = 16
+#: Features per unit of a fragmented training sample (§2.1): fragments cover whole units.
+FRAG_UNIT = 16
+#: Largest ``FRAG_ACK`` bitmap (256 units).
+MAX_FRAG_BITMAP = 32
 
 _HEADER = struct.Struct("<BBH")
 _U32 = struct.Struct("<I")
@@ -149,6 +157,7 @@ class MsgType(enum.IntEnum):
     UPLOAD_CHUNK = 0x0A
     UPLOAD_END = 0x0B
     DOWNLOAD = 0x0C
+    TRAIN_FRAG = 0x0D
     ERROR = 0x7F
     INFO = 0x81
     TRAIN_ACK = 0x82
@@ -156,6 +165,7 @@ class MsgType(enum.IntEnum):
     STATS_REPLY = 0x84
     OK = 0x85
     DOWNLOAD_DATA = 0x8C
+    FRAG_ACK = 0x8D
 
 
 class ErrorCode(enum.IntEnum):
@@ -507,6 +517,80 @@ class Download(Message):
     max_len: int = MAX_CHUNK
 
 
+def frag_units(total: int) -> int:
+    """Units of :data:`FRAG_UNIT` features of a sample of ``total`` features."""
+    return -(-total // FRAG_UNIT)
+
+
+def frag_bitmap_len(total: int) -> int:
+    """Bytes of the ``FRAG_ACK`` bitmap of a sample of ``total`` features (at least 1)."""
+    return max(1, -(-frag_units(total) // 8))
+
+
+def frag_geometry_ok(total: int, offset: int, length: int) -> bool:
+    """Whether a fragment covers whole units of a sample (§2.1): ``offset`` a multiple of
+    :data:`FRAG_UNIT`, at least one feature, within ``total``, ``length`` a multiple of the unit
+    unless the fragment ends the sample, and a bitmap of at most :data:`MAX_FRAG_BITMAP` bytes."""
+    end = offset + length
+    return (
+        length >= 1
+        and offset % FRAG_UNIT == 0
+        and end <= total
+        and (length % FRAG_UNIT == 0 or end == total)
+        and frag_bitmap_len(total) <= MAX_FRAG_BITMAP
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainFrag(Message):
+    """``TRAIN_FRAG`` (§2.1): features ``offset .. offset + len(data)`` of training sample
+    ``seq`` (the packet's sequence number) with ``label`` and ``total`` features."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TRAIN_FRAG
+    label: int
+    total: int
+    offset: int
+    data: bytes
+
+    _HEAD: ClassVar[struct.Struct] = struct.Struct("<BHH")
+
+    def payload(self) -> bytes:
+        return self._HEAD.pack(self.label, self.total, self.offset) + self.data
+
+    @classmethod
+    def from_payload(cls, payload: bytes, input_len: int | None = None) -> TrainFrag:
+        if len(payload) < cls._HEAD.size + 1:
+            raise _BadLength
+        label, total, offset = cls._HEAD.unpack_from(payload)
+        data = bytes(payload[cls._HEAD.size :])
+        if not frag_geometry_ok(total, offset, len(data)):
+            raise _BadLength
+        return cls(label, total, offset, data)
+
+
+@dataclass(frozen=True, slots=True)
+class FragAck(Message):
+    """``FRAG_ACK`` (§2.1): the ``TRAIN_FRAG`` at ``offset`` was taken; ``held`` is the bitmap of
+    the sample's units held (bit ``u % 8`` of byte ``u // 8`` = unit ``u``)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.FRAG_ACK
+    offset: int
+    held: bytes
+
+    def payload(self) -> bytes:
+        return struct.pack("<H", self.offset) + self.held
+
+    @classmethod
+    def from_payload(cls, payload: bytes, input_len: int | None = None) -> FragAck:
+        if not 3 <= len(payload) <= 2 + MAX_FRAG_BITMAP:
+            raise _BadLength
+        return cls(struct.unpack_from("<H", payload)[0], bytes(payload[2:]))
+
+    def units(self) -> int:
+        """The bitmap as an integer: bit ``u`` = unit ``u`` held."""
+        return int.from_bytes(self.held, "little")
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorReply(Message):
     """``ERROR(code, detail)`` from the co-processor."""
@@ -672,6 +756,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         UploadChunk,
         UploadEnd,
         Download,
+        TrainFrag,
         ErrorReply,
         Info,
         TrainAck,
@@ -679,6 +764,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         Stats,
         Ok,
         DownloadData,
+        FragAck,
     )
 }
 
