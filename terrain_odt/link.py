@@ -1449,6 +1449,7 @@ class OdtClient:
         #: Recent training transmissions: (lost, bytes on the wire of the round trip).
         self._loss: deque[tuple[bool, int]] = deque(maxlen=_LOSS_WINDOW)
         self._mode_outcomes = 0
+        self._chosen_at = 0
         self._frag_progress = 0.0
         self._stall_since = 0.0
         self._line_free_at = 0.0
@@ -1909,10 +1910,9 @@ class OdtClient:
             self._cwnd = max(min(_MIN_CWND, float(self.window)), self._cwnd / 2)
         for e in unacked:
             e.need_send = True
-            if e.frag is not None:
-                # Nothing in flight counts any more; what the co-processor holds is resent
-                # (harmless: fragments are idempotent) unless a bitmap says otherwise.
-                e.frag.inflight.clear()
+            # Nothing in flight counts any more; what the co-processor holds is resent
+            # (harmless: fragments are idempotent) unless a bitmap says otherwise.
+            self._clear_frags_locked(e)
         self._pump_locked()
 
     # ---- internals: fragments (§2.1) ------------------------------------------------------
@@ -1952,6 +1952,7 @@ class OdtClient:
         self._frag_mode = frag
         self._counters.inc("mode_switches")
         self._mode_outcomes = 0
+        self._chosen_at = 0
         log.info(
             "training stream: %s (recent loss %.0f %%)",
             f"fragments of {self._frag_size}" if frag else "whole frames",
@@ -1968,8 +1969,11 @@ class OdtClient:
             if self._frag_mode:
                 self._set_mode_locked(False)
             return
+        if self._mode_outcomes < _LOSS_MIN or self._mode_outcomes - self._chosen_at < 4:
+            return
+        self._chosen_at = self._mode_outcomes
         surv = self._byte_survival_locked()
-        if surv is None or self._mode_outcomes < _LOSS_MIN:
+        if surv is None:
             return
         total = self._info.input_len if self._info is not None else 102
         if self._frag_mode:
@@ -2021,7 +2025,7 @@ class OdtClient:
             # Every answer still due was corrupted: no bitmap will tell; send them again.
             for f in fs.inflight.values():
                 self._record_locked(True, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
-            fs.inflight.clear()
+            self._clear_frags_locked(e)
         if e.known_applied:
             # Applied already (a later sample was acknowledged): one short fragment fetches
             # the duplicate acknowledgement.
@@ -2045,6 +2049,14 @@ class OdtClient:
         if not fs.inflight and not self._broken:
             # All units held by the last bitmap but no TRAIN_ACK (it was lost): ask again.
             self._send_frag_locked(e, 0, 1)
+
+    @staticmethod
+    def _clear_frags_locked(e: _Entry) -> None:
+        """Nothing of ``e`` in flight counts any more: what is missing is sent again. (Their
+        transmissions stay in the log: an answer still on its way is attributed to the oldest
+        one, never to a newer resend, which would make later fragments look lost.)"""
+        if e.frag is not None:
+            e.frag.inflight.clear()
 
     def _send_frag_locked(self, e: _Entry, first: int, n: int) -> None:
         assert e.frag is not None
@@ -2088,10 +2100,10 @@ class OdtClient:
         self._last_progress = now
         self._train_timeouts = 0
         for first, f in list(fs.inflight.items()):
-            if f.tx_id > upto:
-                continue
-            del fs.inflight[first]
             held = fs.held & f.mask == f.mask
+            if not held and f.tx_id > upto:
+                continue  # sent after the one answered: its answer is still to come
+            del fs.inflight[first]
             self._record_locked(not held, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
             if held and f.tx_id == upto and not f.doubtful:
                 self._observe_frag_rtt_locked(f, now)
@@ -2282,6 +2294,11 @@ class OdtClient:
         self._train_timeouts = 0
         self._frag_progress = time.monotonic()
         self._counters.inc("samples_acked")
+        if e.frag is not None and tx is not None and tx.kind == "frag" and self._frag_mode:
+            # The sample is complete: fragments sent before the one answered got through.
+            for f in e.frag.inflight.values():
+                if f.tx_id < tx.tx_id:
+                    self._record_locked(False, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
         e.frag = None
         if e.sends == 1 and not ack.dup and (tx is None or tx.kind == "train"):
             rtt = time.monotonic() - e.last_sent
@@ -2311,8 +2328,7 @@ class OdtClient:
                 # One short fragment each fetches the duplicate acknowledgement (the pump
                 # sends it when the sample is the oldest).
                 older.known_applied = True
-                if older.frag is not None:
-                    older.frag.inflight.clear()
+                self._clear_frags_locked(older)
             elif not older.acked and not older.rejected and older.last_tx < t:
                 older.need_send = False
                 self._send_train_locked(older)
@@ -2381,7 +2397,7 @@ class OdtClient:
             if self._frag_mode:
                 # Fragments of the oldest sample only; a refused one of it: start it over.
                 if tx.kind == "frag" and e is self._active_frag_entry_locked() and e.frag:
-                    e.frag.inflight.clear()
+                    self._clear_frags_locked(e)
                     e.frag.held = 0
                     self._pump_locked()
                 return
@@ -2713,7 +2729,7 @@ class OdtClient:
             return
         for f in fs.inflight.values():
             self._record_locked(True, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
-        fs.inflight.clear()
+        self._clear_frags_locked(e)
         self._pump_locked()
 
     def _poll_timeout(self) -> float:
