@@ -1188,13 +1188,15 @@ class _Entry:
 class _FragTx:
     """One ``TRAIN_FRAG`` in flight: units ``first .. first + n``."""
 
-    __slots__ = ("doubtful", "first", "n", "sent_at", "tx_id")
+    __slots__ = ("doubtful", "first", "n", "resend", "sent_at", "tx_id")
 
-    def __init__(self, first: int, n: int, tx_id: int, sent_at: float) -> None:
+    def __init__(self, first: int, n: int, tx_id: int, sent_at: float, resend: bool) -> None:
         self.first = first
         self.n = n
         self.tx_id = tx_id
         self.sent_at = sent_at
+        #: Units of it were sent before: its answer may be an earlier one's (no RTT sample).
+        self.resend = resend
         #: Its answer arrived corrupted: it may be held; a later answer's bitmap tells.
         self.doubtful = False
 
@@ -1453,6 +1455,9 @@ class OdtClient:
         self._frag_progress = 0.0
         self._stall_since = 0.0
         self._line_free_at = 0.0
+        #: 2 after a fragment timeout, 1 after an answer: a timeout that was only a slow answer
+        #: (a peer slower than its round trips so far) does not repeat at once.
+        self._frag_backoff = 1
 
         self._train_frame_len = len(encode_frame(Train(0, bytes(102)), 0))
         if open:
@@ -1996,7 +2001,8 @@ class OdtClient:
         answer = self._frame_time(_ACK_BYTES + FRAG_UNIT)
         if est is not None and est[2] >= RTO_MIN_SAMPLES:
             srtt, var, _ = est
-            return max(_FRAG_MIN_RTO, 2.0 * answer, srtt + 4.0 * var)
+            rto = max(_FRAG_MIN_RTO, 2.0 * answer, srtt + 4.0 * var) * self._frag_backoff
+            return min(rto, self._train_timeout())
         frames = 4.0 * (answer + self._frame_time(self._frag_size + _FRAG_OVERHEAD))
         return max(_FRAG_MIN_RTO, frames) + self.work_time
 
@@ -2070,8 +2076,9 @@ class OdtClient:
         now = time.monotonic()
         # Its timeout runs from when its last byte is on the wire (after what is queued).
         self._line_free_at = max(now, self._line_free_at) + self._frame_time(len(frame))
-        ftx = _FragTx(first, n, tx.tx_id, self._line_free_at)
-        if fs.sent & ftx.mask:
+        mask = ((1 << n) - 1) << first
+        ftx = _FragTx(first, n, tx.tx_id, self._line_free_at, bool(fs.sent & mask))
+        if ftx.resend:
             self._counters.inc("retransmitted_frames")
         fs.sent |= ftx.mask
         fs.inflight[first] = ftx
@@ -2099,6 +2106,7 @@ class OdtClient:
         self._frag_progress = now
         self._last_progress = now
         self._train_timeouts = 0
+        self._frag_backoff = 1
         for first, f in list(fs.inflight.items()):
             held = fs.held & f.mask == f.mask
             if not held and f.tx_id > upto:
@@ -2110,7 +2118,8 @@ class OdtClient:
         self._pump_locked()
 
     def _observe_frag_rtt_locked(self, f: _FragTx, now: float) -> None:
-        self._observe_rtt_locked(MsgType.TRAIN_FRAG, now - f.sent_at)
+        if not f.resend:  # Karn: only unambiguous round trips
+            self._observe_rtt_locked(MsgType.TRAIN_FRAG, now - f.sent_at)
 
     def _frag_tx_failed_locked(self, tx: _Tx, corrupted_answer: bool) -> None:
         """A fragment arrived corrupted (the co-processor said ``BAD_FRAME``): send it again; or
@@ -2292,6 +2301,7 @@ class OdtClient:
         e.acked = True
         self._cwnd = min(float(self.window), self._cwnd + 1.0 / self._cwnd)
         self._train_timeouts = 0
+        self._frag_backoff = 1
         self._frag_progress = time.monotonic()
         self._counters.inc("samples_acked")
         if e.frag is not None and tx is not None and tx.kind == "frag" and self._frag_mode:
@@ -2719,6 +2729,7 @@ class OdtClient:
         if now - min(f.sent_at for f in fs.inflight.values()) < self._frag_timeout():
             return
         self._counters.inc("timeouts")
+        self._frag_backoff = min(2, 2 * self._frag_backoff)
         if self._train_timeouts == 0:
             self._stall_since = now
         self._train_timeouts += 1

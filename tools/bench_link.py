@@ -134,12 +134,21 @@ def _r(v: float) -> float | None:
 
 
 def train_run(
-    binary: Path, x: Any, y: Any, extra: Sequence[str], baud: int = 0, retries: int = 12
+    binary: Path,
+    x: Any,
+    y: Any,
+    extra: Sequence[str],
+    baud: int = 0,
+    retries: int = 12,
+    fragments: bool | None = None,
 ) -> dict[str, Any]:
-    """Train all samples once; returns timing, counters, the model hash and blob."""
+    """Train all samples once; returns timing, counters, the model hash and blob.
+    ``fragments``: `OdtClient`'s (None: fragments when whole frames are lost)."""
     with (
         emulator(binary, baud=baud, extra=extra) as emu,
-        OdtClient(emu.url, baudrate=baud, retries=retries, connect_timeout=20) as odt,
+        OdtClient(
+            emu.url, baudrate=baud, retries=retries, connect_timeout=20, fragments=fragments
+        ) as odt,
     ):
         t0 = time.perf_counter()
         futs = odt.train_many(x, y, timeout=60)
