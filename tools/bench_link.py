@@ -10,10 +10,13 @@ pseudo-terminal:
   ``samples/s × bytes per frame / (baud / 10)`` (1.0 = the UART never idles);
 
 then fault runs (`FAULTS`): ``--fault-samples`` (default 1000) samples with 1 %, 2 % and 5 % of
-the bytes corrupted (both directions) and with 2 % of the frames dropped, counting training
-frames sent, steps applied by the co-processor and steps duplicated or lost, checked against a
-clean run of the same samples (equal model hash and downloaded blob), and the time of the model
-download over the faulty line. Results go to ``bench/results/link.json``.
+the bytes corrupted (both directions) and with 2 % of the bytes dropped, counting training
+frames and bytes sent, steps applied by the co-processor and steps duplicated or lost, checked
+against a clean run of the same samples (equal model hash and downloaded blob), and the time of
+the model download over the faulty line. The client sends whole ``TRAIN`` frames while few are
+lost and fragments (``TRAIN_FRAG``, docs/protocol.md §2.1) when many are; each fault run is
+compared with whole frames only (``fragments=False``, at most ``--whole-frames-cap`` seconds,
+0 = skip), the stream before fragments existed. Results go to ``bench/results/link.json``.
 
 Usage: ``python3 tools/bench_link.py [--seconds S] [--bauds B ...] [--out PATH] [--no-build]``
 Python standard library + pyserial + numpy (+ terrain_odt.link).
@@ -38,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from terrain_odt.emulator import emulator, find_emulator  # noqa: E402
-from terrain_odt.link import OdtClient  # noqa: E402
+from terrain_odt.link import LinkTimeout, OdtClient  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "link.json"
 
@@ -134,24 +137,35 @@ def _r(v: float) -> float | None:
 
 
 def train_run(
-    binary: Path, x: Any, y: Any, extra: Sequence[str], baud: int = 0, retries: int = 12
+    binary: Path,
+    x: Any,
+    y: Any,
+    extra: Sequence[str],
+    baud: int = 0,
+    retries: int = 12,
+    fragments: bool | None = None,
 ) -> dict[str, Any]:
-    """Train all samples once; returns timing, counters, the model hash and blob."""
+    """Train all samples once; returns timing, counters, the model hash and blob.
+    ``fragments``: `OdtClient`'s (None: fragments when whole frames are lost)."""
     with (
         emulator(binary, baud=baud, extra=extra) as emu,
-        OdtClient(emu.url, baudrate=baud, retries=retries, connect_timeout=20) as odt,
+        OdtClient(
+            emu.url, baudrate=baud, retries=retries, connect_timeout=20, fragments=fragments
+        ) as odt,
     ):
         t0 = time.perf_counter()
         futs = odt.train_many(x, y, timeout=60)
         odt.flush(timeout=600)
         elapsed = time.perf_counter() - t0
+        link = odt.link_stats()  # the training stream's counters
+        frag = {"fragmenting_at_end": odt.fragmenting, "frag_size_at_end": odt.frag_size}
         preds = [f.result().pred for f in futs]
-        stats = odt.stats()
-        info = odt.hello()
+        # Stop-and-wait requests on a very noisy line may need more than `retries` attempts.
+        stats = _persist(odt.stats)
+        info = _persist(odt.hello)
         t1 = time.perf_counter()
         blob = odt.download_model()
         download_s = time.perf_counter() - t1
-        link = odt.link_stats()
     return {
         "seconds": elapsed,
         "download_s": download_s,
@@ -160,11 +174,51 @@ def train_run(
         "model_hash": info.model_hash,
         "blob": blob,
         "link": link,
+        **frag,
     }
 
 
-#: Fault runs: (kind, rate, share of --fault-samples, bauds); 5 % corruption is slow (one
-#: HELLO in fifty gets through), so it runs fewer samples.
+def _persist(request: Any, attempts: int = 20) -> Any:
+    for _ in range(attempts - 1):
+        try:
+            return request()
+        except LinkTimeout:
+            pass
+    return request()
+
+
+def whole_frames_run(
+    binary: Path, x: Any, y: Any, extra: Sequence[str], baud: int, cap_s: float, retries: int = 12
+) -> dict[str, Any]:
+    """The same samples as whole TRAIN frames only (no fragments: the stream as it was before
+    TRAIN_FRAG), for at most `cap_s` seconds: samples acknowledged, rate, frames and bytes."""
+    with (
+        emulator(binary, baud=baud, extra=extra) as emu,
+        OdtClient(
+            emu.url, baudrate=baud, retries=retries, connect_timeout=20, fragments=False
+        ) as odt,
+    ):
+        t0 = time.perf_counter()
+        futs = odt.train_many(x, y, timeout=60)
+        while time.perf_counter() - t0 < cap_s and not all(f.done() for f in futs):
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        link = odt.link_stats()
+    acked = sum(f.done() and f.exception() is None for f in futs)
+    return {
+        "samples": len(futs),
+        "samples_acked": acked,
+        "finished": acked == len(futs),
+        "seconds": round(elapsed, 3),
+        "samples_per_s": round(acked / elapsed, 2),
+        "train_frames_per_sample": round(link.train_frames_sent / max(acked, 1), 2),
+        "train_bytes_per_sample": round(link.train_bytes_sent / max(acked, 1), 1),
+        "reconnects": link.reconnects,
+    }
+
+
+#: Fault runs: (kind, rate, share of --fault-samples, bauds); at 5 % corruption the requests
+#: around the training (HELLO, STATS, the model download) are slow, so it runs fewer samples.
 FAULTS = (
     ("corrupt", 0.01, 1.0, (0, 921600)),
     ("corrupt", 0.02, 1.0, (921600,)),
@@ -173,7 +227,9 @@ FAULTS = (
 )
 
 
-def bench_fault(binary: Path, n_total: int, seed: int, log: Any) -> list[dict[str, Any]]:
+def bench_fault(
+    binary: Path, n_total: int, seed: int, log: Any, whole_cap_s: float = 0.0
+) -> list[dict[str, Any]]:
     """Samples through byte corruption or frame drops vs. a clean run of the same samples:
     training must apply each exactly once, and the model download must complete."""
     with emulator(binary, baud=0) as emu, OdtClient(emu.url, baudrate=0) as odt:
@@ -190,7 +246,7 @@ def bench_fault(binary: Path, n_total: int, seed: int, log: Any) -> list[dict[st
             flag = "--corrupt-rate" if kind == "corrupt" else "--drop-rate"
             fault = train_run(binary, x, y, extra=[flag, str(rate), "--seed", str(seed)], baud=baud)
             link = fault["link"]
-            sent = n + link.retransmitted_frames
+            sent = link.train_frames_sent
             applied = fault["train_steps"]
             same_model = (
                 fault["model_hash"] == clean["model_hash"] and fault["blob"] == clean["blob"]
@@ -205,8 +261,14 @@ def bench_fault(binary: Path, n_total: int, seed: int, log: Any) -> list[dict[st
                 "samples_per_s": round(n / fault["seconds"], 2),
                 "clean_seconds_unthrottled": round(clean["seconds"], 3),
                 "train_frames_sent": sent,
+                "train_bytes_sent": link.train_bytes_sent,
                 "retransmitted_frames": link.retransmitted_frames,
                 "frames_per_sample": round(sent / n, 2),
+                "bytes_per_sample": round(link.train_bytes_sent / n, 1),
+                "fragments_sent": link.frags_sent,
+                "mode_switches": link.mode_switches,
+                "fragmenting_at_end": fault["fragmenting_at_end"],
+                "frag_size_at_end": fault["frag_size_at_end"],
                 "steps_applied": applied,
                 "steps_duplicated": max(0, applied - n) if same_model else None,
                 "steps_lost": max(0, n - applied) if same_model else None,
@@ -224,10 +286,21 @@ def bench_fault(binary: Path, n_total: int, seed: int, log: Any) -> list[dict[st
             }
             log(
                 f"    sent {sent} training frames for {n} samples "
-                f"({run['frames_per_sample']}/sample), applied {applied}, model matches clean "
-                f"run: {same_model}, {run['samples_per_s']} samples/s; download "
-                f"{run['model_download_s']} s"
+                f"({run['frames_per_sample']}/sample, {run['bytes_per_sample']} B/sample), "
+                f"applied {applied}, model matches clean run: {same_model}, "
+                f"{run['samples_per_s']} samples/s; download {run['model_download_s']} s"
             )
+            if whole_cap_s > 0:
+                log(f"    whole frames only (at most {whole_cap_s:.0f} s) ...")
+                extra = [flag, str(rate), "--seed", str(seed)]
+                whole = whole_frames_run(binary, x, y, extra, baud, whole_cap_s)
+                run["whole_frames_only"] = whole
+                log(
+                    f"    whole frames: {whole['samples_acked']}/{n} samples in "
+                    f"{whole['seconds']} s = {whole['samples_per_s']}/s, "
+                    f"{whole['train_frames_per_sample']} frames, "
+                    f"{whole['train_bytes_per_sample']} B per sample"
+                )
             out.append(run)
     return out
 
@@ -238,6 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--infer", type=int, default=300, help="inference round trips per baud")
     ap.add_argument("--fault-samples", type=int, default=1000)
+    ap.add_argument(
+        "--whole-frames-cap",
+        type=float,
+        default=120.0,
+        help="seconds per fault run with whole TRAIN frames only, for comparison (0: skip)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--no-build", action="store_true", help="use the existing odt-emu binary")
@@ -255,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for baud in args.bauds:
         runs.append(bench_baud(binary, baud, args.seconds, args.infer, log))
     log("==> fault run")
-    fault = bench_fault(binary, args.fault_samples, args.seed, log)
+    fault = bench_fault(binary, args.fault_samples, args.seed, log, args.whole_frames_cap)
     result = {
         "tool": "tools/bench_link.py",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1082,6 +1082,9 @@ impl<
     fn max_blob_len(&self) -> usize {
         Self::MAX_BLOB_LEN
     }
+    fn max_input_len(&self) -> usize {
+        Self::MAX_INPUTS
+    }
     fn infer(&mut self, x: &[i8]) -> Result<Prediction, Error> {
         DynMlp::infer(self, x)
     }

@@ -126,6 +126,11 @@ pub trait Model {
     fn max_blob_len(&self) -> usize {
         self.blob_len()
     }
+    /// Largest input length this model type can take (its input buffer): the one shape's
+    /// unless the shape comes from the blob (`DynMlp`: its input capacity).
+    fn max_input_len(&self) -> usize {
+        self.input_len()
+    }
     /// Classify one input.
     fn infer(&mut self, x: &[i8]) -> Result<Prediction, Error>;
     /// Softmax probabilities (Q15) of the last inference.
