@@ -85,7 +85,8 @@ def build_mjcf(world: World) -> tuple[str, list[np.ndarray]]:
         lx, ly = p.size
         cx, cy = p.center
         assets.append(
-            f'<hfield name="patch{i}" nrow="{nr}" ncol="{nc}" size="{_f(lx / 2, ly / 2, elev, 0.1)}"/>'
+            f'<hfield name="patch{i}" nrow="{nr}" ncol="{nc}" '
+            f'size="{_f(lx / 2, ly / 2, elev, 0.1)}"/>'
         )
         geoms.append(
             f'<geom name="patch{i}_{p.terrain}" type="hfield" hfield="patch{i}" '
@@ -113,22 +114,26 @@ def build_mjcf(world: World) -> tuple[str, list[np.ndarray]]:
             )
             acts.append(
                 f'<velocity name="{name}_motor" joint="{name}" kv="{_f(rb.wheel_kv)}" '
-                f'forcelimited="true" forcerange="{_f(-rb.max_wheel_torque_nm, rb.max_wheel_torque_nm)}"/>'
+                f'forcelimited="true" '
+                f'forcerange="{_f(-rb.max_wheel_torque_nm, rb.max_wheel_torque_nm)}"/>'
             )
     mq = _quat(world.imu.mount_rpy_deg)
     xml = f"""<mujoco model="{world.name}">
   <compiler angle="radian"/>
-  <option timestep="{_f(world.timestep_s)}" integrator="implicitfast" cone="pyramidal" noslip_iterations="5"/>
+  <option timestep="{_f(world.timestep_s)}" integrator="implicitfast"
+          cone="elliptic" impratio="10"/>
   <size memory="64M"/>
   <asset>
     {"".join(assets)}
   </asset>
   <worldbody>
-    <geom name="floor" type="plane" size="500 500 0.1" pos="0 0 -0.1" contype="1" conaffinity="6" rgba="0.3 0.3 0.3 1"/>
+    <geom name="floor" type="plane" size="500 500 0.1" pos="0 0 -0.1" contype="1"
+          conaffinity="6" rgba="0.3 0.3 0.3 1"/>
     {"".join(geoms)}
     <body name="base_link" pos="{_f(sx, sy, z0)}" quat="{_f(*q)}">
       <freejoint name="base"/>
-      <geom name="chassis" type="box" size="{_f(lx / 2, ly / 2, lz / 2)}" mass="{_f(rb.chassis_mass_kg)}" contype="4" conaffinity="0" rgba="0.9 0.7 0.1 1"/>
+      <geom name="chassis" type="box" size="{_f(lx / 2, ly / 2, lz / 2)}"
+            mass="{_f(rb.chassis_mass_kg)}" contype="4" conaffinity="0" rgba="0.9 0.7 0.1 1"/>
       <site name="imu" pos="{_f(*world.imu.mount_xyz)}" quat="{_f(*mq)}"/>
       {"".join(wheels)}
     </body>

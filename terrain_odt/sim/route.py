@@ -133,9 +133,7 @@ class PurePursuit:
     @property
     def lap(self) -> int:
         """0-based lap the robot is on (laps done, capped at the last one)."""
-        return min(
-            int(self.progress // self.path.length), int(round(self.total / self.path.length)) - 1
-        )
+        return min(int(self.progress // self.path.length), round(self.total / self.path.length) - 1)
 
     def _advance(self, x: float, y: float) -> None:
         # Nearest point in [progress - 0.5 m, progress + 2 m] along the path.

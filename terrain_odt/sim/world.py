@@ -187,8 +187,8 @@ class World:
         p = self.patches[index]
         t = self.terrains[p.terrain]
         lx, ly = p.size
-        nc = max(int(round(lx / self.hfield_cell_m)) + 1, 3)
-        nr = max(int(round(ly / self.hfield_cell_m)) + 1, 3)
+        nc = max(round(lx / self.hfield_cell_m) + 1, 3)
+        nr = max(round(ly / self.hfield_cell_m) + 1, 3)
         dx, dy = lx / (nc - 1), ly / (nr - 1)
         rng = np.random.default_rng([self.seed, index])
         noise = rng.standard_normal((nr, nc))
