@@ -247,6 +247,7 @@ def test_closed_loop_smoke(small: Path, tmp_path: Path) -> None:
             "imu.mount_rpy_deg=[0,0,90]",
         ),
         coprocessor="qnn",
+        wheels_variant=False,
     )
     for key in ("engine", "acc_before", "acc_after", "samples_trained", "sim_speed_x_realtime",
                 "odom_distance_error"):  # fmt: skip

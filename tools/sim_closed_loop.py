@@ -20,7 +20,9 @@ settings. Every step is a `terrain-odt` command (run in this process; each is pr
    --labels-until L2`: labels from the map regions only (terrain_labeler `regions`, gated on
    steady motion), during lap 1; lap 2 is predicted only and scored window by window, before
    (training off) and after (training on). Also reported: the same with region labels on lap 2
-   too (`regions_both_laps`: lap 2 then scores each window before it is trained on).
+   too (`regions_both_laps`: lap 2 then scores each window before it is trained on), and
+   with IMU + wheel features (`imu_and_wheel_features`, 110 inputs: on the in-process
+   reference co-processor, `--coprocessor qnn`, since odt-emu runs only 102-input MLPs).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def closed_loop(
     world_set: Sequence[str] = (),
     pretrain_set: Sequence[str] = PRETRAIN_SET,
     coprocessor: str = "emulator",
+    wheels_variant: bool = True,
     quiet: bool = True,
 ) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +129,35 @@ def closed_loop(
             quiet=False,
         )
         results[name] = json.loads(summ.read_text())
+    wheels: dict[str, Any] | None = None
+    if wheels_variant:
+        # IMU + wheel features (110 inputs): the firmware (odt-emu) runs only 102-input MLPs,
+        # so this variant runs on the bit-exact in-process reference of the co-processor.
+        wmodel, wparams = out_dir / "pretrained_wheels", out_dir / "params_wheels.yaml"
+        run(["sim", *w, "--write-params", str(wparams), "--model", str(wmodel)], quiet)
+        wnpz = out_dir / "pretrain_wheels.npz"
+        run(
+            ["dataset", str(pre), "-o", str(wnpz), "--params-file", str(wparams), "-q",
+             "--group-by", "stretch"],
+            quiet,
+        )  # fmt: skip
+        run(["convert", str(wnpz), "-o", f"{wmodel}.odtm", "--hidden", "64,32", "-q"], quiet)
+        summ = out_dir / "eval_wheels.json"
+        run(
+            ["evaluate", str(drive), "--params-file", str(wparams), "--evaluate-from", str(lap2),
+             "--labels-until", str(lap2), "--coprocessor", "qnn", "--out-dir",
+             str(out_dir / "eval_wheels"), "--summary-json", str(summ), "-q"],
+            quiet=False,
+        )  # fmt: skip
+        ws = json.loads(summ.read_text())
+        wside = json.loads(Path(f"{wmodel}.json").read_text())
+        wheels = {
+            "acc_before": ws["acc_before"],
+            "acc_after": ws["acc_after"],
+            "samples_trained": ws["samples_trained"],
+            "model_shape": [wside["input_len"], 64, 32, wside["output_len"]],
+            "coprocessor": "qnn (in-process bit-exact reference: odt-emu runs only 102-64-32-5)",
+        }
     side = json.loads(Path(f"{model}.json").read_text())
     head = results["lap1_labels"]
     both = results["regions_both_laps"]
@@ -170,6 +202,7 @@ def closed_loop(
             "note": "region labels on lap 2 too: each lap-2 window is predicted just before "
             "it is trained on (test-then-train)",
         },
+        "imu_and_wheel_features": wheels,
         "wall_s": round(time.monotonic() - t0, 1),
     }
 
