@@ -3,7 +3,7 @@
 #   make demo       the demo bag through the nodes' logic with the emulated co-processor
 #                   (terrain-odt evaluate: deterministic) -> accuracy before/after on-device
 #                   fine-tuning on the same windows, bench/results/demo.json
-#   make setup      create .venv and install the package with dev and ROS extras (instant when done)
+#   make setup      create .venv and install the package with dev, ROS and sim extras (instant when done)
 #   make test       Rust lint + tests, Python lint + tests (incl. ROS nodes), MCU cross builds
 #   make lint       formatting and lint checks only (Rust and Python)
 #   make fmt        apply formatting (cargo fmt, ruff format, ruff import sorting)
@@ -100,9 +100,9 @@ setup: $(SETUP_STAMP)
 
 # Re-run pip only when the build definition (or this Makefile) changes; otherwise instant.
 $(SETUP_STAMP): setup.py setup.cfg package.xml Makefile
-	$(call header,setup: $(VENV) with terrain_odt[dev,ros] (editable))
+	$(call header,setup: $(VENV) with terrain_odt[dev,ros,sim] (editable))
 	@if [ ! -x $(VPY) ]; then $(PYTHON) -m venv $(VENV); fi
-	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev,ros]'
+	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev,ros,sim]'
 	@touch $@
 
 mcu-setup:
@@ -277,3 +277,17 @@ bench-ros: setup
 	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
 	$(call header,ROS graph benchmark (tools/bench_ros.py))
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VPY) tools/bench_ros.py
+
+# ---------------------------------------------------------------------------------------------
+#   make sim        closed loop in the MuJoCo simulation (tools/sim_closed_loop.py): a model
+#                   pretrained on a drive under other settings, fine-tuned on the odt-emu
+#                   co-processor from map-region labels on lap 1, scored on lap 2
+#                   -> bench/results/sim.json (about a minute)
+
+.PHONY: sim
+
+sim: setup
+	$(call header,build the co-processor emulator (cargo build --release -p odt-emu))
+	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
+	$(call header,closed loop in simulation (tools/sim_closed_loop.py))
+	$(VPY) tools/sim_closed_loop.py

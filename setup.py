@@ -53,6 +53,9 @@ setup(
         ],
         # Coverage-guided fuzzing of the Python decoders (make fuzz, fuzz/README.md).
         "fuzz": ["atheris"],
+        # The simulation engine of `terrain-odt sim` / `make sim` (terrain_odt/sim): MuJoCo from
+        # PyPI (Apache-2.0, binary wheels, no GPU or display needed); Gazebo is only exported.
+        "sim": ["mujoco>=3.1"],
     },
     zip_safe=True,
     maintainer="terrain_odt maintainers",

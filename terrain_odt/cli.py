@@ -587,6 +587,23 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "the playback; the windows starting after S are evaluated (default: no operator, "
         "every window evaluated)",
     )
+    p.add_argument(
+        "--evaluate-from",
+        type=float,
+        default=None,
+        metavar="S",
+        help="evaluate the windows starting S seconds or more into the playback (default: "
+        "--operator-until, or every window); for labels from map regions or other cues that "
+        "need no operator",
+    )
+    p.add_argument(
+        "--labels-until",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the bridge gets no label from S seconds into the playback on (every cue "
+        "ignored): that part is predicted only (default: labels throughout)",
+    )
     p.add_argument("--truth-topic", default="/terrain/label_truth", help="ground truth topic")
     p.add_argument(
         "--serial-port",
@@ -628,6 +645,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             emulator_baud=args.emulator_baud,
             truth_topic=args.truth_topic,
             operator_until=args.operator_until,
+            evaluate_from=args.evaluate_from,
+            labels_until=args.labels_until,
             compare_frozen=not args.no_before,
             coprocessor=args.coprocessor,
         )
@@ -658,6 +677,126 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# sim (terrain_odt.sim): MuJoCo drive to a bag or live on ROS; Gazebo export
+
+
+def _add_sim(sub: argparse._SubParsersAction) -> None:
+    from .sim.world import DEFAULT_WORLD
+
+    p = sub.add_parser(
+        "sim",
+        help="simulate the terrain world (MuJoCo): a bag, a live ROS node, or a Gazebo export",
+        description=(
+            "Simulate a 4-wheel skid-steer rover driving the world's route over terrain patches "
+            "(terrain_odt/sim/world.py describes the world file). With --bag: write the drive "
+            "to a rosbag2 (/imu/data, /odom, /joint_states, /cmd_vel, /terrain/label_truth) as "
+            "fast as it simulates, deterministically. With --export-gazebo DIR: write the gz "
+            "sim world and robot SDF, the ros_gz_bridge configuration and the nodes' parameters "
+            "for the same world. With --write-params FILE: only the nodes' parameters. With "
+            "none of these: a ROS node publishing /imu/data, /odom, /joint_states and /clock, "
+            "following /cmd_vel (over the route while /cmd_vel is recent)."
+        ),
+    )
+    p.add_argument("--world", default=DEFAULT_WORLD, help="world file (default %(default)s)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a world field (YAML value), e.g. route.speed_mps=0.6 or "
+        "imu.mount_rpy_deg=[0,0,90] (repeatable)",
+    )
+    p.add_argument("--bag", metavar="OUT", help="offline: write the drive to this .mcap / bag dir")
+    p.add_argument("--duration", type=float, default=None, help="stop after S simulated seconds")
+    p.add_argument("--record-clock", action="store_true", help="also record /clock in the bag")
+    p.add_argument(
+        "--summary-json",
+        help="drive summary (odometry check, lap times, speed); default: OUT with .sim.json",
+    )
+    p.add_argument("--export-gazebo", metavar="DIR", help="write the Gazebo files to DIR")
+    p.add_argument("--write-params", metavar="FILE", help="write the nodes' parameter file")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="with --write-params / --export-gazebo: the model (blob path without .odtm)",
+    )
+    p.add_argument(
+        "--no-wheels",
+        action="store_true",
+        help="with --write-params / --export-gazebo: IMU-only features (no wheel joints)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        help="live: times real time (default 1; 0 = as fast as it simulates)",
+    )
+    p.add_argument(
+        "--drive",
+        choices=("route", "cmd_vel"),
+        default="route",
+        help="live: follow the route unless /cmd_vel is recent (default), or /cmd_vel only",
+    )
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .sim.world import WorldError, load_world
+
+    try:
+        world = load_world(args.world, args.set)
+        done = False
+        if args.write_params:
+            f = Path(args.write_params)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            params = world.node_params(wheels=not args.no_wheels, model=args.model)
+            f.write_text(
+                f"# terrain_odt parameters for the simulated world '{world.name}' "
+                "(terrain-odt sim --write-params)\n" + yaml.safe_dump(params, sort_keys=False)
+            )
+            done = True
+        if args.export_gazebo:
+            from .sim.gazebo import export_gazebo
+
+            files = export_gazebo(
+                world, Path(args.export_gazebo), wheels=not args.no_wheels, model=args.model
+            )
+            if not args.quiet:
+                for x in files:
+                    print(f"wrote {x}")
+            done = True
+        if args.bag:
+            from .sim.record import record_drive
+
+            summary = record_drive(
+                world,
+                args.bag,
+                duration_s=args.duration,
+                record_clock=args.record_clock,
+                overwrite=args.force,
+                progress=None if args.quiet else (lambda m: print(f"[sim] {m}", flush=True)),
+            )
+            out = Path(args.summary_json or Path(args.bag).with_suffix(".sim.json"))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(summary, indent=1) + "\n")
+            done = True
+        if done:
+            return 0
+    except (WorldError, FileExistsError, ValueError) as exc:
+        print(f"terrain-odt sim: {exc}", file=sys.stderr)
+        return 2
+    from .nodes.sim_node import run_live
+
+    return run_live(world, rate=args.rate, drive=args.drive, duration_s=args.duration)
+
+
+# ---------------------------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bag_from_borealtc,
@@ -669,6 +808,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inspect,
     _add_launch,
     _add_replay,
+    _add_sim,
 ]
 
 

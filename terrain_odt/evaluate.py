@@ -16,8 +16,11 @@ and labels are computed once and fed to every pass. Passes: **before** (training
 pretrained model's predictions) and **after** (training on). Both are scored on exactly the same
 windows (`terrain_odt.scoring`): truth is the class in force over each window's span on the
 truth topic, the evaluated part is the windows starting `operator_until` seconds or more into
-the playback. With `operator_until`, the evaluation acts as the operator: it gives the truth on
-the operator cue until then and clears it at that time.
+the playback (or `evaluate_from` seconds, when given: e.g. the second lap of a drive labelled
+from map regions, without an operator; with `labels_until`, the bridge gets no label from
+then on, whatever the cues say, so that part is predicted only). With `operator_until`, the
+evaluation acts as the operator: it gives the truth on the operator cue until then and clears
+it at that time.
 
 Several bags play back to back as one session (the co-processor keeps its training); each bag
 has its own clock (window ids carry the bag's index), `operator_until` counts playback seconds
@@ -90,6 +93,12 @@ class EvalConfig:
     emulator_baud: int = 0
     truth_topic: str = TRUTH_TOPIC
     operator_until: float | None = None
+    #: The evaluated part starts this many playback seconds in (default: `operator_until`, or
+    #: the whole playback without it); for labels from map regions, which need no operator.
+    evaluate_from: float | None = None
+    #: From this many playback seconds on the bridge gets no label (every cue ignored), so
+    #: the part after it is predicted only, as after `operator_until`; default: no limit.
+    labels_until: float | None = None
     compare_frozen: bool = True
     #: A bag without the truth topic is an error (evaluation); `terrain-odt dataset` with
     #: labeler labels needs no truth.
@@ -173,10 +182,13 @@ def _front_end(
         next_tick: float | None = None
         op_state: str | None = None
         until: float | None = None
+        labels_off: float | None = None
 
         def publish(t: float, force: bool = False) -> None:
             nonlocal published
             data = labeler.state(t).data
+            if labels_off is not None and t >= labels_off:  # noqa: B023 (this iteration only)
+                data = ""
             if force or data != published:
                 ev.append(("label", t, data))  # noqa: B023 (called in this iteration only)
                 published = data
@@ -187,12 +199,16 @@ def _front_end(
                 first_ns = t_ns
                 if cfg.operator_until is not None:
                     until = first_ns * 1e-9 + cfg.operator_until - playback0
+                if cfg.labels_until is not None:
+                    labels_off = first_ns * 1e-9 + cfg.labels_until - playback0
             last_ns = t_ns
             t = t_ns * 1e-9
             # The labeler's timer: re-publish at every multiple of the period up to now.
             if next_tick is None:
                 next_tick = math.ceil(t / period) * period
             while next_tick <= t:
+                if labels_off is not None and published and next_tick > labels_off:
+                    publish(labels_off)  # the label ends exactly there
                 publish(next_tick, force=True)
                 next_tick = (round(next_tick / period) + 1) * period
             if until is not None and op_state and t >= until:
@@ -265,9 +281,10 @@ def _front_end(
             publish(max(until, t_end))
         tl = TruthTimeline(truth)
         bag_t0 = first_ns * 1e-9
+        eval_from = cfg.evaluate_from if cfg.evaluate_from is not None else cfg.operator_until
         for t0, t1 in windows:
             tr = tl.over(t0, t1)
-            in_eval = cfg.operator_until is None or (t0 - bag_t0 + playback0) >= cfg.operator_until
+            in_eval = eval_from is None or (t0 - bag_t0 + playback0) >= eval_from
             front.windows.append(
                 Window(
                     window_key(t1, seg),
@@ -507,6 +524,10 @@ def evaluate(
         "bags": front.bag_info,
         "bag_seconds": round(front.bag_seconds, 6),
         "operator_until_s": cfg.operator_until,
+        "labels_until_s": cfg.labels_until,
+        "evaluate_from_s": (
+            cfg.evaluate_from if cfg.evaluate_from is not None else cfg.operator_until
+        ),
         "truth_topic": cfg.truth_topic,
         "co_processor": (
             "qnn (in-process reference)"
