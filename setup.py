@@ -18,7 +18,10 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         # Shipped pretrained models (blob + JSON sidecar) and the demo bag.
-        (f"share/{PACKAGE}/models", glob("models/*.odtm") + glob("models/*.json")),
+        (
+            f"share/{PACKAGE}/models",
+            glob("models/*.odtm") + glob("models/*.json") + glob("models/*.windows.npz"),
+        ),
         (f"share/{PACKAGE}/data/demo", glob("data/demo/*.mcap")),
     ],
     python_requires=">=3.10",
@@ -48,6 +51,11 @@ setup(
             "ai-edge-litert",
             "pillow",  # decodes the CIFAR-10 JPEGs of tools/exp_standard.py
         ],
+        # Coverage-guided fuzzing of the Python decoders (make fuzz, fuzz/README.md).
+        "fuzz": ["atheris"],
+        # The simulation engine of `terrain-odt sim` / `make sim` (terrain_odt/sim): MuJoCo from
+        # PyPI (Apache-2.0, binary wheels, no GPU or display needed); Gazebo is only exported.
+        "sim": ["mujoco>=3.1"],
     },
     zip_safe=True,
     maintainer="terrain_odt maintainers",
