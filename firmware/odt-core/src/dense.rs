@@ -503,6 +503,421 @@ fn rows4_rv32<const N: usize>(s: &mut [i32; 4], blk: &[i8], xc: &[i32]) -> usize
     }
 }
 
+/// Dense forward (docs §2) for a fan-in `n` and row count `rows` known only at run time (the
+/// shape of a model loaded from a blob, [`crate::dyn_mlp::DynMlp`]): `w` holds `rows` rows of
+/// `n` weights. The same arithmetic as [`forward`] with kernels that take the row stride from a
+/// register (three rows per packed block, four per scalar one).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_n<const OUT: usize>(
+    n: usize,
+    rows: usize,
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
+    if PACKED {
+        forward_packed_n::<OUT>(n, rows, w, q, relu, x, y, ctr, scratch);
+    } else {
+        forward_scalar_n::<OUT>(n, rows, w, q, relu, x, y, ctr, scratch);
+    }
+}
+
+/// [`forward_packed`] with run-time `n` and `rows`: the input packed the same way, blocks of
+/// three rows (their words at `w`, `w + n`, `w + 2n`: register offsets), the rest one by one.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_packed_n<const OUT: usize>(
+    n: usize,
+    rows: usize,
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
+    let groups = n / 4;
+    let zx = q.z_x as i32;
+    let (Some(x), Some(buf)) = (x.get(..n), scratch.get_mut(..n - 2 * groups)) else {
+        return;
+    };
+    let (pairs, tail) = buf.split_at_mut(2 * groups);
+    let (xq, xr) = x.as_chunks::<4>();
+    let zz = dsp::pkhbt(zx as u32, zx as u32);
+    for ([p0, p1], x4) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
+        let v = word(x4);
+        *p0 = dsp::ssub16(dsp::sxtb16(v), zz) as i32;
+        *p1 = dsp::ssub16(dsp::sxtb16_ror8(v), zz) as i32;
+    }
+    for (t, &v) in tail.iter_mut().zip(xr) {
+        *t = v as i32 - zx;
+    }
+    let pairs = pairs.as_chunks::<2>().0;
+    let tail = &*tail;
+    let rows = rows.min(OUT);
+    let mut sat = 0u32;
+    let mut c = 0;
+    while c + 3 <= rows {
+        let Some(blk) = w.get(c * n..(c + 3) * n) else {
+            break;
+        };
+        let Some(out) = y.get_mut(c..c + 3) else {
+            break;
+        };
+        let s = rows3_packed_n(n, blk, pairs, tail);
+        for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+            *o = finish_output(v, q, c + k, relu, &mut sat);
+        }
+        c += 3;
+    }
+    while c < rows {
+        let Some(row) = w.get(c * n..(c + 1) * n) else {
+            break;
+        };
+        let v = row_packed(row, pairs, tail);
+        if let Some(o) = y.get_mut(c) {
+            *o = finish_output(v, q, c, relu, &mut sat);
+        }
+        c += 1;
+    }
+    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+/// `Σ w·xc` of three consecutive rows of length `n` (packed input, see [`forward_packed`]).
+/// Not inlined on Armv7E-M, so that the assembly loop gets its eleven registers.
+#[cfg_attr(all(target_arch = "arm", target_feature = "dsp"), inline(never))]
+#[cfg_attr(not(all(target_arch = "arm", target_feature = "dsp")), inline(always))]
+fn rows3_packed_n(n: usize, blk: &[i8], pairs: &[[i32; 2]], tail: &[i32]) -> [i32; 3] {
+    let mut s = [0i32; 3];
+    let groups = n / 4;
+    let (Some(blk), Some(pairs)) = (blk.get(..3 * n), pairs.get(..groups)) else {
+        return s;
+    };
+    let done = rows3_asm(&mut s, n, blk, pairs);
+    for g in done..groups {
+        let o = 4 * g;
+        let (Some(&[p0, p1]), Some(a), Some(b), Some(c)) = (
+            pairs.get(g),
+            blk.get(o..o + 4),
+            blk.get(n + o..n + o + 4),
+            blk.get(2 * n + o..2 * n + o + 4),
+        ) else {
+            break;
+        };
+        let (p0, p1) = (p0 as u32, p1 as u32);
+        for (acc, wv) in s.iter_mut().zip([a, b, c]) {
+            let wv = u32::from_le_bytes([wv[0] as u8, wv[1] as u8, wv[2] as u8, wv[3] as u8]);
+            *acc = dsp::smlad(dsp::sxtb16(wv), p0, *acc);
+            *acc = dsp::smlad(dsp::sxtb16_ror8(wv), p1, *acc);
+        }
+    }
+    for (k, &xv) in tail.iter().enumerate() {
+        let j = 4 * groups + k;
+        for (r, acc) in s.iter_mut().enumerate() {
+            *acc = acc.wrapping_add(at(blk, r * n + j) as i32 * xv);
+        }
+    }
+    s
+}
+
+/// One column group (4 columns) of three rows with stride `{n}`: rows 1 and 2 at `[w, n]` and
+/// `[w, n, LSL #1]`, row 0 at `[w], #4` (post-incremented), the pairs at `[x], #8`.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! group3 {
+    () => {
+        concat!(
+            "ldrd {p0}, {p1}, [{x}], #8\n",
+            "ldr {a}, [{w}, {n}]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s1}, {t}, {p0}, {s1}\n",
+            "sxtb16 {t}, {a}, ror #8\n",
+            "smlad {s1}, {t}, {p1}, {s1}\n",
+            "ldr {a}, [{w}, {n}, lsl #1]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s2}, {t}, {p0}, {s2}\n",
+            "sxtb16 {t}, {a}, ror #8\n",
+            "smlad {s2}, {t}, {p1}, {s2}\n",
+            "ldr {a}, [{w}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s0}, {t}, {p0}, {s0}\n",
+            "sxtb16 {t}, {a}, ror #8\n",
+            "smlad {s0}, {t}, {p1}, {s0}\n",
+        )
+    };
+}
+
+/// The column groups of three rows in assembly on Armv7E-M: two groups per loop iteration,
+/// then the odd one; returns the number of groups done (all of `pairs`). Elsewhere it does
+/// nothing and the caller's loop over single groups (the same instructions, emulated) does all.
+#[inline(always)]
+fn rows3_asm(s: &mut [i32; 3], n: usize, blk: &[i8], pairs: &[[i32; 2]]) -> usize {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    {
+        let groups = pairs.len();
+        if groups == 0 || 4 * groups > n || blk.len() < 2 * n + 4 * groups {
+            return 0;
+        }
+        let [mut s0, mut s1, mut s2] = *s;
+        // SAFETY: row r's word of group g is read at `blk + r·n + 4g`, r ≤ 2, g < groups,
+        // 4·groups ≤ n, all inside `blk` (2n + 4·groups ≤ len, checked above); the pairs of
+        // group g at `pairs + 8g` < `pairs.len()`. Unaligned `LDR` is allowed on Armv7-M;
+        // `LDRD` reads the word-aligned `i32` pairs. Read only.
+        unsafe {
+            core::arch::asm!(
+                "cmp {k}, #0",
+                "beq 3f",
+                "2:",
+                group3!(),
+                group3!(),
+                "subs {k}, #1",
+                "bne 2b",
+                "3:",
+                "tst {odd}, #1",
+                "beq 4f",
+                group3!(),
+                "4:",
+                w = inout(reg) blk.as_ptr() => _,
+                x = inout(reg) pairs.as_ptr() => _,
+                k = inout(reg) groups / 2 => _,
+                odd = in(reg) groups,
+                n = in(reg) n,
+                s0 = inout(reg) s0,
+                s1 = inout(reg) s1,
+                s2 = inout(reg) s2,
+                a = out(reg) _,
+                t = out(reg) _,
+                p0 = out(reg) _,
+                p1 = out(reg) _,
+                options(pure, readonly, nostack)
+            );
+        }
+        *s = [s0, s1, s2];
+        groups
+    }
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    {
+        let _ = (s, n, blk, pairs);
+        0
+    }
+}
+
+/// [`forward_scalar`] with run-time `n` and `rows`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_scalar_n<const OUT: usize>(
+    n: usize,
+    rows: usize,
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
+    let zx = q.z_x as i32;
+    let (Some(x), Some(xc)) = (x.get(..n), scratch.get_mut(..n)) else {
+        return;
+    };
+    for (c, &v) in xc.iter_mut().zip(x) {
+        *c = v as i32 - zx;
+    }
+    let xc = &*xc;
+    let rows = rows.min(OUT);
+    let mut sat = 0u32;
+    let mut c = 0;
+    macro_rules! blocks {
+        ($rows:literal, $f:ident) => {
+            while c + $rows <= rows {
+                let Some(blk) = w.get(c * n..(c + $rows) * n) else {
+                    break;
+                };
+                let Some(out) = y.get_mut(c..c + $rows) else {
+                    break;
+                };
+                let s = $f(n, blk, xc);
+                for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+                    *o = finish_output(v, q, c + k, relu, &mut sat);
+                }
+                c += $rows;
+            }
+        };
+    }
+    if THUMB1 {
+        blocks!(2, rows2_scalar_n);
+    } else {
+        blocks!(4, rows4_scalar_n);
+    }
+    while c < rows {
+        let Some(row) = w.get(c * n..(c + 1) * n) else {
+            break;
+        };
+        let mut v = 0i32;
+        for (&a, &xv) in row.iter().zip(xc) {
+            v = v.wrapping_add(a as i32 * xv);
+        }
+        if let Some(o) = y.get_mut(c) {
+            *o = finish_output(v, q, c, relu, &mut sat);
+        }
+        c += 1;
+    }
+    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+/// [`rows2_scalar`] with run-time `n`.
+#[inline(always)]
+fn rows2_scalar_n(n: usize, blk: &[i8], xc: &[i32]) -> [i32; 2] {
+    let Some((r0, r1)) = blk.split_at_checked(n) else {
+        return [0; 2];
+    };
+    let (mut s0, mut s1) = (0i32, 0i32);
+    for ((&a, &b), &xv) in r0.iter().zip(r1).zip(xc) {
+        s0 = s0.wrapping_add(a as i32 * xv);
+        s1 = s1.wrapping_add(b as i32 * xv);
+    }
+    [s0, s1]
+}
+
+/// [`rows4_scalar`] with run-time `n` (on RV32IMC the columns in assembly with four row
+/// pointers, [`rows4_rv32_n`]).
+#[inline(always)]
+fn rows4_scalar_n(n: usize, blk: &[i8], xc: &[i32]) -> [i32; 4] {
+    let Some((r0, rest)) = blk.split_at_checked(n) else {
+        return [0; 4];
+    };
+    let Some((r1, rest)) = rest.split_at_checked(n) else {
+        return [0; 4];
+    };
+    let Some((r2, r3)) = rest.split_at_checked(n) else {
+        return [0; 4];
+    };
+    #[allow(unused_mut)]
+    let mut acc = [0i32; 4];
+    #[cfg(target_arch = "riscv32")]
+    let tail = {
+        let done = rows4_rv32_n(&mut acc, [r0, r1, r2, r3], xc);
+        r0.iter().zip(r1).zip(r2).zip(r3).zip(xc).skip(done)
+    };
+    #[cfg(not(target_arch = "riscv32"))]
+    let tail = r0.iter().zip(r1).zip(r2).zip(r3).zip(xc);
+    let [mut s0, mut s1, mut s2, mut s3] = acc;
+    for ((((&a, &b), &c), &d), &xv) in tail {
+        s0 = s0.wrapping_add(a as i32 * xv);
+        s1 = s1.wrapping_add(b as i32 * xv);
+        s2 = s2.wrapping_add(c as i32 * xv);
+        s3 = s3.wrapping_add(d as i32 * xv);
+    }
+    [s0, s1, s2, s3]
+}
+
+/// One column of [`rows4_rv32_n`]: `lb` at byte `$o` of the four row pointers, one `mul` and
+/// `add` each with the input word `$x`.
+#[cfg(target_arch = "riscv32")]
+macro_rules! rv_col4p {
+    ($x:literal, $o:literal) => {
+        concat!(
+            "lb {w}, ",
+            $o,
+            "({q0})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s0}, {s0}, {w}\n",
+            "lb {w}, ",
+            $o,
+            "({q1})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s1}, {s1}, {w}\n",
+            "lb {w}, ",
+            $o,
+            "({q2})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s2}, {s2}, {w}\n",
+            "lb {w}, ",
+            $o,
+            "({q3})\n",
+            "mul {w}, {w}, ",
+            $x,
+            "\n",
+            "add {s3}, {s3}, {w}\n",
+        )
+    };
+}
+
+/// The columns of [`rows4_scalar_n`] in groups of eight, in assembly on RV32IMC (one pointer
+/// per row, so eight columns per iteration cost what [`rows4_rv32`]'s two groups of four do);
+/// returns the columns done.
+#[cfg(target_arch = "riscv32")]
+#[inline(always)]
+fn rows4_rv32_n(s: &mut [i32; 4], rows: [&[i8]; 4], xc: &[i32]) -> usize {
+    let n = rows
+        .iter()
+        .map(|r| r.len())
+        .min()
+        .unwrap_or(0)
+        .min(xc.len());
+    let groups = n / 8;
+    if groups == 0 {
+        return 0;
+    }
+    let [r0, r1, r2, r3] = rows;
+    let [mut s0, mut s1, mut s2, mut s3] = *s;
+    // SAFETY: reads `r_k[..8·groups]` and `xc[..8·groups]` (word aligned), all in bounds
+    // (8·groups ≤ n); read only.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "lw {x0}, 0({xp})",
+            "lw {x1}, 4({xp})",
+            "lw {x2}, 8({xp})",
+            "lw {x3}, 12({xp})",
+            rv_col4p!("{x0}", "0"),
+            rv_col4p!("{x1}", "1"),
+            rv_col4p!("{x2}", "2"),
+            rv_col4p!("{x3}", "3"),
+            "lw {x0}, 16({xp})",
+            "lw {x1}, 20({xp})",
+            "lw {x2}, 24({xp})",
+            "lw {x3}, 28({xp})",
+            rv_col4p!("{x0}", "4"),
+            rv_col4p!("{x1}", "5"),
+            rv_col4p!("{x2}", "6"),
+            rv_col4p!("{x3}", "7"),
+            "addi {xp}, {xp}, 32",
+            "addi {q1}, {q1}, 8",
+            "addi {q2}, {q2}, 8",
+            "addi {q3}, {q3}, 8",
+            "addi {q0}, {q0}, 8",
+            "bne {q0}, {end}, 2b",
+            xp = inout(reg) xc.as_ptr() => _,
+            q0 = inout(reg) r0.as_ptr() => _,
+            q1 = inout(reg) r1.as_ptr() => _,
+            q2 = inout(reg) r2.as_ptr() => _,
+            q3 = inout(reg) r3.as_ptr() => _,
+            end = in(reg) r0.as_ptr().wrapping_add(8 * groups),
+            s0 = inout(reg) s0,
+            s1 = inout(reg) s1,
+            s2 = inout(reg) s2,
+            s3 = inout(reg) s3,
+            x0 = out(reg) _,
+            x1 = out(reg) _,
+            x2 = out(reg) _,
+            x3 = out(reg) _,
+            w = out(reg) _,
+            options(pure, readonly, nostack)
+        );
+    }
+    *s = [s0, s1, s2, s3];
+    8 * groups
+}
+
 /// Dense error wrt the input (docs §4.2): `e_in[j] = Σ_c d[c]·w[c][j]` over the rows with a
 /// non-zero δ. Packed targets take the live rows in pairs: the two δ in one word, one
 /// `SMLAxy` per product on weights sign-extended in pairs by `SXTB16`, the four partial sums of
@@ -519,38 +934,50 @@ pub fn backward_with<const N: usize, const OUT: usize, const P: bool>(
     d: &[i16],
     e_in: &mut [i32],
 ) {
+    backward_rt::<P>(N, OUT, w, d, e_in);
+}
+
+/// [`backward`] for a fan-in `n` and row count `rows` known only at run time (the shape of a
+/// model loaded from a blob): the same kernels, so the same sums.
+pub fn backward_n(n: usize, rows: usize, w: &[i8], d: &[i16], e_in: &mut [i32]) {
+    backward_rt::<PACKED>(n, rows, w, d, e_in);
+}
+
+/// The body of [`backward_with`] and [`backward_n`]: `n` inputs, at most `rows` rows of `w`.
+#[inline(always)]
+fn backward_rt<const P: bool>(n: usize, rows: usize, w: &[i8], d: &[i16], e_in: &mut [i32]) {
     zero(e_in);
-    let Some(e) = e_in.get_mut(..N) else {
+    let Some(e) = e_in.get_mut(..n) else {
         return;
     };
     let k = if P { 2 } else { 4 };
     // Up to four pending live rows: (row start, δ).
     let mut pend = [(0usize, 0i32); 4];
     let mut np = 0;
-    for (c, &dv) in d.iter().enumerate().take(OUT) {
+    for (c, &dv) in d.iter().enumerate().take(rows) {
         if dv == 0 {
             continue;
         }
         if let Some(p) = pend.get_mut(np) {
-            *p = (c * N, dv as i32);
+            *p = (c * n, dv as i32);
         }
         np += 1;
         if np == k {
             if P {
-                back2::<N>(w, pend[0], pend[1], e);
+                back2(n, w, pend[0], pend[1], e);
             } else {
-                back4::<N>(w, &pend, e);
+                back4(n, w, &pend, e);
             }
             np = 0;
         }
     }
     if P && np == 1 {
         // The odd row with a zero partner (adds nothing).
-        back2::<N>(w, pend[0], (pend[0].0, 0), e);
+        back2(n, w, pend[0], (pend[0].0, 0), e);
         np = 0;
     }
     for &(o, dv) in pend.iter().take(np) {
-        if let Some(row) = w.get(o..o + N) {
+        if let Some(row) = w.get(o..o + n) {
             for (ev, &wv) in e.iter_mut().zip(row) {
                 *ev = ev.wrapping_add(dv * wv as i32);
             }
@@ -590,8 +1017,8 @@ fn zero(buf: &mut [i32]) {
 
 /// Two live rows of [`backward`].
 #[inline(always)]
-fn back2<const N: usize>(w: &[i8], (o0, d0): (usize, i32), (o1, d1): (usize, i32), e: &mut [i32]) {
-    let (Some(r0), Some(r1)) = (w.get(o0..o0 + N), w.get(o1..o1 + N)) else {
+fn back2(n: usize, w: &[i8], (o0, d0): (usize, i32), (o1, d1): (usize, i32), e: &mut [i32]) {
+    let (Some(r0), Some(r1)) = (w.get(o0..o0 + n), w.get(o1..o1 + n)) else {
         return;
     };
     let done = back2_asm(r0, r1, d0, d1, e);
@@ -660,13 +1087,13 @@ fn back2_asm(r0: &[i8], r1: &[i8], d0: i32, d1: i32, e: &mut [i32]) -> usize {
 
 /// Four live rows of [`backward`] (scalar).
 #[inline(always)]
-fn back4<const N: usize>(w: &[i8], rows: &[(usize, i32); 4], e: &mut [i32]) {
+fn back4(n: usize, w: &[i8], rows: &[(usize, i32); 4], e: &mut [i32]) {
     let [(o0, d0), (o1, d1), (o2, d2), (o3, d3)] = *rows;
     let (Some(r0), Some(r1), Some(r2), Some(r3)) = (
-        w.get(o0..o0 + N),
-        w.get(o1..o1 + N),
-        w.get(o2..o2 + N),
-        w.get(o3..o3 + N),
+        w.get(o0..o0 + n),
+        w.get(o1..o1 + n),
+        w.get(o2..o2 + n),
+        w.get(o3..o3 + n),
     ) else {
         return;
     };
@@ -1484,17 +1911,31 @@ mod tests {
     fn check<const N: usize, const OUT: usize>(w: &[i8], x: &[i8], seed: u32, relu: bool) {
         let q = params::<OUT>(seed, x[0], (seed >> 8) as i8);
         let (want, want_sat) = reference::<OUT>(N, w, &q, relu, x);
-        for packed in [false, true] {
+        // Kernel 0/1: const shape scalar/packed; 2/3: run-time shape scalar/packed (the
+        // run-time ones with a wider channel capacity than rows, as DynMlp uses them).
+        let qw = {
+            let mut qw = params::<16>(seed, x[0], (seed >> 8) as i8);
+            qw.m[..OUT].copy_from_slice(&q.m);
+            qw.s[..OUT].copy_from_slice(&q.s);
+            qw.bias[..OUT].copy_from_slice(&q.bias);
+            qw
+        };
+        for kernel in 0..4 {
             let mut y = vec![0i8; OUT];
             let mut ctr = Counters::default();
             let mut scratch = vec![0i32; N];
-            if packed {
-                forward_packed::<N, OUT>(w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
-            } else {
-                forward_scalar::<N, OUT>(w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
+            match kernel {
+                0 => forward_scalar::<N, OUT>(w, &q, relu, x, &mut y, &mut ctr, &mut scratch),
+                1 => forward_packed::<N, OUT>(w, &q, relu, x, &mut y, &mut ctr, &mut scratch),
+                2 => {
+                    forward_scalar_n::<16>(N, OUT, w, &qw, relu, x, &mut y, &mut ctr, &mut scratch)
+                }
+                _ => {
+                    forward_packed_n::<16>(N, OUT, w, &qw, relu, x, &mut y, &mut ctr, &mut scratch)
+                }
             }
-            assert_eq!(y, want, "packed={packed} N={N} OUT={OUT}");
-            assert_eq!(ctr.forward_saturations, want_sat, "packed={packed}");
+            assert_eq!(y, want, "kernel={kernel} N={N} OUT={OUT}");
+            assert_eq!(ctr.forward_saturations, want_sat, "kernel={kernel}");
         }
     }
 
@@ -1508,17 +1949,19 @@ mod tests {
                 check::<$n, 4>(&w[..4 * $n], x, seed, relu);
                 check::<$n, 5>(&w[..5 * $n], x, seed, relu);
                 check::<$n, 10>(&w[..10 * $n], x, seed, relu);
+                check::<$n, 3>(&w[..3 * $n], x, seed, relu);
+                check::<$n, 7>(&w[..7 * $n], x, seed, relu);
             )*};
         }
-        shapes!(1 2 3 4 5 7 8 9 12 15 16 17 24 31 102);
+        shapes!(1 2 3 4 5 7 8 9 12 15 16 17 24 31 102 110);
     }
 
     #[test]
     fn extreme_values() {
-        let all_min = vec![-128i8; 11 * 102];
-        let mut mixed = vec![127i8; 102];
-        mixed.extend((0..10 * 102).map(|j| if j % 3 == 0 { 127 } else { -128 }));
-        for (k, x) in mixed.iter_mut().take(102).enumerate() {
+        let all_min = vec![-128i8; 11 * 110];
+        let mut mixed = vec![127i8; 110];
+        mixed.extend((0..10 * 110).map(|j| if j % 3 == 0 { 127 } else { -128 }));
+        for (k, x) in mixed.iter_mut().take(110).enumerate() {
             if k % 2 == 0 {
                 *x = -128;
             }
@@ -1560,7 +2003,7 @@ mod tests {
         #[test]
         fn backward_equals_the_definition(
             d in proptest::collection::vec(prop_oneof![Just(0i16), -4096i16..=4096], 10),
-            w in proptest::collection::vec(any::<i8>(), 10 * 102),
+            w in proptest::collection::vec(any::<i8>(), 10 * 110),
             e0 in any::<i32>(),
         ) {
             macro_rules! shapes {
@@ -1571,19 +2014,19 @@ mod tests {
                             want[j] = want[j].wrapping_add(d[c] as i32 * w[c * $n + j] as i32);
                         }
                     }
-                    for packed in [false, true] {
+                    for kernel in 0..3 {
                         let mut got = vec![e0; $n + 1];
-                        if packed {
-                            backward_with::<$n, 10, true>(&w[..10 * $n], &d, &mut got);
-                        } else {
-                            backward_with::<$n, 10, false>(&w[..10 * $n], &d, &mut got);
+                        match kernel {
+                            0 => backward_with::<$n, 10, false>(&w[..10 * $n], &d, &mut got),
+                            1 => backward_with::<$n, 10, true>(&w[..10 * $n], &d, &mut got),
+                            _ => backward_n($n, 10, &w[..10 * $n], &d, &mut got),
                         }
                         prop_assert_eq!(&got[..$n], &want[..]);
                         prop_assert_eq!(got[$n], 0);
                     }
                 )*};
             }
-            shapes!(1 3 4 5 8 9 64 102);
+            shapes!(1 3 4 5 8 9 64 102 110);
         }
 
         #[test]
@@ -1635,7 +2078,7 @@ mod tests {
         fn packed_and_scalar_equal_the_definition(
             seed in any::<u32>(),
             relu in any::<bool>(),
-            data in proptest::collection::vec(any::<i8>(), 11 * 102),
+            data in proptest::collection::vec(any::<i8>(), 11 * 110),
         ) {
             check_all(&data, seed, relu);
         }

@@ -106,6 +106,15 @@ pub fn forward<Wt: Weight, const OUT: usize>(
     ctr: &mut Counters,
     scratch: &mut [i32],
 ) {
+    // Dense on int8 weights: the packed (Armv7E-M) or blocked (elsewhere) kernels of
+    // `crate::dense`, with the shape taken at run time; the same sums, outputs and counts.
+    if g.is_dense() {
+        if let Some(w8) = Wt::as_i8(w) {
+            let rows = g.cout.min(OUT).min(y.len());
+            crate::dense::forward_n::<OUT>(g.cin, rows, w8, q, relu, x, y, ctr, scratch);
+            return;
+        }
+    }
     let zx = q.z_x as i32;
     let xc = match scratch.get_mut(..x.len()) {
         Some(xc) => xc,
@@ -230,6 +239,13 @@ pub fn to_delta<const OUT: usize>(
 
 /// Error wrt the input from δ: the transposed convolution (docs §4.2).
 pub fn backward<Wt: Weight, const OUT: usize>(g: &Geom, w: &[Wt], d: &[i16], e_in: &mut [i32]) {
+    // Dense on int8 weights: the kernels of `crate::dense` with the run-time shape.
+    if g.is_dense() {
+        if let Some(w8) = Wt::as_i8(w) {
+            crate::dense::backward_n(g.cin, g.cout.min(OUT), w8, d, e_in);
+            return;
+        }
+    }
     e_in.fill(0);
     let fan = g.fan();
     let mut dj = d.iter();
