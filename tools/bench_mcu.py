@@ -61,13 +61,28 @@ LLVM_OBJDUMP = "llvm-objdump-22"
 QEMU_TIMEOUT_S = 900
 PROFILE_TOP = 10
 
-MODEL_NAMES = {"mlp": "terrain_mlp", "cnn": "mnist_cnn"}
+MODEL_KEYS = ("mlp", "cnn", "fwmlp")
+MODEL_NAMES = {"mlp": "terrain_mlp", "cnn": "mnist_cnn", "fwmlp": "firmware_mlp"}
 MODEL_SHAPES = {
     "mlp": "102 -> Dense 64 ReLU -> Dense 32 ReLU -> Dense 5",
     "cnn": (
         "28x28x1 -> Conv3x3 8 ReLU -> MaxPool2 -> Conv3x3 16 ReLU -> MaxPool2 -> Dense 400->10"
     ),
+    "fwmlp": "110 -> Dense 64 ReLU -> Dense 32 ReLU -> Dense 5 (shape read from the blob)",
 }
+# Which Rust type each entry measures, and whether the co-processor firmware (odt-app on the
+# boards, odt-emu) runs it: the firmware runs FirmwareMlp, loaded from a blob.
+MODEL_TYPES = {
+    "mlp": "odt_core::models::TerrainMlp (odt_model!, shape fixed at compile time)",
+    "cnn": "odt_core::models::MnistCnn (odt_model!, shape fixed at compile time)",
+    "fwmlp": (
+        "odt_core::models::FirmwareMlp = DynMlp<256, 64, 16, 3, 16384, 1> loaded with the "
+        "shipped default model models/borealtc_mlp.odtm (shape from the blob at run time)"
+    ),
+}
+FIRMWARE_RUNS = {"mlp": False, "cnn": False, "fwmlp": True}
+# Models with an f32 baseline of the same shape (src/f32ref.rs).
+HAS_F32 = {"mlp", "cnn"}
 
 SOFT_FLOAT_RE = re.compile(
     r"^(?:__aeabi_(?:f|d|cf|cd|i2f|i2d|ui2f|ui2d|l2f|l2d|ul2f|ul2d)\w*"
@@ -504,7 +519,7 @@ def bench_target(
 
     profiles: dict[str, list[dict[str, Any]]] = {}
     if profile:
-        for key in ("mlp", "cnn"):
+        for key in MODEL_KEYS:
             idx = [j for j, b in enumerate(first.brackets) if b.model == key and b.phase == "train"]
             log(f"{target.triple}: profiling the {key} integer training steps")
             profiles[key] = profile_brackets(
@@ -531,7 +546,7 @@ def bench_target(
 
     entries = []
     int_results: dict[str, list[str]] = {}
-    for key in ("mlp", "cnn"):
+    for key in MODEL_KEYS:
         consts = first.models[key]
         per_phase: dict[str, list[int]] = {}
         for b in first.brackets:
@@ -539,8 +554,9 @@ def bench_target(
                 per_phase.setdefault(b.phase, []).append(b.raw - overhead)
         infer = stats(per_phase["infer"])
         train = stats(per_phase["train"])
-        infer_f32 = stats(per_phase["infer_f32"])
-        train_f32 = stats(per_phase["train_f32"])
+        has_f32 = key in HAS_F32
+        infer_f32 = stats(per_phase["infer_f32"]) if has_f32 else None
+        train_f32 = stats(per_phase["train_f32"]) if has_f32 else None
         params = consts["params"]
         trainable = params  # TrainConfig::all_trainable(): every weight and bias trains
         int_results[key] = [
@@ -555,6 +571,8 @@ def bench_target(
                 "qemu_machine": target.board,
                 "model": MODEL_NAMES[key],
                 "model_shape": MODEL_SHAPES[key],
+                "model_type": MODEL_TYPES[key],
+                "firmware_runs_this_model": FIRMWARE_RUNS[key],
                 "params": params,
                 "trainable_params": trainable,
                 "macs": consts["macs"],
@@ -573,12 +591,16 @@ def bench_target(
                 "elf_int_only_bss": size_int["bss"],
                 "instructions_infer": round(infer["mean"]),
                 "instructions_train_step": round(train["mean"]),
-                "instructions_infer_f32": round(infer_f32["mean"]),
-                "instructions_train_step_f32": round(train_f32["mean"]),
+                "instructions_infer_f32": round(infer_f32["mean"]) if infer_f32 else None,
+                "instructions_train_step_f32": round(train_f32["mean"]) if train_f32 else None,
                 "instructions_per_param_train": round(train["mean"] / trainable, 2),
                 "instructions_per_mac_infer": round(infer["mean"] / consts["macs"], 2),
-                "f32_over_int_ratio": round(train_f32["mean"] / train["mean"], 3),
-                "f32_over_int_ratio_infer": round(infer_f32["mean"] / infer["mean"], 3),
+                "f32_over_int_ratio": (
+                    round(train_f32["mean"] / train["mean"], 3) if train_f32 else None
+                ),
+                "f32_over_int_ratio_infer": (
+                    round(infer_f32["mean"] / infer["mean"], 3) if infer_f32 else None
+                ),
                 "detail": {
                     "infer": infer,
                     "train_step": train,
@@ -616,6 +638,14 @@ def bench_target(
                 ),
                 "notes": [
                     *target.notes,
+                    *(
+                        []
+                        if has_f32
+                        else [
+                            "No f32 baseline of this shape: the f32 figures of terrain_mlp "
+                            "(102 inputs, same hidden layers) are the nearest comparison."
+                        ]
+                    ),
                     "Counts are executed guest instructions (exact, from the TCG plugin), not "
                     "cycles: QEMU is not cycle-accurate. Each figure is the mean over the "
                     "measured calls after 2 warm-up calls (4 inferences, 8 training steps, 4 "
@@ -714,8 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     for e in entries:
         print(
             f"{e['target']:30} {e['model']:12} {e['instructions_infer']:>10} "
-            f"{e['instructions_train_step']:>10} {e['instructions_train_step_f32']:>11} "
-            f"{e['f32_over_int_ratio']:>8}"
+            f"{e['instructions_train_step']:>10} {e['instructions_train_step_f32'] or '-':>11} "
+            f"{e['f32_over_int_ratio'] or '-':>8}"
         )
     return 0
 

@@ -9,7 +9,7 @@
 //! Output protocol (one line each, semihosting on ARM, UART on RISC-V):
 //! ```text
 //! BENCH-MCU v1 arch=<arm|riscv32> f32_baseline=<0|1> odt=<real|mock>
-//! MODEL name=<mlp|cnn> input_len=.. output_len=.. params=.. macs=.. ram_bytes=.. flash_bytes=..
+//! MODEL name=<mlp|cnn|fwmlp> input_len=.. output_len=.. params=.. macs=.. ram_bytes=.. flash_bytes=..
 //!       f32_params=.. f32_ram_bytes=..
 //! BRACKET <model> <phase> <index>       (phase: empty, infer, train, infer_f32, train_f32)
 //! RESULT <model> <phase> <index> class=.. loss_mnats=..
@@ -37,6 +37,8 @@ use odt_core as odt;
 use core::ptr::addr_of_mut;
 use io::LineBuf;
 use odt::models::{MnistCnn, TerrainMlp};
+#[cfg(feature = "real")]
+use odt::models::FirmwareMlp;
 
 /// Warm-up runs (not measured) before the measured ones.
 const WARMUP: u32 = 2;
@@ -54,6 +56,18 @@ static mut CNN: MnistCnn = MnistCnn::new();
 static mut X_MLP: [[i8; TerrainMlp::INPUT_LEN]; N_SAMPLES] =
     [[0; TerrainMlp::INPUT_LEN]; N_SAMPLES];
 static mut X_CNN: [[i8; MnistCnn::INPUT_LEN]; N_SAMPLES] = [[0; MnistCnn::INPUT_LEN]; N_SAMPLES];
+
+/// The model the co-processor firmware runs (`FirmwareMlp`, shape from the blob at run time),
+/// loaded with the shipped default model (`models/borealtc_mlp.odtm`, 110-64-32-5).
+#[cfg(feature = "real")]
+static mut FW: FirmwareMlp = FirmwareMlp::new();
+#[cfg(feature = "real")]
+static FW_BLOB: &[u8] = include_bytes!("../../../models/borealtc_mlp.odtm");
+/// Inputs of the shipped model (checked against the loaded blob).
+#[cfg(feature = "real")]
+const FW_INPUT_LEN: usize = 110;
+#[cfg(feature = "real")]
+static mut X_FW: [[i8; FW_INPUT_LEN]; N_SAMPLES] = [[0; FW_INPUT_LEN]; N_SAMPLES];
 
 #[cfg(feature = "f32-baseline")]
 static mut MLP_F32: f32ref::MlpF32 = f32ref::MlpF32::new();
@@ -185,8 +199,9 @@ fn result(model: &str, phase: &str, idx: u32, class: i64, loss_mnats: i64) {
 }
 
 /// Integer inference + training benchmark for one odt-core model (same code for both types).
+/// `$init(m)` puts the model in place and returns its number of classes.
 macro_rules! bench_int {
-    ($name:expr, $ty:ty, $model:expr, $xs:expr, $seed:expr) => {{
+    ($name:expr, $ty:ty, $model:expr, $xs:expr, $seed:expr, $init:expr) => {{
         let m: &mut $ty = $model;
         let xs = $xs;
         let mut rng = Lcg::new($seed ^ 0x5EED);
@@ -195,7 +210,7 @@ macro_rules! bench_int {
                 *v = (rng.next() >> 24) as u8 as i8;
             }
         }
-        m.init_random($seed);
+        let n_out = ($init)(&mut *m, $seed) as u32;
         m.set_train_config(&odt::TrainConfig::all_trainable())
             .or_exit();
         for k in 0..WARMUP {
@@ -206,7 +221,6 @@ macro_rules! bench_int {
             let p = bracket($name, "infer", k, || m.infer(x)).or_exit();
             result($name, "infer", k, p.class as i64, -1);
         }
-        let n_out = <$ty>::OUTPUT_LEN as u32;
         for k in 0..WARMUP {
             let label = ((k as usize % N_SAMPLES) as u32 % n_out) as u8;
             core::hint::black_box(m.train_step(&xs[k as usize % N_SAMPLES], label).or_exit());
@@ -333,6 +347,28 @@ pub extern "C" fn bench_main() -> ! {
         cnn_f32_ram,
     );
 
+    #[cfg(feature = "real")]
+    {
+        // Shape and sizes of the shipped model in the firmware's model (loaded once here for
+        // the MODEL line; the benchmark block loads it again).
+        // SAFETY: single-threaded bare metal; the static is not borrowed elsewhere yet.
+        let fw: &mut FirmwareMlp = unsafe { &mut *addr_of_mut!(FW) };
+        fw.load_blob(FW_BLOB).or_exit();
+        let sh = *fw.shape();
+        let biases: usize = sh.widths.iter().skip(1).take(sh.layers).map(|&v| v as usize).sum();
+        print_model(
+            "fwmlp",
+            sh.input_len(),
+            sh.classes(),
+            sh.weights() + biases,
+            sh.weights(),
+            FirmwareMlp::RAM_BYTES,
+            FW_BLOB.len(),
+            0,
+            0,
+        );
+    }
+
     // Cost of an empty bracket (marker call + return), subtracted by the script.
     for k in 0..3 {
         bracket("none", "empty", k, || ());
@@ -348,7 +384,11 @@ pub extern "C" fn bench_main() -> ! {
             TerrainMlp,
             mlp,
             &mut *addr_of_mut!(X_MLP),
-            0x0D7_0001
+            0x0D7_0001,
+            |m: &mut TerrainMlp, seed| {
+                m.init_random(seed);
+                TerrainMlp::OUTPUT_LEN
+            }
         );
         stack_report("mlp", "int");
         if cfg!(feature = "quick") {
@@ -359,8 +399,39 @@ pub extern "C" fn bench_main() -> ! {
             io::exit(io::EXIT_OK);
         }
         rt::stack::paint();
-        bench_int!("cnn", MnistCnn, cnn, &mut *addr_of_mut!(X_CNN), 0x0D7_0002);
+        bench_int!(
+            "cnn",
+            MnistCnn,
+            cnn,
+            &mut *addr_of_mut!(X_CNN),
+            0x0D7_0002,
+            |m: &mut MnistCnn, seed| {
+                m.init_random(seed);
+                MnistCnn::OUTPUT_LEN
+            }
+        );
         stack_report("cnn", "int");
+        #[cfg(feature = "real")]
+        {
+            let fw: &mut FirmwareMlp = &mut *addr_of_mut!(FW);
+            rt::stack::paint();
+            bench_int!(
+                "fwmlp",
+                FirmwareMlp,
+                fw,
+                &mut *addr_of_mut!(X_FW),
+                0x0D7_0003,
+                |m: &mut FirmwareMlp, _seed| {
+                    m.load_blob(FW_BLOB).or_exit();
+                    if m.shape().input_len() != FW_INPUT_LEN {
+                        io::line("FWMLP-SHAPE");
+                        io::exit(io::EXIT_CHECK);
+                    }
+                    m.shape().classes()
+                }
+            );
+            stack_report("fwmlp", "int");
+        }
         #[cfg(feature = "f32-baseline")]
         {
             rt::stack::paint();
