@@ -597,8 +597,10 @@ fn rows3_packed_n(n: usize, blk: &[i8], pairs: &[[i32; 2]], tail: &[i32]) -> [i3
     let (Some(blk), Some(pairs)) = (blk.get(..3 * n), pairs.get(..groups)) else {
         return s;
     };
-    let done = rows3_asm(&mut s, n, blk, pairs);
-    for g in done..groups {
+    if rows3_asm(&mut s, n, blk, pairs, tail) {
+        return s;
+    }
+    for g in 0..groups {
         let o = 4 * g;
         let (Some(&[p0, p1]), Some(a), Some(b), Some(c)) = (
             pairs.get(g),
@@ -650,40 +652,56 @@ macro_rules! group3 {
     };
 }
 
-/// The column groups of three rows in assembly on Armv7E-M: two groups per loop iteration,
-/// then the odd one; returns the number of groups done (all of `pairs`). Elsewhere it does
-/// nothing and the caller's loop over single groups (the same instructions, emulated) does all.
+/// The columns of three rows in assembly on Armv7E-M: the column groups two per loop
+/// iteration, then the odd one, then the `n mod 4` tail columns (`tail` follows `pairs` in
+/// memory, as [`forward_packed_n`] lays them out; one `LDRSB` and `MLA` per weight). Returns
+/// whether it did all (then the caller's loops do nothing); elsewhere it does nothing.
 #[inline(always)]
-fn rows3_asm(s: &mut [i32; 3], n: usize, blk: &[i8], pairs: &[[i32; 2]]) -> usize {
+fn rows3_asm(s: &mut [i32; 3], n: usize, blk: &[i8], pairs: &[[i32; 2]], tail: &[i32]) -> bool {
     #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
     {
         let groups = pairs.len();
-        if groups == 0 || 4 * groups > n || blk.len() < 2 * n + 4 * groups {
-            return 0;
+        let contiguous = pairs.as_ptr_range().end as usize == tail.as_ptr() as usize;
+        if groups != n / 4 || tail.len() != n % 4 || !contiguous || blk.len() < 3 * n {
+            return false;
         }
         let [mut s0, mut s1, mut s2] = *s;
-        // SAFETY: row r's word of group g is read at `blk + r·n + 4g`, r ≤ 2, g < groups,
-        // 4·groups ≤ n, all inside `blk` (2n + 4·groups ≤ len, checked above); the pairs of
-        // group g at `pairs + 8g` < `pairs.len()`. Unaligned `LDR` is allowed on Armv7-M;
-        // `LDRD` reads the word-aligned `i32` pairs. Read only.
+        // SAFETY: row r's bytes `blk[r·n .. r·n + n]` (r ≤ 2, 3n ≤ len, checked above) are read
+        // as `groups` words then `n mod 4` bytes; the pairs (`8·groups` bytes) and the tail
+        // (`4·(n mod 4)` bytes) are read in order from `pairs.as_ptr()`, contiguous (checked).
+        // Unaligned `LDR` is allowed on Armv7-M; `LDRD` reads the word-aligned `i32` pairs.
+        // Read only.
         unsafe {
             core::arch::asm!(
-                "cmp {k}, #0",
-                "beq 3f",
+                "subs {k}, {k}, #2",
+                "blt 3f",
                 "2:",
                 group3!(),
                 group3!(),
-                "subs {k}, #1",
-                "bne 2b",
+                "subs {k}, {k}, #2",
+                "bge 2b",
                 "3:",
-                "tst {odd}, #1",
-                "beq 4f",
+                // k = −1: one group left; k = −2: none.
+                "adds {k}, {k}, #1",
+                "bne 4f",
                 group3!(),
                 "4:",
+                "ands {k}, {n}, #3",
+                "beq 6f",
+                "5:",
+                "ldr {p0}, [{x}], #4",
+                "ldrsb {a}, [{w}, {n}]",
+                "mla {s1}, {a}, {p0}, {s1}",
+                "ldrsb {a}, [{w}, {n}, lsl #1]",
+                "mla {s2}, {a}, {p0}, {s2}",
+                "ldrsb {a}, [{w}], #1",
+                "mla {s0}, {a}, {p0}, {s0}",
+                "subs {k}, {k}, #1",
+                "bne 5b",
+                "6:",
                 w = inout(reg) blk.as_ptr() => _,
                 x = inout(reg) pairs.as_ptr() => _,
-                k = inout(reg) groups / 2 => _,
-                odd = in(reg) groups,
+                k = inout(reg) groups => _,
                 n = in(reg) n,
                 s0 = inout(reg) s0,
                 s1 = inout(reg) s1,
@@ -696,12 +714,12 @@ fn rows3_asm(s: &mut [i32; 3], n: usize, blk: &[i8], pairs: &[[i32; 2]]) -> usiz
             );
         }
         *s = [s0, s1, s2];
-        groups
+        true
     }
     #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
     {
-        let _ = (s, n, blk, pairs);
-        0
+        let _ = (s, n, blk, pairs, tail);
+        false
     }
 }
 
