@@ -17,6 +17,8 @@ odt_model! { struct Three { input: 90, batch: 4, weights: i8, budget: 1 << 20,
 layers: { a: Dense<90, 48, true>, b: Dense<48, 24, true>, c: Dense<24, 12, true>, d: Dense<12, 4, false> } } }
 odt_model! { struct Wide { input: 5, batch: 4, weights: i8, budget: 1 << 20,
 layers: { a: Dense<5, 40, true>, b: Dense<40, 3, true> } } }
+odt_model! { struct Shipped { input: 110, batch: 1, weights: i8, budget: 1 << 20,
+layers: { a: Dense<110, 64, true>, b: Dense<64, 32, true>, c: Dense<32, 5, false> } } }
 odt_model! { struct ThreeHp { input: 90, batch: 4, weights: Hp, budget: 1 << 20,
 layers: { a: Dense<90, 48, true>, b: Dense<48, 24, true>, c: Dense<24, 12, true>, d: Dense<12, 4, false> } } }
 
@@ -149,6 +151,26 @@ proptest! {
                 let cfg = TrainConfig { batch: 1, ..cfg };
                 against!(TerrainMlp, FirmwareMlp, seed, &cfg, &raw)
             }
+        }
+    }
+
+    /// The firmware's hot path (int8, batch 1, every layer trainable: the run-time-shape
+    /// kernels of `dense.rs`) step for step against the const-shape `odt_model!` types, on the
+    /// terrain shape (102-64-32-5, `TerrainMlp`) and the shipped default's (110-64-32-5).
+    #[test]
+    fn firmware_mlp_steps_equal_the_fixed_terrain_models(
+        shipped in any::<bool>(),
+        seed in any::<u32>(),
+        lr_e in -24i8..-8,
+        raw in proptest::collection::vec((proptest::collection::vec(any::<i8>(), 1..9), any::<u8>()), 1..10),
+    ) {
+        let mut cfg = TrainConfig::all_trainable();
+        cfg.lr_e = lr_e;
+        cfg.seed = seed ^ 0xA5;
+        if shipped {
+            against!(Shipped, FirmwareMlp, seed, &cfg, &raw)
+        } else {
+            against!(TerrainMlp, FirmwareMlp, seed, &cfg, &raw)
         }
     }
 
