@@ -545,7 +545,9 @@ pub fn forward_packed_n<const OUT: usize>(
     let (Some(x), Some(buf)) = (x.get(..n), scratch.get_mut(..n - 2 * groups)) else {
         return;
     };
-    let (pairs, tail) = buf.split_at_mut(2 * groups);
+    let Some((pairs, tail)) = buf.split_at_mut_checked(2 * groups) else {
+        return;
+    };
     let (xq, xr) = x.as_chunks::<4>();
     let zz = dsp::pkhbt(zx as u32, zx as u32);
     for ([p0, p1], x4) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
@@ -602,17 +604,15 @@ fn rows3_packed_n(n: usize, blk: &[i8], pairs: &[[i32; 2]], tail: &[i32]) -> [i3
     }
     for g in 0..groups {
         let o = 4 * g;
-        let (Some(&[p0, p1]), Some(a), Some(b), Some(c)) = (
-            pairs.get(g),
-            blk.get(o..o + 4),
-            blk.get(n + o..n + o + 4),
-            blk.get(2 * n + o..2 * n + o + 4),
-        ) else {
+        let w4 = |o: usize| blk.get(o..).and_then(|r| r.first_chunk::<4>());
+        let (Some(&[p0, p1]), Some(a), Some(b), Some(c)) =
+            (pairs.get(g), w4(o), w4(n + o), w4(2 * n + o))
+        else {
             break;
         };
         let (p0, p1) = (p0 as u32, p1 as u32);
         for (acc, wv) in s.iter_mut().zip([a, b, c]) {
-            let wv = u32::from_le_bytes([wv[0] as u8, wv[1] as u8, wv[2] as u8, wv[3] as u8]);
+            let wv = word(wv);
             *acc = dsp::smlad(dsp::sxtb16(wv), p0, *acc);
             *acc = dsp::smlad(dsp::sxtb16_ror8(wv), p1, *acc);
         }
