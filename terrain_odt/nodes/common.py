@@ -121,7 +121,10 @@ def spin(executor: Executor, context: Context | None = None, log: Any = None) ->
 
 
 def run_node(
-    factory: Callable[..., Node], args: Sequence[str] | None = None, executor: str = "single"
+    factory: Callable[..., Node],
+    args: Sequence[str] | None = None,
+    executor: str = "single",
+    work: Callable[[Any, threading.Event], int | None] | None = None,
 ) -> int:
     """`main` of a node executable: init, spin, clean shutdown; clear errors, no traceback.
 
@@ -134,6 +137,10 @@ def run_node(
     spins in a thread, the main thread waits for the request, then closes the node (the bridge
     flushes and saves), destroys it and shuts rclpy down; signals arriving meanwhile are
     ignored, so there is no KeyboardInterrupt half way through the cleanup. Exit status 0.
+
+    `work(node, stop)`: for a node that has a job to finish (a player): runs in the main thread
+    while the node spins, must return soon after `stop` is set; the node exits when it returns
+    (its result, if an int, is the exit status).
     """
     stop = threading.Event()
 
@@ -171,9 +178,12 @@ def run_node(
             daemon=True,
         )
         spinner.start()
-        while not stop.wait(0.25):
-            if not spinner.is_alive():  # the context was shut down from elsewhere
-                break
+        if work is not None:
+            rc = int(work(node, stop) or 0)
+        else:
+            while not stop.wait(0.25):
+                if not spinner.is_alive():  # the context was shut down from elsewhere
+                    break
     except ParamError as exc:
         print(f"[ERROR] {exc}", file=sys.stderr)
         rc = 2
