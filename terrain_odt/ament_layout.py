@@ -43,8 +43,17 @@ LIBEXEC_SOURCE = "resource/libexec"
 #: Put in site-packages; processed by `site` at interpreter start (after the editable finder's
 #: `__editable__*.pth`, which sorts first, so the package imports in both install modes).
 PTH_NAME = "terrain_odt_ament_prefix.pth"
-PTH_LINE = f"import {PACKAGE}.ament_layout as _m; _m.add_prefix_to_ament_path()\n"
+#: One line (`site` runs lines that start with "import"); does nothing if the package is gone.
+PTH_LINE = (
+    f"import importlib.util; importlib.util.find_spec({PACKAGE!r}) and "
+    f"__import__({PACKAGE + '.ament_env'!r}).ament_env.add_prefix_to_ament_path()\n"
+)
 ENV = "AMENT_PREFIX_PATH"
+
+
+def install_prefix() -> Path:
+    """Where pip puts data files for this interpreter (a venv: the venv; Debian: /usr/local)."""
+    return Path(sysconfig.get_path("data"))
 
 
 def data_files(root: str | os.PathLike[str] = ".") -> list[tuple[str, list[str]]]:
@@ -69,38 +78,6 @@ def data_files(root: str | os.PathLike[str] = ".") -> list[tuple[str, list[str]]
         # Node launchers where launch_ros and `ros2 run` look (see the module docstring).
         (LIBEXEC_DIR, glob(f"{LIBEXEC_SOURCE}/*")),
     ]
-
-
-# ---- AMENT_PREFIX_PATH -------------------------------------------------------------------------
-
-
-def install_prefix() -> Path:
-    """Where pip puts data files for this interpreter (a venv: the venv; Debian: /usr/local)."""
-    return Path(sysconfig.get_path("data"))
-
-
-def add_prefix_to_ament_path(
-    environ: dict[str, str] | os._Environ[str] | None = None, prefix: Path | None = None
-) -> bool:
-    """Append `prefix` (default: `install_prefix()`) to `AMENT_PREFIX_PATH` if terrain_odt is
-    installed there and it is not listed yet. Returns whether it changed the variable.
-
-    Run at interpreter start by the installed `.pth`; never raises (a broken `.pth` line would
-    print a traceback at every Python start).
-    """
-    env = os.environ if environ is None else environ
-    try:
-        pfx = prefix or install_prefix()
-        if not (pfx / MARKER_DIR / PACKAGE).exists():
-            return False
-        parts = [p for p in env.get(ENV, "").split(os.pathsep) if p]
-        real = os.path.realpath(pfx)
-        if any(os.path.realpath(p) == real for p in parts):
-            return False
-        env[ENV] = os.pathsep.join([*parts, str(pfx)])
-        return True
-    except Exception:
-        return False
 
 
 # ---- lib/terrain_odt launchers -----------------------------------------------------------------

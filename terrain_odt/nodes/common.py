@@ -207,6 +207,10 @@ def run_node(
             node.destroy_node()
         if context.ok():
             rclpy.shutdown(context=context)
+        # Exiting anyway: a late signal must not kill the interpreter while it finalizes
+        # (Python restores the default handlers then, except for ignored signals).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     return rc
 
 

@@ -1,0 +1,318 @@
+"""Real `ros2 launch` of launch/robot.launch.py and launch/replay.launch.py, pip only.
+
+`launch`, `launch_ros` and the ros2 CLI come from ../shared/wheels/ros2-launch (`make setup`
+installs them). Two install modes are run:
+
+- the editable dev install of `make setup` (.venv, with the ament layout linked in by
+  `python -m terrain_odt.ament_layout dev-install`): robot.launch.py, fed by the project's bag
+  player from this process;
+- a wheel (`pip wheel .`) installed with `pip install --prefix`: replay.launch.py, whose default
+  bag, parameter files and node launchers then all come from that prefix, and which plays the
+  bag with its own `bag_player` node (there is no `ros2 bag` here).
+
+Each launch runs against a fresh `odt-emu`, in a process group of its own; the test waits until
+the three nodes are up and predictions arrive on /terrain/prediction, then sends SIGINT to the
+whole group (what Ctrl-C in a terminal does) and checks that everything ends cleanly: exit
+status 0, no traceback, every node "finished cleanly", the bridge saved its fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from terrain_odt import ament_layout
+from terrain_odt.graph import NODES
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ROS2 = BIN / "ros2"
+DEMO_BAG = ROOT / "data" / "demo" / "borealtc_demo.mcap"
+MODEL = ROOT / "models" / "demo_mount_shift"
+#: .ci/run sets this: in CI a missing `ros2 launch` is a failure, not a skip.
+REQUIRE = os.environ.get("TERRAIN_ODT_REQUIRE_ROS2_LAUNCH") == "1"
+
+
+@pytest.fixture(scope="module")
+def ros2() -> Path:
+    try:
+        import launch_ros
+    except ImportError:
+        launch_ros = None
+    if launch_ros is None or not ROS2.exists():
+        msg = "ros2 launch is not installed (make setup installs ../shared/wheels/ros2-launch)"
+        if REQUIRE:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return ROS2
+
+
+class Launch:
+    """`ros2 launch ...` in its own process group, output collected."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [str(ROS2), "launch", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def interrupt(self, timeout: float = 40.0) -> int:
+        """SIGINT to the whole process group (Ctrl-C), then wait."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            pytest.fail(f"ros2 launch did not end {timeout} s after SIGINT:\n{self.text}")
+        self._reader.join(timeout=5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class Listener:
+    """An rclpy node in this process: node names in the graph, predictions received."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+        from std_msgs.msg import String
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("test_ros2_launch_listener", context=self.context)
+        self.predictions: list[str] = []
+        self.node.create_subscription(
+            String, "/terrain/prediction", lambda m: self.predictions.append(m.data), 100
+        )
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        with contextlib.suppress(Exception):
+            self.executor.spin()
+
+    def node_names(self) -> set[str]:
+        return set(self.node.get_node_names())
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=5.0)
+        self.node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+
+
+def wait_for(cond: Any, timeout: float, what: str, launch: Launch) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if launch.proc.poll() is not None:
+            pytest.fail(
+                f"ros2 launch exited ({launch.proc.returncode}) before {what}:\n{launch.text}"
+            )
+        if time.monotonic() > deadline or "process has died" in launch.text:
+            launch.kill()
+            pytest.fail(f"no {what} after {timeout} s:\n{launch.text}")
+        time.sleep(0.1)
+
+
+def check_clean_shutdown(launch: Launch, rc: int, names: list[str]) -> None:
+    text = launch.text
+    assert rc == 0, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert "terminate called" not in text and "process has died" not in text, text
+    for name in names:
+        assert any(
+            ln.startswith(f"[INFO] [{name}-") and "process has finished cleanly" in ln
+            for ln in launch.lines
+        ), f"{name} did not finish cleanly:\n{text}"
+    # The bridge trained on the operator's labels and saved the model on the way out.
+    assert "model saved to co-processor flash" in text, text
+
+
+@pytest.fixture
+def emu(emu_bin: Path, tmp_path: Path) -> Iterator[Any]:
+    from terrain_odt.emulator import emulator
+
+    with emulator(emu_bin, baud=921600, tcp_port=0, model=MODEL.with_suffix(".odtm")) as e:
+        yield e
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def test_robot_launch_editable_install(ros2: Path, emu: Any) -> None:
+    from terrain_odt.bagplay import BagPlayer, read_bag
+
+    # The editable install's own layout (make setup), found through the .pth in site-packages:
+    # nothing set up in the environment.
+    env = _env()
+    env.pop("AMENT_PREFIX_PATH", None)
+    launch = Launch(
+        [
+            "terrain_odt",
+            "robot.launch.py",
+            f"serial_port:={emu.url}",
+            f"model_sidecar:={MODEL.with_suffix('.json')}",
+            f"model_blob:={MODEL.with_suffix('.odtm')}",
+            "use_sim_time:=true",
+        ],
+        env,
+    )
+    listener = Listener()
+    try:
+        names = [n.name for n in NODES]
+        wait_for(lambda: set(names) <= listener.node_names(), 60.0, "nodes", launch)
+        # The robot: 40 s of the demo drive at 10x with /clock, its truth as operator labels.
+        data = read_bag(DEMO_BAG)
+        player = BagPlayer(listener.node, data, rate=10.0, operator_until_s=1e9, duration_s=40.0)
+        missing = player.wait_for_subscribers(["/imu/data", "/odom"], 30.0)
+        assert not missing, launch.text
+        player.play()
+        wait_for(lambda: len(listener.predictions) >= 20, 30.0, "predictions", launch)
+    finally:
+        listener.close()
+    rc = launch.interrupt()
+    check_clean_shutdown(launch, rc, names)
+    # What ros2 launch found: the source tree's files, linked into the venv.
+    installed = BIN.parent / "share" / "terrain_odt" / "launch" / "robot.launch.py"
+    assert installed.resolve() == ROOT / "launch" / "robot.launch.py"
+
+
+# ---- pip install . (a wheel) ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wheel_prefix(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The package built as a wheel (as `pip install .` builds it: isolated, with current
+    setuptools) and installed into a prefix of its own: (wheel, prefix)."""
+    out = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(out), str(ROOT)],
+        check=True,
+        cwd=out,
+    )
+    (wheel,) = out.glob("terrain_odt-*.whl")
+    prefix = out / "prefix"
+    subprocess.run(
+        # --ignore-installed: without it pip uninstalls the venv's editable terrain_odt.
+        [
+            *pip,
+            "install",
+            "--no-deps",
+            "--no-compile",
+            "--ignore-installed",
+            "--prefix",
+            str(prefix),
+            str(wheel),
+        ],
+        check=True,
+    )
+    return wheel, prefix
+
+
+def test_wheel_has_the_ament_layout(wheel_prefix: tuple[Path, Path]) -> None:
+    wheel, prefix = wheel_prefix
+    data = "terrain_odt-0.1.0.data/data/"
+    with zipfile.ZipFile(wheel) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        assert z.read(ament_layout.PTH_NAME).decode() == ament_layout.PTH_LINE
+    for dest, files in ament_layout.data_files(ROOT):
+        for f in files:
+            assert f"{data}{dest}/{Path(f).name}" in infos, f
+    for spec in NODES:
+        info = infos[f"{data}lib/terrain_odt/{spec.executable}"]
+        assert (info.external_attr >> 16) & 0o111, f"{spec.executable} is not executable"
+        installed = prefix / "lib" / "terrain_odt" / spec.executable
+        assert os.access(installed, os.X_OK), installed
+        assert (prefix / "bin" / spec.executable).is_file()
+    assert (prefix / ament_layout.MARKER_DIR / "terrain_odt").is_file()
+
+
+def test_replay_launch_wheel_install(ros2: Path, emu: Any, wheel_prefix: tuple[Path, Path]) -> None:
+    _, prefix = wheel_prefix
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
+    assert (site / "terrain_odt" / "graph.py").is_file()
+    # A --prefix install is not a site directory, so its .pth does not run: name the prefix.
+    env = _env(
+        AMENT_PREFIX_PATH=os.pathsep.join([str(prefix), str(BIN.parent)]),
+        PYTHONPATH=str(site),
+    )
+    launch = Launch(
+        [
+            "terrain_odt",
+            "replay.launch.py",
+            f"serial_port:={emu.url}",
+            "rate:=10",
+            "playback_duration:=40",
+            "truth_as_operator:=true",
+        ],
+        env,
+    )
+    listener = Listener()
+    try:
+        names = [n.name for n in NODES]
+        wait_for(lambda: set(names) <= listener.node_names(), 60.0, "nodes", launch)
+        wait_for(lambda: len(listener.predictions) >= 20, 60.0, "predictions", launch)
+        wait_for(lambda: "[bag_player]: played" in launch.text, 30.0, "end of the bag", launch)
+        # The player exits by itself at the end of the bag (as `ros2 bag play` does).
+        wait_for(
+            lambda: any("[bag_player-" in ln and "finished cleanly" in ln for ln in launch.lines),
+            10.0,
+            "bag_player exit",
+            launch,
+        )
+    finally:
+        listener.close()
+    rc = launch.interrupt()
+    check_clean_shutdown(launch, rc, [*names, "bag_player"])
+    # Everything came from the wheel's prefix: the default bag, the parameter files.
+    share = prefix / "share" / "terrain_odt"
+    assert str(share / "data" / "demo" / "borealtc_demo.mcap") in launch.text
