@@ -288,9 +288,13 @@ class BagPlayer:
     def wait_for_subscribers(
         self, topics: Sequence[str], timeout_s: float, should_stop: Callable[[], bool] | None = None
     ) -> list[str]:
-        """Wait until each of `topics` that the bag has has a subscriber; returns those that
-        still have none after `timeout_s`."""
+        """Wait until each of `topics` that the bag has, and the operator label topic when the
+        player acts as the operator, has a subscriber; returns those that still have none after
+        `timeout_s`. (The operator label is only published when it changes: one sent before the
+        labeler's subscription is matched would be lost for a whole terrain segment.)"""
         pubs = {t: self.pubs[t] for t in topics if t in self.pubs}
+        if self.operator_pub is not None:
+            pubs[OPERATOR_TOPIC] = self.operator_pub
         deadline = time.monotonic() + timeout_s
         while True:
             missing = [t for t, p in pubs.items() if p.get_subscription_count() == 0]
