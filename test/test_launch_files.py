@@ -1,6 +1,7 @@
 """The `ros2 launch` files (launch/*.launch.py) against the graph definition, without ROS launch.
 
-`launch` and `launch_ros` are not installable here, so minimal stand-ins that record their
+These run without `launch` and `launch_ros` installed (test_ros2_launch.py runs the real
+`ros2 launch`, when make setup installed it), so minimal stand-ins that record their
 constructor arguments (with the real keyword-only signatures, so a misspelt keyword fails) are
 put in `sys.modules`; each launch file is imported from its path, `generate_launch_description()`
 is called, and its entities are run the way `ros2 launch` runs them: launch arguments set from
