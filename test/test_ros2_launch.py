@@ -36,7 +36,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -69,6 +69,9 @@ def ros2() -> Path:
 class Launch:
     """`ros2 launch ...` in its own process group, output collected."""
 
+    #: Every launch started (killed after each test, whatever happened: `_kill_launches`).
+    started: ClassVar[list[Launch]] = []
+
     def __init__(self, args: list[str], env: dict[str, str], python: Path | None = None) -> None:
         """`python`: run the ros2 script with that interpreter (another venv's) instead."""
         self.lines: list[str] = []
@@ -85,6 +88,7 @@ class Launch:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        Launch.started.append(self)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -114,6 +118,14 @@ class Launch:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def _kill_launches() -> Iterator[None]:
+    """A failing test leaves no `ros2 launch` (and its nodes) running."""
+    yield
+    while Launch.started:
+        Launch.started.pop().kill()
 
 
 class Listener:
