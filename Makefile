@@ -1,8 +1,9 @@
 # terrain_odt developer entry points. `make test` is what CI runs (via .ci/run) on a fresh clone.
 #
-#   make demo       replay the demo bag through the ROS nodes with the emulated co-processor
-#                   -> accuracy before/after on-device fine-tuning, bench/results/demo.json
-#   make setup      create .venv and install the package with dev and ROS extras (instant when done)
+#   make demo       the demo bag through the nodes' logic with the emulated co-processor
+#                   (terrain-odt evaluate: deterministic) -> accuracy before/after on-device
+#                   fine-tuning on the same windows, bench/results/demo.json
+#   make setup      create .venv and install the package with dev, ROS and sim extras (instant when done)
 #   make test       Rust lint + tests, Python lint + tests (incl. ROS nodes), MCU cross builds
 #   make lint       formatting and lint checks only (Rust and Python)
 #   make fmt        apply formatting (cargo fmt, ruff format, ruff import sorting)
@@ -10,6 +11,7 @@
 #   make mem        print the compile-time per-buffer RAM table of the shipped models
 #   make bench-mcu  MCU benchmarks in QEMU -> bench/results/mcu.json
 #   make mcu-setup  install the Debian cross toolchain listed in tools/apt-packages.txt
+#   make fuzz       coverage-guided fuzzing of the decoders, FUZZ_SECONDS per target (CI: 20)
 #   make clean      remove the venv and build outputs
 #
 # Set MCU=0 to leave out the Debian cross toolchain and the MCU builds (e.g. on a non-Debian
@@ -40,9 +42,9 @@ FIRMWARE := firmware
 APT_LIST := tools/apt-packages.txt
 # MCU-only crates with their own [workspace] (built by tools/*.sh, not by the host workspace).
 # (Board crates pin Espressif toolchains in rust-toolchain.toml; tools/build_boards.sh checks them.)
-STANDALONE_CRATES = $(FIRMWARE)/bench-mcu $(FIRMWARE)/nopanic-check
+STANDALONE_CRATES = $(FIRMWARE)/bench-mcu $(FIRMWARE)/nopanic-check $(FIRMWARE)/fuzz
 # Python sources checked by ruff (only those that exist: empty dirs are not in git).
-PY_SRC = $(wildcard setup.py terrain_odt test tools launch)
+PY_SRC = $(wildcard setup.py terrain_odt test tools launch fuzz)
 
 ifeq ($(MCU),1)
 MCU_SETUP := mcu-setup
@@ -69,6 +71,8 @@ endef
 define rust_test
 	$(call header,cargo test --workspace (firmware/))
 	cd $(FIRMWARE) && $(CARGO) test --workspace
+	$(call header,power cut at every byte of a save of the shipped model (release build))
+	cd $(FIRMWARE) && $(CARGO) test --release -q -p odt-app --test power_loss
 endef
 
 define py_lint
@@ -95,7 +99,7 @@ endef
 
 # ---------------------------------------------------------------------------------------------
 
-.PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean mem models bench-ros
+.PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean mem models bench-ros fuzz
 .PHONY: bench-link
 
 help:
@@ -184,20 +188,33 @@ bench-link: setup
 	$(call header,link benchmark (tools/bench_link.py))
 	$(VPY) tools/bench_link.py
 
-# The README's first command: the demo bag (a 6-minute BorealTC drive) through imu_features,
-# terrain_labeler and odt_bridge with the odt-emu co-processor, at 20x real time. The model
-# starts from models/demo_mount_shift (trained with another IMU mounting); the bag's truth acts
-# as the operator for the first lap (180 s); accuracy is measured on the second lap, once with
-# training off (before) and once with training on (after).
+# The README's first command: the demo bag (a 6-minute BorealTC drive) through the logic of
+# imu_features, terrain_labeler and odt_bridge with the odt-emu co-processor, in bag order
+# (terrain-odt evaluate: the same numbers on every machine). The model is the default shipped
+# one (config/terrain_odt.yaml); the bag's truth acts as the operator for the first lap (180 s);
+# accuracy is measured window by window on the second lap, with training off (before) and on
+# (after). `make test` also plays the bag through the real nodes over DDS (test_replay_e2e).
 DEMO_ARGS = data/demo/borealtc_demo.mcap --params-file config/terrain_odt.yaml \
-	--params-file config/demo.yaml --operator-until 180 --rate 20 --out-dir build/demo \
-	--summary-json bench/results/demo.json
+	--operator-until 180 --out-dir build/demo --summary-json bench/results/demo.json
 
 demo: setup
 	$(call header,build the co-processor emulator (cargo build --release -p odt-emu))
 	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
-	$(call header,replay of the demo bag through the ROS nodes (terrain-odt replay))
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VPY) -m terrain_odt.cli replay $(DEMO_ARGS)
+	$(call header,the demo bag through the nodes' logic (terrain-odt evaluate))
+	$(VPY) -m terrain_odt.cli evaluate $(DEMO_ARGS)
+
+FUZZ_SECONDS ?= 20
+PY_FUZZ_TARGETS = frames cdr blob sidecar
+
+fuzz: setup
+	$(call header,fuzz: Python decoders (atheris), $(FUZZ_SECONDS) s per target)
+	$(VPY) -m pip install --disable-pip-version-check -q -e '.[fuzz]'
+	@for t in $(PY_FUZZ_TARGETS); do \
+		echo "fuzz target $$t"; \
+		$(VPY) fuzz/py_decoders.py $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+			2>&1 | grep -E "^(Done|==|ERROR|Traceback)" || exit 1; \
+	done
+	@if [ -x tools/fuzz_rust.sh ]; then bash tools/fuzz_rust.sh $(FUZZ_SECONDS); fi
 
 clean:
 	$(call header,clean)
@@ -233,16 +250,29 @@ demo-bag: setup
 		$(DEMO_BAG_SEGMENTS)
 
 # ---------------------------------------------------------------------------------------------
-#   make experiments  on-device learning under terrain shift on BorealTC (tools/exp_learning.py)
-#                     and on the standard data sets (tools/exp_standard.py)
-#                     -> bench/results/learning.json, docs/RESULTS.md, docs/img/*.png
-#                     (a few minutes; QUICK=1: a smoke run into build/learning_quick/)
+#   make experiments  IMU only vs IMU + wheels on unseen BorealTC runs (tools/exp_features.py)
+#                     and the integer trainer vs float32 on the standard data sets
+#                     (tools/exp_standard.py) -> bench/results/features.json, learning.json,
+#                     docs/RESULTS.md (a few minutes). On-robot fine-tuning: make eval-laps
 
-.PHONY: experiments
+.PHONY: experiments eval-laps
+
+# ---------------------------------------------------------------------------------------------
+#   make eval-laps  cross-run laps on BorealTC (tools/eval_laps.py): per arrangement a model
+#                   pretrained on other runs, lap 1 labelled, lap 2 (other runs) scored, through
+#                   terrain-odt evaluate -> bench/results/laps.json, and with the robot's IMU
+#                   mounted otherwise: laps_mount-mild.json, laps_mount-severe.json (~4 min)
+
+eval-laps: setup
+	$(call header,cross-run laps (tools/eval_laps.py))
+	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
+	$(VPY) tools/eval_laps.py --md
+	$(VPY) tools/eval_laps.py --md --shift mount-mild
+	$(VPY) tools/eval_laps.py --md --shift mount-severe
 
 experiments: setup
-	$(call header,terrain shift on BorealTC (tools/exp_learning.py))
-	$(VPY) tools/exp_learning.py $(if $(filter 1,$(QUICK)),--quick,)
+	$(call header,IMU only vs IMU + wheels on unseen BorealTC runs (tools/exp_features.py))
+	$(VPY) tools/exp_features.py --md
 	$(call header,standard data sets (tools/exp_standard.py))
 	$(VPY) tools/exp_standard.py $(if $(filter 1,$(QUICK)),--quick,)
 
@@ -271,3 +301,17 @@ bench-ros: setup
 	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
 	$(call header,ROS graph benchmark (tools/bench_ros.py))
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VPY) tools/bench_ros.py
+
+# ---------------------------------------------------------------------------------------------
+#   make sim        closed loop in the MuJoCo simulation (tools/sim_closed_loop.py): a model
+#                   pretrained on a drive under other settings, fine-tuned on the odt-emu
+#                   co-processor from map-region labels on lap 1, scored on lap 2
+#                   -> bench/results/sim.json (about a minute)
+
+.PHONY: sim
+
+sim: setup
+	$(call header,build the co-processor emulator (cargo build --release -p odt-emu))
+	cd $(FIRMWARE) && $(CARGO) build --release -q -p odt-emu
+	$(call header,closed loop in simulation (tools/sim_closed_loop.py))
+	$(VPY) tools/sim_closed_loop.py

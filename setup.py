@@ -59,9 +59,6 @@ setup(
             "ros-kilted-rosgraph-msgs",
             "ros-kilted-ament-index-python",
         ],
-        # The MuJoCo simulation (`terrain-odt sim`, `make sim`): physics of the terrain world
-        # described in terrain_odt/sim (Gazebo files are generated from the same description).
-        "sim": ["mujoco>=3.1"],
         # ai-edge-litert: the TFLite interpreter, only to cross-check the importer in tests.
         "dev": [
             "pytest",
@@ -72,6 +69,11 @@ setup(
             "ai-edge-litert",
             "pillow",  # decodes the CIFAR-10 JPEGs of tools/exp_standard.py
         ],
+        # Coverage-guided fuzzing of the Python decoders (make fuzz, fuzz/README.md).
+        "fuzz": ["atheris"],
+        # The simulation engine of `terrain-odt sim` / `make sim` (terrain_odt/sim): MuJoCo from
+        # PyPI (Apache-2.0, binary wheels, no GPU or display needed); Gazebo is only exported.
+        "sim": ["mujoco>=3.1"],
     },
     zip_safe=True,
     maintainer="terrain_odt maintainers",

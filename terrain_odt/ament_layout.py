@@ -73,7 +73,10 @@ def data_files(root: str | os.PathLike[str] = ".") -> list[tuple[str, list[str]]
         # robot SDF, ros_gz_bridge configuration, MuJoCo model.
         (f"share/{PACKAGE}/sim", glob("sim/*")),
         # Shipped pretrained models (blob + JSON sidecar) and the demo bag.
-        (f"share/{PACKAGE}/models", glob("models/*.odtm") + glob("models/*.json")),
+        (
+            f"share/{PACKAGE}/models",
+            glob("models/*.odtm") + glob("models/*.json") + glob("models/*.windows.npz"),
+        ),
         (f"share/{PACKAGE}/data/demo", glob("data/demo/*.mcap")),
         # Node launchers where launch_ros and `ros2 run` look (see the module docstring).
         (LIBEXEC_DIR, glob(f"{LIBEXEC_SOURCE}/*")),

@@ -1,4 +1,7 @@
-"""BorealTC runs → one rosbag2 "drive" (MCAP storage, zstd-compressed chunks, via `rosbags`).
+"""Recorded runs → one rosbag2 "drive" (MCAP storage, zstd-compressed chunks, via `rosbags`).
+
+Runs are BorealTC's (`terrain-odt bag-from-borealtc`) or any robot's CSV recordings
+(`terrain_odt.csvdata`, `terrain-odt bag-from-csv`): any class names, IMU rates and column orders.
 
 Topics:
 
@@ -8,8 +11,14 @@ Topics:
 - `/odom` `nav_msgs/msg/Odometry` at the `pro_NN.csv` rate (about 6.5 Hz), frames
   `odom` → `base_link`: planar differential-drive dead reckoning from the wheel speeds,
   `v = (velL + velR) / 2`, `ω = (velR − velL) / TRACK_WIDTH_M` (midpoint heading per step).
+- `/joint_states` `sensor_msgs/msg/JointState` at the `pro` rate (runs with wheel data): joints
+  `left_wheel` and `right_wheel`, `velocity` = wheel ground speed / `wheel_radius_m` (rad/s),
+  `effort` = the recorded motor effort (BorealTC: motor current, A), `position` integrated.
 - `/terrain/label_truth` `std_msgs/msg/String` at 1 Hz: the class name of the current segment,
   for evaluation only.
+
+Runs without wheel data get neither `/odom` nor `/joint_states` (the labeler then needs
+`require_motion: false`).
 
 Segments (`CLASS/NN[:START-END]`, seconds from the run's start) are laid end to end on one
 clock: segment `k + 1` starts `gap_s` after the last IMU sample of segment `k`, the pose is carried
@@ -40,6 +49,11 @@ from . import borealtc
 
 TRACK_WIDTH_M = 0.555
 """Husky A200 wheel track used for odometry (an assumption, see the module docstring)."""
+WHEEL_RADIUS_M = 0.1651
+"""Husky A200 wheel radius (13 in wheels; an assumption, BorealTC gives ground speeds): the
+`/joint_states` velocities are ground speed / radius, and the feature node multiplies back."""
+WHEEL_JOINTS = ("left_wheel", "right_wheel")
+JOINT_TOPIC = "/joint_states"
 
 IMU_TOPIC = "/imu/data"
 ODOM_TOPIC = "/odom"
@@ -50,7 +64,7 @@ BASE_FRAME = "base_link"
 DEFAULT_BASE_EPOCH_S = 1_700_000_000.0
 """Drive time 0 as a Unix time (fixed so conversions are reproducible byte for byte)."""
 
-_SEG_RE = re.compile(r"^([A-Z_]+)/(\d+)(?::([0-9.]+)-([0-9.]+))?$")
+_SEG_RE = re.compile(r"^([A-Za-z0-9_]+)/([A-Za-z0-9_.-]+?)(?::([0-9.]+)-([0-9.]+))?$")
 
 Progress = Callable[[str], None]
 
@@ -64,19 +78,23 @@ class Segment:
     """Part of a run: `[start_s, end_s]` seconds after the run's first IMU sample (None = end)."""
 
     terrain: str
-    number: int
+    number: int | str
     start_s: float = 0.0
     end_s: float | None = None
 
     @classmethod
-    def parse(cls, spec: str) -> Segment:
-        """`CLASS/NN` (whole run) or `CLASS/NN:START-END`, e.g. `SNOW/06:30-65`."""
+    def parse(cls, spec: str, classes: Sequence[str] | None = borealtc.CLASSES) -> Segment:
+        """`CLASS/RUN` (whole run) or `CLASS/RUN:START-END`, e.g. `SNOW/06:30-65`; `classes`
+        (default: BorealTC's) are the allowed class names, `None` allows any."""
         m = _SEG_RE.match(spec.strip())
         if not m:
-            raise ValueError(f"bad segment {spec!r}: expected CLASS/NN or CLASS/NN:START-END")
-        terrain, number = m.group(1), int(m.group(2))
-        if terrain not in borealtc.CLASSES:
+            raise ValueError(f"bad segment {spec!r}: expected CLASS/RUN or CLASS/RUN:START-END")
+        terrain, run = m.group(1), m.group(2)
+        number: int | str = int(run) if run.isdigit() else run
+        if classes is not None and terrain not in classes:
             raise ValueError(f"bad segment {spec!r}: unknown class {terrain!r}")
+        if classes is borealtc.CLASSES and not isinstance(number, int):
+            raise ValueError(f"bad segment {spec!r}: BorealTC runs are numbered")
         if m.group(3) is None:
             return cls(terrain, number)
         start, end = float(m.group(3)), float(m.group(4))
@@ -84,11 +102,17 @@ class Segment:
             raise ValueError(f"bad segment {spec!r}: END must be after START")
         return cls(terrain, number, start, end)
 
+    @property
+    def run_id(self) -> str:
+        if isinstance(self.number, str):
+            return f"{self.terrain}/{self.number}"
+        return f"{self.terrain}/{self.number:02d}"
+
     def __str__(self) -> str:
         if self.end_s is None and self.start_s == 0:
-            return f"{self.terrain}/{self.number:02d}"
+            return self.run_id
         end = "end" if self.end_s is None else f"{self.end_s:g}"
-        return f"{self.terrain}/{self.number:02d}:{self.start_s:g}-{end}"
+        return f"{self.run_id}:{self.start_s:g}-{end}"
 
     def cut(self, run: borealtc.Run) -> tuple[np.ndarray, np.ndarray]:
         """IMU and proprioception rows of `run` inside this segment."""
@@ -96,7 +120,7 @@ class Segment:
         lo = t0 + self.start_s
         hi = t0 + self.end_s if self.end_s is not None else math.inf
         imu = run.imu[(run.imu[:, 0] >= lo) & (run.imu[:, 0] <= hi)]
-        pro = run.pro[(run.pro[:, 0] >= lo) & (run.pro[:, 0] <= hi)]
+        pro = run.pro[(run.pro[:, 0] >= lo) & (run.pro[:, 0] <= hi)] if len(run.pro) else run.pro
         if len(imu) < 2:
             raise ValueError(f"segment {self} holds {len(imu)} IMU samples (run is shorter?)")
         return imu, pro
@@ -122,10 +146,13 @@ def convert(
     out: str | Path,
     *,
     root: str | Path | None = None,
-    runs: dict[tuple[str, int], borealtc.Run] | None = None,
+    runs: dict[tuple[str, int | str], borealtc.Run] | None = None,
     base_epoch_s: float = DEFAULT_BASE_EPOCH_S,
     gap_s: float = 1.0,
     track_width_m: float = TRACK_WIDTH_M,
+    wheel_radius_m: float = WHEEL_RADIUS_M,
+    classes: Sequence[str] | None = borealtc.CLASSES,
+    source: str = "BorealTC (CC0 1.0; LaRocque et al., IROS 2024)",
     label_rate_hz: float = 1.0,
     overwrite: bool = False,
     progress: Progress | None = _stderr,
@@ -134,19 +161,20 @@ def convert(
 
     `out` ending in `.mcap` gives a single MCAP file (readable by `rosbags` and by
     `ros2 bag play FILE.mcap`); any other path gives a rosbag2 directory (`metadata.yaml` plus
-    the MCAP file). Runs come from `runs` when given (tests), else are loaded from `root`
-    (default `borealtc.default_root()`).
+    the MCAP file). Runs come from `runs` when given (tests, CSV recordings), else are loaded
+    from `root` (default `borealtc.default_root()`). `classes`: the class names segments may
+    use (`None`: any).
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
     from rosbags.typesys import Stores, get_typestore
 
     say = progress or (lambda _msg: None)
-    segs = [s if isinstance(s, Segment) else Segment.parse(s) for s in segments]
+    segs = [s if isinstance(s, Segment) else Segment.parse(s, classes) for s in segments]
     if not segs:
         raise ValueError("no segments given")
-    if gap_s < 0 or track_width_m <= 0 or label_rate_hz <= 0:
-        raise ValueError("gap_s must be >= 0, track_width_m and label_rate_hz > 0")
+    if gap_s < 0 or track_width_m <= 0 or label_rate_hz <= 0 or wheel_radius_m <= 0:
+        raise ValueError("gap_s must be >= 0, track_width_m, wheel_radius_m, label_rate_hz > 0")
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True / --force)")
@@ -164,6 +192,7 @@ def convert(
     PoseWithCov = ts.types["geometry_msgs/msg/PoseWithCovariance"]
     Twist = ts.types["geometry_msgs/msg/Twist"]
     TwistWithCov = ts.types["geometry_msgs/msg/TwistWithCovariance"]
+    JointState = ts.types["sensor_msgs/msg/JointState"]
 
     base_ns = round(base_epoch_s * 1e9)
     orient_cov = np.zeros(9)
@@ -178,13 +207,16 @@ def convert(
 
     # (log time ns, topic order, topic, cdr bytes); topic order keeps equal stamps deterministic
     records: list[tuple[int, int, str, bytes]] = []
-    cache: dict[tuple[str, int], borealtc.Run] = dict(runs or {})
+    cache: dict[tuple[str, int | str], borealtc.Run] = dict(runs or {})
+    wheel_pos = [0.0, 0.0]
     cursor = 0.0  # drive time of the next segment's first IMU sample
     x = y = yaw = 0.0
     placed: list[tuple[str, float, float]] = []
     for si, seg in enumerate(segs):
         key = (seg.terrain, seg.number)
         if key not in cache:
+            if not isinstance(seg.number, int):
+                raise ValueError(f"segment {seg}: no such run given")
             cache[key] = borealtc.load_run(seg.terrain, seg.number, root)
         imu, pro = seg.cut(cache[key])
         shift = cursor - imu[0, 0]  # run clock → drive clock
@@ -235,6 +267,25 @@ def convert(
                 ),
             )
             records.append((ns, 1, ODOM_TOPIC, bytes(ts.serialize_cdr(msg, Odometry.__msgtype__))))
+        # Wheel joints: velocity in rad/s from the ground speed, effort as recorded.
+        prev_tj = None
+        for t_run, cl, cr, vl, vr in pro[:, :5].tolist():
+            wl, wr = vl / wheel_radius_m, vr / wheel_radius_m
+            if prev_tj is not None:
+                wheel_pos[0] += wl * (t_run - prev_tj)
+                wheel_pos[1] += wr * (t_run - prev_tj)
+            prev_tj = t_run
+            ns = base_ns + round((t_run + shift) * 1e9)
+            msg = JointState(
+                header=header(ns, BASE_FRAME),
+                name=list(WHEEL_JOINTS),
+                position=np.array(wheel_pos),
+                velocity=np.array([wl, wr]),
+                effort=np.array([cl, cr]),
+            )
+            records.append(
+                (ns, 3, JOINT_TOPIC, bytes(ts.serialize_cdr(msg, JointState.__msgtype__)))
+            )
 
         end = float(t_imu[-1])
         label = bytes(ts.serialize_cdr(String(data=seg.terrain), String.__msgtype__))
@@ -248,23 +299,28 @@ def convert(
         cursor = end + gap_s
 
     records.sort(key=lambda r: (r[0], r[1]))
-    counts = {IMU_TOPIC: 0, ODOM_TOPIC: 0, LABEL_TOPIC: 0}
+    counts = {IMU_TOPIC: 0, ODOM_TOPIC: 0, LABEL_TOPIC: 0, JOINT_TOPIC: 0}
+    present = {r[2] for r in records}
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".bagconv-") as tmp:
         bag_dir = Path(tmp) / (out.stem if out.suffix == ".mcap" else out.name)
         writer = Writer(bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
-        writer.set_custom_data(
-            "terrain_odt.source",
-            "BorealTC (CC0 1.0; LaRocque et al., IROS 2024), converted by terrain_odt.bagconv",
-        )
+        writer.set_custom_data("terrain_odt.source", f"{source}, converted by terrain_odt.bagconv")
         writer.set_custom_data("terrain_odt.segments", " ".join(str(s) for s in segs))
         writer.set_custom_data("terrain_odt.track_width_m", f"{track_width_m:g}")
+        writer.set_custom_data("terrain_odt.wheel_radius_m", f"{wheel_radius_m:g}")
+        types = {
+            IMU_TOPIC: Imu.__msgtype__,
+            ODOM_TOPIC: Odometry.__msgtype__,
+            LABEL_TOPIC: String.__msgtype__,
+            JOINT_TOPIC: JointState.__msgtype__,
+        }
         with writer:
             conns = {
-                IMU_TOPIC: writer.add_connection(IMU_TOPIC, Imu.__msgtype__, typestore=ts),
-                ODOM_TOPIC: writer.add_connection(ODOM_TOPIC, Odometry.__msgtype__, typestore=ts),
-                LABEL_TOPIC: writer.add_connection(LABEL_TOPIC, String.__msgtype__, typestore=ts),
+                t: writer.add_connection(t, m, typestore=ts)
+                for t, m in types.items()
+                if t in present
             }
             step = max(len(records) // 10, 1)
             for i, (ns, _, topic, data) in enumerate(records):

@@ -95,6 +95,50 @@ class TrailingBytes(BlobError):
     """The buffer is longer than `total_len`, or bytes lie between the last section and the CRC."""
 
 
+class UnsupportedLayer(BlobError):
+    """A layer kind a firmware whose model shape comes from the blob cannot run (not Dense)."""
+
+    def __init__(self, layer: int, kind: int) -> None:
+        name = KIND_NAMES.get(kind, "unknown")
+        super().__init__(
+            f"layer {layer} is {name} (kind {kind}); this firmware runs MLPs only "
+            "(Dense layers, fused ReLU)"
+        )
+        self.layer = layer
+        self.kind = kind
+
+
+#: Layer kind names as the firmware prints them.
+KIND_NAMES = {
+    1: "Dense",
+    2: "Conv1d",
+    3: "Conv2d",
+    4: "MaxPool2d",
+    5: "AvgPool2d",
+    6: "ReLU",
+    7: "Flatten",
+}
+
+#: `OverCapacity.limit` values and the noun of each in messages (the Rust `Limit`).
+CAPACITY_NOUNS = {
+    "Inputs": "inputs",
+    "Width": "units in a hidden layer",
+    "Classes": "classes",
+    "Depth": "Dense layers",
+    "Weights": "weights",
+}
+
+
+class OverCapacity(BlobError):
+    """A well-formed MLP blob larger than the firmware's compile-time capacity."""
+
+    def __init__(self, limit: str, got: int, max_: int) -> None:
+        super().__init__(f"{got} {CAPACITY_NOUNS[limit]} > capacity {max_}")
+        self.limit = limit
+        self.got = got
+        self.max = max_
+
+
 # ---------------------------------------------------------------------------------------------
 # Descriptors
 
@@ -271,6 +315,26 @@ class LayerDesc:
                 raise bad("bad pooling geometry")
         if self.in_len == 0 or self.out_len == 0:
             raise bad("empty layer")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The capacity of a firmware model whose shape comes from the blob (`odt_core::DynMlp`):
+    MLPs of Dense layers (fused ReLU allowed on any) with at most `max_inputs` inputs,
+    `max_width` units per hidden layer, `max_classes` classes, `max_dense` layers and
+    `max_weights` weights in all."""
+
+    max_inputs: int
+    max_width: int
+    max_classes: int
+    max_dense: int
+    max_weights: int
+
+
+#: The co-processor firmware's model (`odt_core::models::FirmwareMlp`, odt-app, odt-emu).
+FIRMWARE_CAPACITY = Capacity(
+    max_inputs=256, max_width=64, max_classes=16, max_dense=4, max_weights=16384
+)
 
 
 @dataclass(frozen=True)
@@ -464,13 +528,55 @@ def _read_section(r: _Reader, desc: LayerDesc, index: int) -> ParamSection:
     return ParamSection(int(z[0]), int(z[1]), m, s, ue, ube, um, ubm, bias, weights)
 
 
-def decode_blob(data: bytes | bytearray | memoryview, expect: BlobArch | None = None) -> Blob:
+def _check_capacity(
+    descs: Sequence[LayerDesc], input_len: int, output_len: int, cap: Capacity
+) -> None:
+    """Step 5 of a firmware whose model shape comes from the blob (FORMAT.md, "Models whose
+    shape comes from the blob"), in the order `odt_core::DynMlp` checks."""
+    n = len(descs)
+    if not 1 <= n <= MAX_LAYERS:
+        raise ArchMismatch(HEADER_LAYER, f"n_layers {n}")
+    for i, d in enumerate(descs):
+        if d.kind != Kind.DENSE:
+            raise UnsupportedLayer(i, d.kind)
+    prev = input_len
+    for i, d in enumerate(descs):
+        if d.flags > 1 or any(d.dims[2:]) or d.dims[0] == 0 or d.dims[1] == 0:
+            raise ArchMismatch(i, "bad Dense descriptor")
+        if d.dims[0] != prev:
+            raise ArchMismatch(HEADER_LAYER if i == 0 else i, f"input length {d.dims[0]}")
+        prev = d.dims[1]
+    if prev != output_len:
+        raise ArchMismatch(HEADER_LAYER, f"output_len {output_len}, last layer {prev}")
+    if n > cap.max_dense:
+        raise OverCapacity("Depth", n, cap.max_dense)
+    if input_len > cap.max_inputs:
+        raise OverCapacity("Inputs", input_len, cap.max_inputs)
+    for d in descs[:-1]:
+        if d.dims[1] > cap.max_width:
+            raise OverCapacity("Width", d.dims[1], cap.max_width)
+    if output_len > cap.max_classes:
+        raise OverCapacity("Classes", output_len, cap.max_classes)
+    weights = sum(d.dims[0] * d.dims[1] for d in descs)
+    if weights > cap.max_weights:
+        raise OverCapacity("Weights", weights, cap.max_weights)
+
+
+def decode_blob(
+    data: bytes | bytearray | memoryview,
+    expect: BlobArch | None = None,
+    capacity: Capacity | None = None,
+) -> Blob:
     """Parse and validate a blob, reporting the first failure in the order of FORMAT.md.
 
     With `expect`, header and descriptors are compared against it (what the firmware does with
-    its compiled model); without, the descriptors are checked for consistency instead (known
-    kind, valid flags, geometry, unused dimensions 0, chained lengths matching the header).
+    its compiled model); with `capacity`, the blob must be an MLP within it (what a firmware
+    whose model shape comes from the blob does: `UnsupportedLayer`, `OverCapacity`); with
+    neither, the descriptors are checked for consistency instead (known kind, valid flags,
+    geometry, unused dimensions 0, chained lengths matching the header).
     """
+    if expect is not None and capacity is not None:
+        raise ValueError("give expect or capacity, not both")
     data = bytes(data)
     n = len(data)
     # 1. Truncated: lengths, then the descriptor table and the sections the blob's own
@@ -512,6 +618,8 @@ def decode_blob(data: bytes | bytearray | memoryview, expect: BlobArch | None = 
         for i, (got, want) in enumerate(zip(descs, expect.layers, strict=True)):
             if (got.kind, got.flags, got.dims) != (want.kind, want.flags, want.dims):
                 raise ArchMismatch(i, f"{got} != {want}")
+    elif capacity is not None:
+        _check_capacity(descs, input_len, output_len, capacity)
     else:
         if not 1 <= n_layers <= MAX_LAYERS:
             raise ArchMismatch(HEADER_LAYER, f"n_layers {n_layers}")

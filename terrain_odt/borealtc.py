@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .csvdata import CsvError, read_table
 from .features import FeatureConfig, extract_windows
 
 CLASSES: tuple[str, ...] = ("ASPHALT", "FLOORING", "ICE", "SANDY_LOAM", "SNOW")
@@ -56,17 +57,28 @@ def available(root: str | Path | None = None) -> bool:
 
 @dataclass(frozen=True)
 class Run:
-    """One recording: IMU `(N, 7)` and proprioception `(M, 5)` float64, time in column 0."""
+    """One recording: IMU `(N, 7)` and proprioception `(M, 5)` float64, time in column 0.
+
+    Also the form of any robot's recordings (`terrain_odt.csvdata`): `number` is then the run
+    name from the file name (an int when it is all digits), and `pro` may have no rows (no wheel
+    data).
+    """
 
     terrain: str
-    number: int
+    number: int | str
     imu: np.ndarray
     pro: np.ndarray
 
     @property
     def run_id(self) -> str:
         """`CLASS/NN`, unique over the data set (run numbers repeat across classes)."""
+        if isinstance(self.number, str):
+            return f"{self.terrain}/{self.number}"
         return f"{self.terrain}/{self.number:02d}"
+
+    @property
+    def has_wheels(self) -> bool:
+        return len(self.pro) > 0
 
     @property
     def label(self) -> int:
@@ -75,6 +87,11 @@ class Run:
     @property
     def duration_s(self) -> float:
         return float(self.imu[-1, 0] - self.imu[0, 0]) if len(self.imu) else 0.0
+
+    def wheel_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """Wheel samples for `features.extract_windows` (`WHEEL_CHANNELS` order): left/right
+        wheel speed (m/s) and left/right motor current (A, the effort BorealTC records)."""
+        return self.pro[:, 0], self.pro[:, [3, 4, 1, 2]]
 
     def wheel_speed(self, t: np.ndarray) -> np.ndarray:
         """Mean wheel speed magnitude `(|velL| + |velR|) / 2` (m/s) interpolated at times `t`.
@@ -87,19 +104,11 @@ class Run:
 
 
 def _read_csv(path: Path, columns: Sequence[str]) -> np.ndarray:
+    """The named columns (in this order) of a BorealTC file, whatever the file's column order."""
     try:
-        with path.open() as f:
-            header = f.readline().strip().split(",")
-            if tuple(header) != tuple(columns):
-                raise BorealTCError(f"{path}: header {header}, expected {list(columns)}")
-            arr = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
-    except OSError as exc:
-        raise BorealTCError(f"{path}: {exc}") from exc
-    except ValueError as exc:
-        raise BorealTCError(f"{path}: {exc}") from exc
-    if arr.shape[1] != len(columns):
-        raise BorealTCError(f"{path}: {arr.shape[1]} columns, expected {len(columns)}")
-    return arr
+        return read_table(path, columns)
+    except CsvError as exc:
+        raise BorealTCError(str(exc)) from exc
 
 
 def list_runs(
@@ -162,13 +171,16 @@ class RunWindows:
 
 
 def windows_by_run(runs: Sequence[Run], cfg: FeatureConfig | None = None) -> RunWindows:
-    """Features, labels, run ids and mean wheel speed of every accepted window of `runs`."""
+    """Features, labels, run ids and mean wheel speed of every accepted window of `runs` (with
+    `cfg.wheels`, the wheel features from each run's `pro` file too)."""
     cfg = cfg or FeatureConfig()
     feats, labels, ids, speeds, starts = [], [], [], [], []
     rejected: dict[str, int] = {}
     offsets = np.arange(cfg.window_samples) / cfg.sample_rate_hz
     for run in runs:
-        w = extract_windows(run.imu[:, 0], run.imu[:, 1:], cfg)
+        w = extract_windows(
+            run.imu[:, 0], run.imu[:, 1:], cfg, run.wheel_samples() if cfg.wheels else None
+        )
         for reason, count in w.rejected.items():
             rejected[reason.value] = rejected.get(reason.value, 0) + count
         m = len(w.features)

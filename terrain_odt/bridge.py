@@ -14,35 +14,39 @@ Robustness, as a robot needs it:
 * No labelled sample is lost silently: it is trained (acknowledged), failed (the co-processor
   rejected it or the link was closed), dropped (the hold queue was full, or the co-processor runs
   a different model) or still pending; `counters()` always satisfies
-  `labelled == trained + failed + dropped + pending`.
+  `labelled == trained + held_out + failed + dropped + pending` (held-out windows are
+  validation windows, predicted and never trained on, see `terrain_odt.finetune`).
 * Inference requests that cannot be served in time are skipped and counted (a stale
   prediction is worth nothing).
 * Training parameters are sent at every new session (a co-processor that restarted forgets
   them), and the model is checked against the sidecar (id, input length, classes).
+
+What trains, and the accept/rollback check that keeps fine-tuning from making things worse, is
+`terrain_odt.finetune` (mixed replay of this robot's and the model's source windows, held-out
+validation blocks, rollback to the last accepted model). With `synchronous=True` nothing runs in
+a thread of its own: every call that queues work also does it, in order, before it returns (the
+deterministic evaluation, `terrain_odt.evaluate`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
-import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .blob import BlobError, decode_blob
+from .finetune import Guard, Holdout, ReplayPlanner, Stored, score
 from .labeling import LabelTimeline
 from .link import TOPK_OFF, LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
 from .quantize import lr_to_fixed
-from .toolbox import SIDECAR_FORMAT, quantize_with_sidecar
+from .sidecar import ModelFileError, ModelFiles, load_model_files
 
 __all__ = [
     "BridgeConfig",
@@ -54,82 +58,6 @@ __all__ = [
 ]
 
 
-class ModelFileError(ValueError):
-    """A model sidecar or blob is missing, malformed or inconsistent (the message says which)."""
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """What the host needs to know about the co-processor's model (from its sidecar)."""
-
-    sidecar: dict[str, Any]
-    model_id: int
-    input_len: int
-    class_names: tuple[str, ...]
-    param_layers: int
-    blob: bytes | None = None
-
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        """Raw features (n, input_len) → int8 model input, as recorded in the sidecar."""
-        return quantize_with_sidecar(np.atleast_2d(np.asarray(x, dtype=np.float64)), self.sidecar)
-
-    def class_index(self, name: str) -> int | None:
-        """Index of a class name (case-insensitive), `None` if unknown."""
-        low = name.strip().lower()
-        for i, n in enumerate(self.class_names):
-            if n.lower() == low:
-                return i
-        return None
-
-
-def load_model_files(sidecar_path: str | Path, blob_path: str | Path | None = None) -> ModelFiles:
-    """Read and cross-check a sidecar (and optionally its blob); `ModelFileError` if bad."""
-    sp = Path(sidecar_path)
-    if not str(sidecar_path):
-        raise ModelFileError("no model sidecar given (parameter model_sidecar)")
-    try:
-        side = json.loads(sp.read_text())
-    except FileNotFoundError:
-        raise ModelFileError(f"model sidecar {sp} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"model sidecar {sp} is not readable JSON: {exc}") from None
-    if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:
-        raise ModelFileError(f"{sp} is not a terrain_odt model sidecar (format tag missing)")
-    try:
-        model_id = int(side["model_id"])
-        input_len = int(side["input_len"])
-        names = tuple(str(n) for n in side["classes"]["names"])
-        layers = side["layers"]
-        param_layers = sum(1 for r in layers if "params" in r)
-        inp = side["input"]
-        float(inp["scale"])
-        int(inp["zero_point"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"model sidecar {sp} lacks or garbles field {exc}") from None
-    if len(names) != int(side.get("output_len", len(names))):
-        raise ModelFileError(f"{sp}: {len(names)} class names for {side['output_len']} outputs")
-    blob = None
-    if blob_path:
-        bp = Path(blob_path)
-        try:
-            blob = bp.read_bytes()
-        except OSError as exc:
-            raise ModelFileError(f"model blob {bp}: {exc}") from None
-        try:
-            b = decode_blob(blob)
-        except BlobError as exc:
-            raise ModelFileError(f"model blob {bp} is malformed: {exc}") from None
-        if b.model_id != model_id or b.input_len != input_len:
-            raise ModelFileError(
-                f"model blob {bp} (id 0x{b.model_id:08x}, {b.input_len} inputs) does not match "
-                f"sidecar {sp} (id 0x{model_id:08x}, {input_len} inputs)"
-            )
-        crc = side.get("blob_crc32")
-        if crc is not None and int(str(crc), 16) != zlib.crc32(blob):
-            raise ModelFileError(f"model blob {bp} is not the blob sidecar {sp} describes (CRC)")
-    return ModelFiles(side, model_id, input_len, names, param_layers, blob)
-
-
 @dataclass(frozen=True)
 class BridgeConfig:
     """Settings of the bridge (the `odt_bridge` node parameters of the same names)."""
@@ -137,7 +65,7 @@ class BridgeConfig:
     url: str
     baud_rate: int = 921600
     training_enabled: bool = True
-    learning_rate: float = 0.003
+    learning_rate: float = 0.001
     batch_size: int = 1
     train_layers: int = -1
     partial_update_topk: int = -1
@@ -149,8 +77,25 @@ class BridgeConfig:
     autosave_period_s: float = 0.0
     stats_period_s: float = 1.0
     infer_queue: int = 2
-    rehearsal_per_class: int = 64
-    rehearsal_ratio: float = 1.0
+    #: This robot's labelled windows kept per class for replay (`finetune.ReplayPlanner`).
+    rehearsal_per_class: int = 256
+    #: Replayed windows trained per new labelled window.
+    rehearsal_ratio: float = 3.0
+    #: Share of replays taken from this robot's windows (the rest: the model's source windows).
+    replay_robot_share: float = 1.0
+    #: Replay the source windows shipped with the model (if it has them).
+    source_replay: bool = True
+    #: > 0: a class's robot share scales with its prequential error, full at this error rate.
+    replay_error_share: float = 0.1
+    #: Share of labelled windows held back (in blocks of `validation_block`) to judge updates.
+    validation_share: float = 0.2
+    validation_block: int = 8
+    #: New training windows between accept/rollback checks (0: no checks).
+    checkpoint_every: int = 20
+    rollback_tolerance: float = 0.01
+    validation_source_weight: float = 0.8
+    #: Seed of the replay draws (and, offset, of the co-processor's rounding).
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -159,6 +104,16 @@ class BridgeConfig:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if self.accuracy_window < 1 or self.max_pending_samples < 1 or self.infer_queue < 1:
             raise ValueError("accuracy_window, max_pending_samples and infer_queue must be >= 1")
+        if not 0.0 <= self.replay_robot_share <= 1.0:
+            raise ValueError(f"replay_robot_share must be in [0, 1], got {self.replay_robot_share}")
+        if not 0.0 <= self.validation_share < 1.0:
+            raise ValueError(f"validation_share must be in [0, 1), got {self.validation_share}")
+        if self.validation_block < 1 or self.checkpoint_every < 0:
+            raise ValueError("validation_block must be >= 1 and checkpoint_every >= 0")
+        if not 0.0 <= self.validation_source_weight <= 1.0:
+            raise ValueError("validation_source_weight must be in [0, 1]")
+        if not 0.0 <= self.rollback_tolerance <= 1.0:
+            raise ValueError("rollback_tolerance must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -167,7 +122,8 @@ class Outcome:
 
     t_start: float
     t_end: float
-    #: "train" (labelled window, prediction made before training on it) or "infer".
+    #: "train" (labelled window, prediction made before training on it), "infer", or
+    #: "heldout" (labelled window held back for validation: predicted, never trained on).
     kind: str
     predicted: int | None
     predicted_name: str | None
@@ -214,62 +170,8 @@ class _Sample:
     t_end: float
     q: np.ndarray
     label: int
-    #: A rehearsal copy of an earlier sample (not counted as a new labelled sample).
+    #: A replay of a stored window (not counted as a new labelled sample, never emitted).
     replay: bool = False
-
-
-class Rehearsal:
-    """Class-balanced rehearsal: a reservoir of labelled windows per class, replayed between new
-    samples.
-
-    A robot labels terrain in long runs of one class (a whole field of snow), and SGD with batch
-    1 on such a stream forgets everything but the current class within a few dozen steps. After
-    each new sample, `ratio` stored samples of the *other* classes are trained again (on average;
-    classes drawn uniformly, then a sample uniformly within the class). Each class keeps a
-    uniform reservoir sample of `per_class` of its windows (int8, input_len bytes each, on the
-    host). `per_class = 0` turns rehearsal off.
-    """
-
-    def __init__(self, n_classes: int, per_class: int, ratio: float, seed: int = 0) -> None:
-        self.per_class = per_class
-        self.ratio = ratio
-        self.buf: list[list[_Sample]] = [[] for _ in range(n_classes)]
-        self.seen = [0] * n_classes
-        self._rng = np.random.default_rng(seed)
-        self._credit = 0.0
-
-    def add(self, s: _Sample) -> None:
-        if self.per_class <= 0:
-            return
-        k = s.label
-        self.seen[k] += 1
-        stored = _Sample(s.t_start, s.t_end, s.q, s.label, replay=True)
-        if len(self.buf[k]) < self.per_class:
-            self.buf[k].append(stored)
-        else:
-            j = int(self._rng.integers(self.seen[k]))
-            if j < self.per_class:
-                self.buf[k][j] = stored
-
-    def draw(self, exclude: int) -> list[_Sample]:
-        """Replays to send after a new sample of class `exclude`."""
-        if self.per_class <= 0 or self.ratio <= 0:
-            return []
-        self._credit += self.ratio
-        n = int(self._credit)
-        self._credit -= n
-        classes = [k for k, b in enumerate(self.buf) if b and k != exclude]
-        if not classes:
-            return []
-        out = []
-        for _ in range(n):
-            b = self.buf[classes[int(self._rng.integers(len(classes)))]]
-            out.append(b[int(self._rng.integers(len(b)))])
-        return out
-
-    @property
-    def stored(self) -> int:
-        return sum(len(b) for b in self.buf)
 
 
 ClientFactory = Callable[..., OdtClient]
@@ -285,8 +187,10 @@ class BridgeCore:
         emit: Callable[[Outcome], None],
         log: _Log | None = None,
         client_factory: ClientFactory = OdtClient,
+        synchronous: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.synchronous = synchronous
         self.model = model
         self._emit = emit
         self.log: _Log = log or logging.getLogger("terrain_odt.bridge")
@@ -306,10 +210,33 @@ class BridgeCore:
         self._training = cfg.training_enabled
         self._backlog: deque[_Sample] = deque()
         self._inflight_new = 0
-        self.rehearsal = Rehearsal(
-            len(model.class_names), cfg.rehearsal_per_class, cfg.rehearsal_ratio
+        n_classes = len(model.class_names)
+        source = model.source if cfg.source_replay else None
+        self.planner = ReplayPlanner(
+            n_classes,
+            cfg.rehearsal_per_class,
+            cfg.rehearsal_ratio,
+            cfg.replay_robot_share,
+            source,
+            seed=cfg.seed,
+            error_share=cfg.replay_error_share,
         )
-        self._infer: deque[tuple[float, float, np.ndarray]] = deque()
+        self.holdout = Holdout(n_classes, cfg.validation_share, cfg.validation_block, seed=cfg.seed)
+        self.guard = Guard(
+            cfg.checkpoint_every, cfg.rollback_tolerance, cfg.validation_source_weight
+        )
+        self._source_val = (
+            [Stored(q, int(y)) for q, y in zip(source.val_x, source.val_y, strict=True)]
+            if source is not None
+            else []
+        )
+        #: Predictions of the accepted model per validation window (keyed by `Stored.uid`).
+        self._best_preds: dict[int, int] = {}
+        self._guard_ready = False
+        self._check_requested = False
+        self._sync_trained: list[tuple[_Sample, Future[TrainResult]]] = []
+        #: (t_start, t_end, input, label of a held-out window or None)
+        self._infer: deque[tuple[float, float, np.ndarray, int | None]] = deque()
         self._jobs: deque[tuple[Callable[[OdtClient], str], Future[str]]] = deque()
         self._c: Counter[str] = Counter()
         self._recent: deque[bool] = deque(maxlen=cfg.accuracy_window)
@@ -325,18 +252,34 @@ class BridgeCore:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the worker thread (connects, then serves the queues)."""
+        """Start the worker thread (connects, then serves the queues). Synchronous: connect now
+        (`LinkError` if the co-processor cannot be reached) and configure."""
+        if self.synchronous:
+            if self._client is None and not self._connect():
+                raise LinkError(
+                    f"co-processor not reachable at {self.cfg.url}: {self._last_connect_error}"
+                )
+            self._work()
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="odt-bridge", daemon=True)
             self._thread.start()
 
     def close(self, save: bool = False, timeout: float = 10.0) -> None:
-        """Flush what can be flushed (and save, if asked and anything trained), then stop."""
+        """Flush what can be flushed, judge what trained since the last check (accept or roll
+        back), save if asked and anything trained, then stop."""
         client = self._client
+        if self._thread is not None and self._thread.is_alive():
+            self._stop.set()  # the worker must not talk to the link while we do
+            with self._cond:
+                self._cond.notify_all()
+            self._thread.join(timeout=timeout)
         if client is not None and client.connected and self._model_ok:
             try:
                 self._drain_backlog(client)
                 client.flush(timeout=timeout)
+                if self._guard_active() and self._guard_ready and self.guard.since_check > 0:
+                    self._check(client)
                 if save and self._c["trained"] > self._applied_at_save:
                     client.save()
                     self.log.info("model saved to co-processor flash")
@@ -376,8 +319,25 @@ class BridgeCore:
         self.timeline.record(t, name or None)
         return err
 
-    def on_features(self, t_start: float, t_end: float, features: Sequence[float]) -> None:
-        """One window. `ValueError` if it is malformed (wrong length, non-finite)."""
+    def on_features(
+        self,
+        t_start: float,
+        t_end: float,
+        features: Sequence[float],
+        description: str | None = None,
+    ) -> None:
+        """One window. `ValueError` if it is malformed (wrong length, non-finite) or, with
+        `description` (what the feature node says the features are), not what the model was
+        trained on (its sidecar's `features`)."""
+        want = self.model.feature_description
+        if description is not None and want is not None and description != want:
+            with self._lock:
+                self._c["windows_feature_mismatch"] += 1
+            raise ValueError(
+                f"imu_features computes [{description}], the model was trained on [{want}] "
+                "(sidecar 'features'): set the imu_features parameters to match, or use a "
+                "model trained with these"
+            )
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 1 or x.shape[0] != self.model.input_len:
             with self._lock:
@@ -394,31 +354,50 @@ class BridgeCore:
             self._c["windows"] += 1
             if idx is not None:
                 self._c["labelled"] += 1
-                if len(self._backlog) >= self.cfg.max_pending_samples:
-                    # Full: first shed rehearsal copies (they can be drawn again), then drop.
-                    kept = deque(x for x in self._backlog if not x.replay)
-                    self._c["replays_shed"] += len(self._backlog) - len(kept)
-                    self._backlog = kept
-                if len(self._backlog) >= self.cfg.max_pending_samples:
-                    self._c["dropped"] += 1
-                    self._throttle(
-                        self.log.warning,
-                        "drop",
-                        f"labelled sample dropped: {len(self._backlog)} samples already wait for "
-                        "the co-processor (max_pending_samples)",
-                    )
+                if self._training and self.holdout.take(q, idx):
+                    # Held back to judge updates: predicted (an inference), never trained on.
+                    self._c["held_out"] += 1
+                    self._queue_infer(t_start, t_end, q, idx)
                 else:
-                    s = _Sample(t_start, t_end, q, idx)
-                    self._backlog.append(s)
-                    if self._training:
-                        self._backlog.extend(self.rehearsal.draw(idx))
-                        self.rehearsal.add(s)
+                    self._queue_train(_Sample(t_start, t_end, q, idx))
             else:
-                if len(self._infer) >= self.cfg.infer_queue:
-                    self._infer.popleft()
-                    self._c["infer_skipped"] += 1
-                self._infer.append((t_start, t_end, q))
+                if self.guard.since_check > 0 and self._guard_active():
+                    # Labelled driving just ended: judge what it trained now.
+                    self._check_requested = True
+                self._queue_infer(t_start, t_end, q, None)
             self._cond.notify_all()
+        if self.synchronous:
+            self._work()
+
+    def _queue_train(self, s: _Sample) -> None:
+        """A new labelled window (and, training on, the replays after it); lock held."""
+        if len(self._backlog) >= self.cfg.max_pending_samples:
+            # Full: first shed replay copies (they can be drawn again), then drop.
+            kept = deque(x for x in self._backlog if not x.replay)
+            self._c["replays_shed"] += len(self._backlog) - len(kept)
+            self._backlog = kept
+        if len(self._backlog) >= self.cfg.max_pending_samples:
+            self._c["dropped"] += 1
+            self._throttle(
+                self.log.warning,
+                "drop",
+                f"labelled sample dropped: {len(self._backlog)} samples already wait for "
+                "the co-processor (max_pending_samples)",
+            )
+            return
+        self._backlog.append(s)
+        if self._training:
+            self.planner.add(s.q, s.label)
+            self._backlog.extend(
+                _Sample(s.t_start, s.t_end, r.q, r.label, replay=True) for r in self.planner.draw()
+            )
+            self.guard.since_check += 1
+
+    def _queue_infer(self, t0: float, t1: float, q: np.ndarray, held: int | None) -> None:
+        if len(self._infer) >= self.cfg.infer_queue and not self.synchronous:
+            _, _, _, old = self._infer.popleft()
+            self._c["heldout_skipped" if old is not None else "infer_skipped"] += 1
+        self._infer.append((t0, t1, q, held))
 
     # ---- commands (blocking, from service callbacks) ---------------------------------------
 
@@ -448,6 +427,7 @@ class BridgeCore:
     def restore(self, timeout: float = 30.0) -> tuple[bool, str]:
         def job(c: OdtClient) -> str:
             c.restore()
+            self._guard_ready = False  # the saved model is the new reference
             return "last saved model restored"
 
         return self._command(job, timeout)
@@ -455,6 +435,7 @@ class BridgeCore:
     def reset_pretrained(self, timeout: float = 30.0) -> tuple[bool, str]:
         def job(c: OdtClient) -> str:
             c.reset_pretrained()
+            self._guard_ready = False
             return "pretrained model restored"
 
         return self._command(job, timeout)
@@ -462,6 +443,12 @@ class BridgeCore:
     def _command(self, job: Callable[[OdtClient], str], timeout: float) -> tuple[bool, str]:
         if self._client is None or not self._client.connected:
             return False, f"co-processor not connected ({self._last_connect_error or 'no link'})"
+        if self.synchronous:
+            try:
+                self._work()
+                return True, job(self._client)
+            except (LinkError, ValueError) as exc:
+                return False, str(exc)
         fut: Future[str] = Future()
         with self._cond:
             self._jobs.append((job, fut))
@@ -505,10 +492,21 @@ class BridgeCore:
         with self._lock:
             c = dict(self._c)
             c["pending"] = sum(not s.replay for s in self._backlog) + self._inflight_new
-            c["rehearsal_stored"] = self.rehearsal.stored
-        for k in ("windows", "labelled", "sent", "trained", "failed", "dropped", "inferred"):
+            c["rehearsal_stored"] = self.planner.stored
+            c["validation_windows"] = self.holdout.held
+        for k in (
+            "windows",
+            "labelled",
+            "held_out",
+            "sent",
+            "trained",
+            "failed",
+            "dropped",
+            "inferred",
+        ):
             c.setdefault(k, 0)
-        return c
+        # Sorted: the order keys first appeared in depends on thread timing (link callbacks).
+        return dict(sorted(c.items()))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the diagnostics show."""
@@ -551,6 +549,19 @@ class BridgeCore:
                 "frame_errors": st.frame_errors,
                 "diverged": bool(st.diverged),
             }
+        g = self.guard
+        out["finetune"] = {
+            "checks": g.checks,
+            "accepted": g.accepted,
+            "rollbacks": g.rollbacks,
+            "validation_score": g.last_score,
+            "accepted_score": g.best_score,
+            "validation_windows": self.holdout.held,
+            "source_validation_windows": len(self._source_val),
+            "source_replay_windows": self.planner.source_windows,
+            "since_check": g.since_check,
+            "last_check_rolled_back": g.last_rolled_back,
+        }
         return out
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
@@ -581,11 +592,7 @@ class BridgeCore:
             client = self._client
             assert client is not None
             try:
-                if client.connected and client.session != self._configured_session:
-                    self._configure(client)
-                if self._model_ok:
-                    self._drain_backlog(client)
-                if self._serve_one(client):
+                if self._step(client):
                     continue
                 self._periodic(client)
             except LinkError as exc:
@@ -595,6 +602,41 @@ class BridgeCore:
             with self._cond:
                 if not (self._jobs or self._infer or (self._backlog and self._model_ok)):
                     self._cond.wait(0.05)
+
+    def _step(self, client: OdtClient) -> bool:
+        """One round of the worker: configure, send training frames, judge updates when due,
+        serve one request. True if a request was served (more may be waiting)."""
+        if client.connected and client.session != self._configured_session:
+            self._configure(client)
+        if self._model_ok:
+            self._drain_backlog(client)
+            if self._guard_active():
+                if not self._guard_ready:
+                    self._guard_start(client)
+                if self.guard.due() or self._check_requested:
+                    self._check(client)
+        return self._serve_one(client)
+
+    def _work(self) -> None:
+        """Synchronous mode: do everything queued, in order, and wait for its answers."""
+        client = self._client
+        if client is None:
+            return
+        while True:
+            self._step(client)
+            client.flush()
+            self._finish_trained()
+            with self._lock:
+                idle = not (self._backlog or self._infer or self._jobs) or not self._model_ok
+            if idle and not (self._guard_active() and self.guard.due()):
+                break
+
+    def _finish_trained(self) -> None:
+        """Synchronous mode: the outcomes of the training frames sent, in order."""
+        done, self._sync_trained = self._sync_trained, []
+        for s, fut in done:
+            fut.exception()  # waits until answered (flush() returned: it is)
+            self._on_trained(s, fut)
 
     def _connect(self) -> bool:
         cfg = self.cfg
@@ -660,11 +702,21 @@ class BridgeCore:
             self._model_ok = False
             self._configured_session = session
             return self._model_problem
+        self._send_params(client)
+        self._model_ok = True
+        self._model_problem = ""
+        self._configured_session = client.session
+        return "parameters sent"
+
+    def _send_params(self, client: OdtClient) -> None:
         n = self.model.param_layers
         k = n if self.cfg.train_layers < 0 else min(self.cfg.train_layers, n)
         modes = (0,) * (n - k) + (2,) * k
         lr_m, lr_e = lr_to_fixed(self.cfg.learning_rate)
         topk = TOPK_OFF if self.cfg.partial_update_topk < 0 else self.cfg.partial_update_topk
+        # A new rounding seed after each rollback: the reloaded model must not repeat the
+        # draws that led to the rejected one.
+        seed = (0x2545_F491 + 7919 * (self.cfg.seed + self.guard.rollbacks)) & 0xFFFF_FFFF
         client.set_params(
             SetParams(
                 enabled=self._training,
@@ -673,12 +725,84 @@ class BridgeCore:
                 batch=self.cfg.batch_size,
                 topk_min=topk,
                 modes=modes,
+                seed=seed,
             )
         )
-        self._model_ok = True
-        self._model_problem = ""
-        self._configured_session = client.session
-        return "parameters sent"
+
+    # ---- accept / roll back (terrain_odt.finetune) -------------------------------------------
+
+    def _guard_active(self) -> bool:
+        return self._training and self.guard.every > 0
+
+    def _predict_all(self, client: OdtClient, windows: list[Stored]) -> list[int]:
+        return [int(client.infer(w.q).predicted) for w in windows]
+
+    def _score(
+        self, client: OdtClient, robot: list[Stored], cache: dict[int, int] | None
+    ) -> float | None:
+        """Score of the co-processor's model on `robot` + the source validation windows; with
+        `cache`, predictions found there are used and the new ones added."""
+        windows = robot + self._source_val
+        preds = []
+        for w in windows:
+            key = w.uid
+            if cache is not None and key in cache:
+                preds.append(cache[key])
+                continue
+            p = int(client.infer(w.q).predicted)
+            if cache is not None:
+                cache[key] = p
+            preds.append(p)
+        n = len(robot)
+        return score(
+            preds[:n],
+            [w.label for w in robot],
+            preds[n:],
+            [w.label for w in self._source_val],
+            self.guard.source_weight,
+        )
+
+    def _guard_start(self, client: OdtClient) -> None:
+        """The model the co-processor runs now is the accepted reference."""
+        client.flush()
+        self._finish_trained()
+        g = self.guard
+        g.best_blob = client.download_model()
+        g.frozen = self.holdout.snapshot()
+        self._best_preds = {}
+        g.best_score = self._score(client, g.frozen, self._best_preds)
+        g.since_check = 0
+        self._check_requested = False
+        self._guard_ready = True
+
+    def _check(self, client: OdtClient) -> None:
+        """Judge the training since the last check on the windows frozen then: keep the model,
+        or upload the last accepted one again (rollback)."""
+        client.flush()
+        self._finish_trained()
+        g = self.guard
+        self._check_requested = False
+        cur_preds: dict[int, int] = {}
+        current = self._score(client, g.frozen, cur_preds)
+        if g.judge(current):
+            g.accepted += 1
+            g.best_blob = client.download_model()
+            self._best_preds = cur_preds
+        else:
+            g.rollbacks += 1
+            assert g.best_blob is not None
+            self.log.warning(
+                f"fine-tuning rolled back: validation score {current:.3f} < accepted "
+                f"{g.best_score:.3f} - {g.tolerance} (rollback {g.rollbacks})"
+            )
+            client.upload_model(g.best_blob)
+            self._send_params(client)
+            self._configured_session = client.session
+        g.frozen = self.holdout.snapshot()
+        g.best_score = self._score(client, g.frozen, self._best_preds)
+        self._maybe_autosave(client, after_check=True)
+
+    # ---- training frames and requests ------------------------------------------------------
 
     def _drain_backlog(self, client: OdtClient) -> None:
         while True:
@@ -689,7 +813,10 @@ class BridgeCore:
             try:
                 fut = client.train(s.q, s.label, timeout=0.0)
             except LinkTimeout:
-                return  # the client's queue is full: keep the sample here
+                if not self.synchronous:
+                    return  # the client's queue is full: keep the sample here
+                client.flush()
+                continue
             except ValueError as exc:
                 with self._lock:
                     self._backlog.popleft()
@@ -703,7 +830,12 @@ class BridgeCore:
                 else:
                     self._c["sent"] += 1
                     self._inflight_new += 1
-            fut.add_done_callback(lambda f, s=s: self._on_trained(s, f))
+            if self.synchronous:
+                # Handled in this thread, in order, once answered (`_work`): no callback
+                # races the caller (the last outcome and counters are final on return).
+                self._sync_trained.append((s, fut))
+            else:
+                fut.add_done_callback(lambda f, s=s: self._on_trained(s, f))
 
     def _on_trained(self, s: _Sample, fut: Future[TrainResult]) -> None:
         exc = fut.exception()
@@ -729,6 +861,7 @@ class BridgeCore:
             if pred is not None:
                 self._recent.append(pred == s.label)
                 self.confusion[s.label, pred] += 1
+                self.planner.record(s.label, pred == s.label)
         self._emit(
             Outcome(
                 s.t_start,
@@ -750,7 +883,7 @@ class BridgeCore:
                 self._busy = True
             elif self._infer and self._model_ok:
                 job, fut = None, None
-                t0, t1, q = self._infer.popleft()
+                t0, t1, q, held = self._infer.popleft()
                 self._busy = True
             else:
                 return False
@@ -777,9 +910,11 @@ class BridgeCore:
                 Outcome(
                     t0,
                     t1,
-                    "infer",
+                    "heldout" if held is not None else "infer",
                     pred,
                     names[pred] if pred is not None else None,
+                    held,
+                    names[held] if held is not None else None,
                     confidence=conf,
                 )
             )
@@ -794,10 +929,35 @@ class BridgeCore:
         if now - self._last_stats >= self.cfg.stats_period_s:
             self._last_stats = now
             self._stats = client.stats()
+        self._maybe_autosave(client)
+
+    def _maybe_autosave(self, client: OdtClient, after_check: bool = False) -> None:
+        """Autosave when due. With accept/rollback checks only right after a check, so only an
+        accepted model ever reaches flash."""
         period = self.cfg.autosave_period_s
-        if period > 0 and now - self._last_save >= period:
+        if period <= 0 or self.synchronous:
+            return
+        if self._guard_active() and not after_check:
+            return
+        now = time.monotonic()
+        if now - self._last_save >= period and self._c["trained"] > self._applied_at_save:
             self._last_save = now
-            if self._c["trained"] > self._applied_at_save:
-                client.save()
-                self._applied_at_save = self._c["trained"]
-                self.log.info("autosave: model saved to co-processor flash")
+            client.save()
+            self._applied_at_save = self._c["trained"]
+            self.log.info("autosave: model saved to co-processor flash")
+
+    def finish(self) -> None:
+        """Synchronous mode, end of a run: judge what trained since the last check."""
+        client = self._client
+        if client is not None and client.connected and self._model_ok:
+            self._work()
+            if self._guard_active() and self._guard_ready and self.guard.since_check > 0:
+                self._check(client)
+
+    def refresh_stats(self) -> None:
+        """Fetch the co-processor's training statistics now (synchronous mode, end of a run)."""
+        client = self._client
+        if client is not None and client.connected:
+            client.flush()
+            self._finish_trained()
+            self._stats = client.stats()

@@ -78,6 +78,140 @@ def cmd_bag_from_borealtc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bag_from_csv(sub: argparse._SubParsersAction) -> None:
+    from .bagconv import DEFAULT_BASE_EPOCH_S
+
+    p = sub.add_parser(
+        "bag-from-csv",
+        help="convert your own CSV recordings (any classes, rates, column order) into a bag",
+        description=(
+            "ROOT holds <CLASS>/imu_<RUN>.csv (time, wx, wy, wz, ax, ay, az; header names the "
+            "columns, any order) and optionally <CLASS>/pro_<RUN>.csv (time, curL, curR, velL, "
+            "velR: effort and wheel ground speed per side). The segments are laid end to end "
+            "into one drive: /imu/data, and with wheel files /odom and /joint_states, plus "
+            "/terrain/label_truth (the segment's class). See terrain_odt/csvdata.py."
+        ),
+    )
+    p.add_argument("root", help="directory with one folder per class")
+    p.add_argument(
+        "segments",
+        nargs="*",
+        metavar="CLASS/RUN[:START-END]",
+        help="recordings in drive order, seconds from the recording's start (default: all)",
+    )
+    p.add_argument("-o", "--out", required=True, help="output .mcap file or bag directory")
+    p.add_argument(
+        "--columns",
+        default="",
+        metavar="FIELD=COLUMN,...",
+        help="header names for fields the known spellings do not find, e.g. wx=gyro0,time=t_s",
+    )
+    p.add_argument("--time-scale", type=float, default=1.0, help="time column unit in s")
+    p.add_argument(
+        "--base-epoch", type=float, default=DEFAULT_BASE_EPOCH_S, help="Unix time of drive time 0"
+    )
+    p.add_argument("--gap", type=float, default=1.0, help="pause between segments, s")
+    p.add_argument("--track-width", type=float, default=0.555, help="wheel track, m (odometry)")
+    p.add_argument(
+        "--wheel-radius",
+        type=float,
+        default=0.1651,
+        help="wheel radius, m: /joint_states velocity = ground speed / radius (set the same "
+        "value as imu_features.wheel_radius_m)",
+    )
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_bag_from_csv)
+
+
+def cmd_bag_from_csv(args: argparse.Namespace) -> int:
+    from .bagconv import Segment, convert
+    from .csvdata import CsvError, list_recordings, load_recording
+
+    root = Path(args.root)
+    try:
+        cmap: dict[str, str] = {}
+        for item in filter(None, (x.strip() for x in args.columns.split(","))):
+            k, sep, v = item.partition("=")
+            if not sep or not k or not v:
+                raise CsvError(f"--columns: {item!r} is not FIELD=COLUMN")
+            cmap[k] = v
+        specs = args.segments or [f"{c}/{r}" for c, r in list_recordings(root)]
+        if not specs:
+            raise CsvError(f"{root}: no <CLASS>/imu_<RUN>.csv recordings")
+        segments = [Segment.parse(x, classes=None) for x in specs]
+        runs = {}
+        for x, seg in zip(specs, segments, strict=True):
+            key = (seg.terrain, seg.number)
+            if key not in runs:
+                run = x.strip().split("/", 1)[1].split(":", 1)[0]
+                runs[key] = load_recording(root, seg.terrain, run, cmap, args.time_scale)
+        convert(
+            segments,
+            args.out,
+            runs=runs,
+            classes=None,
+            base_epoch_s=args.base_epoch,
+            gap_s=args.gap,
+            track_width_m=args.track_width,
+            wheel_radius_m=args.wheel_radius,
+            overwrite=args.force,
+            source=f"CSV recordings under {root.name}",
+            **({"progress": None} if args.quiet else {}),
+        )
+    except (CsvError, ValueError, FileExistsError) as exc:
+        print(f"terrain-odt bag-from-csv: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dataset",
+        help="labelled bags -> features .npz (windows, labels, groups) for terrain-odt convert",
+        description=(
+            "Extract feature windows from bags with the imu_features logic and parameters, "
+            "label them from the truth topic or the labeler's cues, and write X, y, groups, "
+            "class_names and the feature configuration (see terrain_odt/dataset.py)."
+        ),
+    )
+    from .launcher import add_parameter_args
+
+    p.add_argument("bags", nargs="+", metavar="BAG")
+    p.add_argument("-o", "--out", required=True, help="output .npz")
+    add_parameter_args(p)
+    p.add_argument("--labels", choices=("truth", "labeler"), default="truth")
+    p.add_argument("--truth-topic", default="/terrain/label_truth")
+    p.add_argument("--group-by", choices=("bag", "stretch"), default="bag")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_dataset)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from .dataset import build_dataset
+    from .evaluate import EvalConfig, EvalError
+    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
+
+    try:
+        cfg = EvalConfig(
+            bags=tuple(Path(b) for b in args.bags),
+            param_files=tuple(Path(f) for f in (args.params_file or [DEFAULT_PARAMS])),
+            overrides=parse_overrides(args.param),
+            truth_topic=args.truth_topic,
+        )
+        build_dataset(
+            cfg,
+            Path(args.out),
+            labels=args.labels,
+            group_by=args.group_by,
+            log=(lambda m: None) if args.quiet else (lambda m: print(f"[dataset] {m}")),
+        )
+    except (EvalError, LaunchError) as exc:
+        print(f"terrain-odt dataset: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Model toolbox: convert, import-tflite, inspect (terrain_odt.toolbox, terrain_odt.tflite_import)
 
@@ -210,6 +344,23 @@ def _load_features(path: str, test_frac: float, seed: int) -> dict[str, Any]:
         if out[a] is not None and (out[a].ndim != 2 or len(out[a]) != len(out[b])):
             raise _CliError(f"{f}: {a} {out[a].shape} and {b} {out[b].shape} do not match")
     out["class_names"] = names
+    out["features"] = None
+    if "feature_config" in d:
+        import json
+
+        try:
+            fc = json.loads(str(d["feature_config"]))
+            from .features import FeatureConfig
+
+            FeatureConfig.describe_dict(fc)
+        except ValueError as exc:
+            raise _CliError(f"{f}: feature_config: {exc}") from exc
+        if int(fc.get("n_features", -1)) != out["X_train"].shape[1]:
+            raise _CliError(
+                f"{f}: feature_config describes {fc.get('n_features')} features, X has "
+                f"{out['X_train'].shape[1]}"
+            )
+        out["features"] = fc
     return out
 
 
@@ -234,6 +385,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             batch=args.batch,
             progress=_progress(args.quiet),
             epochs=args.epochs,
+            features=d["features"],
         )
     except (_CliError, ValueError) as exc:
         print(f"terrain-odt convert: {exc}", file=sys.stderr)
@@ -409,15 +561,254 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="deterministic evaluation: bags through the nodes' logic in bag order, no DDS",
+        description=(
+            "Feed rosbag2 files (mcap or sqlite3, played back to back as one session) through "
+            "the logic of imu_features, terrain_labeler and odt_bridge in bag order, in one "
+            "process, against a fresh co-processor emulator per pass (or a device, reset to its "
+            "pretrained model per pass), and score the windows of the evaluated part before "
+            "(training off) and after (training on) on-device fine-tuning, window by window. "
+            "The same bags and parameters give identical reports on any machine."
+        ),
+    )
+    from .launcher import add_parameter_args
+
+    p.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 directory or .mcap/.db3 file")
+    add_parameter_args(p)
+    p.add_argument(
+        "--operator-until",
+        type=float,
+        default=None,
+        metavar="S",
+        help="act as the operator: the truth is the operator cue for the first S seconds of "
+        "the playback; the windows starting after S are evaluated (default: no operator, "
+        "every window evaluated)",
+    )
+    p.add_argument(
+        "--evaluate-from",
+        type=float,
+        default=None,
+        metavar="S",
+        help="evaluate the windows starting S seconds or more into the playback (default: "
+        "--operator-until, or every window); for labels from map regions or other cues that "
+        "need no operator",
+    )
+    p.add_argument(
+        "--labels-until",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the bridge gets no label from S seconds into the playback on (every cue "
+        "ignored): that part is predicted only (default: labels throughout)",
+    )
+    p.add_argument("--truth-topic", default="/terrain/label_truth", help="ground truth topic")
+    p.add_argument(
+        "--serial-port",
+        help="evaluate on this co-processor (device or socket:// URL) instead of the emulator; "
+        "its model is reset to the pretrained one before each pass",
+    )
+    p.add_argument(
+        "--emulator-baud",
+        type=int,
+        default=0,
+        help="emulated UART speed (default 0: unthrottled; results do not depend on it)",
+    )
+    p.add_argument("--no-before", action="store_true", help="skip the training-off (before) pass")
+    p.add_argument(
+        "--coprocessor",
+        choices=("emulator", "qnn"),
+        default="emulator",
+        help="emulator: odt-emu (or --serial-port); qnn: the bit-exact reference in-process "
+        "(faster, for experiments; checked against the emulator by the tests)",
+    )
+    p.add_argument("--out-dir", default="build/evaluate", help="report, windows, plots")
+    p.add_argument("--summary-json", help="also write the headline numbers here")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import EvalConfig, EvalError, evaluate, summary
+    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
+
+    try:
+        cfg = EvalConfig(
+            bags=tuple(Path(b) for b in args.bags),
+            param_files=tuple(Path(f) for f in (args.params_file or [DEFAULT_PARAMS])),
+            overrides=parse_overrides(args.param),
+            serial_port=args.serial_port,
+            emulator_baud=args.emulator_baud,
+            truth_topic=args.truth_topic,
+            operator_until=args.operator_until,
+            evaluate_from=args.evaluate_from,
+            labels_until=args.labels_until,
+            compare_frozen=not args.no_before,
+            coprocessor=args.coprocessor,
+        )
+        out = Path(args.out_dir)
+        log = (lambda m: None) if args.quiet else (lambda m: print(f"[evaluate] {m}", flush=True))
+        rep, run = evaluate(cfg, out_dir=out, log=log)
+    except (EvalError, LaunchError) as exc:
+        print(f"terrain-odt evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    head = summary(rep, run)
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(head, indent=2) + "\n")
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    n = head["evaluated_windows"]
+    print(f"accuracy before fine-tuning: {pct(head['acc_before'])} ({n} evaluated windows)")
+    print(f"accuracy after fine-tuning:  {pct(head['acc_after'])} (the same windows)")
+    print(
+        f"labelled windows trained: {head['samples_trained']} ({head['training_steps']} "
+        f"training steps with replays, {head['rollbacks']} rollbacks); prequential accuracy "
+        f"on the trained stream {pct(head['prequential_accuracy'])} (a diagnostic)"
+    )
+    print(f"{head['speed_x_realtime']}x real time; report: {out / 'report.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# sim (terrain_odt.sim): MuJoCo drive to a bag or live on ROS; Gazebo export
+
+
+def _add_sim(sub: argparse._SubParsersAction) -> None:
+    from .sim.world import DEFAULT_WORLD
+
+    p = sub.add_parser(
+        "sim",
+        help="simulate the terrain world (MuJoCo): a bag, a live ROS node, or a Gazebo export",
+        description=(
+            "Simulate a 4-wheel skid-steer rover driving the world's route over terrain patches "
+            "(terrain_odt/sim/world.py describes the world file). With --bag: write the drive "
+            "to a rosbag2 (/imu/data, /odom, /joint_states, /cmd_vel, /terrain/label_truth) as "
+            "fast as it simulates, deterministically. With --export-gazebo DIR: write the gz "
+            "sim world and robot SDF, the ros_gz_bridge configuration and the nodes' parameters "
+            "for the same world. With --write-params FILE: only the nodes' parameters. With "
+            "none of these: a ROS node publishing /imu/data, /odom, /joint_states and /clock, "
+            "following /cmd_vel (over the route while /cmd_vel is recent)."
+        ),
+    )
+    p.add_argument("--world", default=DEFAULT_WORLD, help="world file (default %(default)s)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a world field (YAML value), e.g. route.speed_mps=0.6 or "
+        "imu.mount_rpy_deg=[0,0,90] (repeatable)",
+    )
+    p.add_argument("--bag", metavar="OUT", help="offline: write the drive to this .mcap / bag dir")
+    p.add_argument("--duration", type=float, default=None, help="stop after S simulated seconds")
+    p.add_argument("--record-clock", action="store_true", help="also record /clock in the bag")
+    p.add_argument(
+        "--summary-json",
+        help="drive summary (odometry check, lap times, speed); default: OUT with .sim.json",
+    )
+    p.add_argument("--export-gazebo", metavar="DIR", help="write the Gazebo files to DIR")
+    p.add_argument("--write-params", metavar="FILE", help="write the nodes' parameter file")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="with --write-params / --export-gazebo: the model (blob path without .odtm)",
+    )
+    p.add_argument(
+        "--no-wheels",
+        action="store_true",
+        help="with --write-params / --export-gazebo: IMU-only features (no wheel joints)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        help="live: times real time (default 1; 0 = as fast as it simulates)",
+    )
+    p.add_argument(
+        "--drive",
+        choices=("route", "cmd_vel"),
+        default="route",
+        help="live: follow the route unless /cmd_vel is recent (default), or /cmd_vel only",
+    )
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .sim.world import WorldError, load_world
+
+    try:
+        world = load_world(args.world, args.set)
+        done = False
+        if args.write_params:
+            f = Path(args.write_params)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            params = world.node_params(wheels=not args.no_wheels, model=args.model)
+            f.write_text(
+                f"# terrain_odt parameters for the simulated world '{world.name}' "
+                "(terrain-odt sim --write-params)\n" + yaml.safe_dump(params, sort_keys=False)
+            )
+            done = True
+        if args.export_gazebo:
+            from .sim.gazebo import export_gazebo
+
+            files = export_gazebo(
+                world, Path(args.export_gazebo), wheels=not args.no_wheels, model=args.model
+            )
+            if not args.quiet:
+                for x in files:
+                    print(f"wrote {x}")
+            done = True
+        if args.bag:
+            from .sim.record import record_drive
+
+            summary = record_drive(
+                world,
+                args.bag,
+                duration_s=args.duration,
+                record_clock=args.record_clock,
+                overwrite=args.force,
+                progress=None if args.quiet else (lambda m: print(f"[sim] {m}", flush=True)),
+            )
+            out = Path(args.summary_json or Path(args.bag).with_suffix(".sim.json"))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(summary, indent=1) + "\n")
+            done = True
+        if done:
+            return 0
+    except (WorldError, FileExistsError, ValueError) as exc:
+        print(f"terrain-odt sim: {exc}", file=sys.stderr)
+        return 2
+    from .nodes.sim_node import run_live
+
+    return run_live(world, rate=args.rate, drive=args.drive, duration_s=args.duration)
+
+
 # ---------------------------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bag_from_borealtc,
+    _add_bag_from_csv,
     _add_convert,
+    _add_dataset,
+    _add_evaluate,
     _add_import_tflite,
     _add_inspect,
     _add_launch,
     _add_replay,
+    _add_sim,
 ]
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["EMU_BIN", "FIRMWARE", "Emulator", "EmulatorError", "emulator", "find_emulator"]
 
@@ -113,7 +113,8 @@ class Emulator:
             )
         except OSError as exc:
             raise EmulatorError(f"cannot start {binary}: {exc}") from exc
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
         deadline = time.monotonic() + start_timeout
         line = self._first_line(deadline)
         if tcp_port is None:
@@ -136,11 +137,31 @@ class Emulator:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
             if ready:
-                return self.proc.stdout.readline()
+                line = self.proc.stdout.readline()
+                if line:
+                    return line
+                self._fail_start(exiting=True)  # stdout closed before the banner
             if self.proc.poll() is not None:
-                break
+                self._fail_start(exiting=True)
+        self._fail_start(exiting=False)
+
+    def _fail_start(self, exiting: bool) -> NoReturn:
+        """The emulator exited (or hung) before its banner: raise with its own reason (the
+        error line it wrote on stderr, e.g. why it refused a `--model` blob)."""
+        if exiting:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
         self.stop()
-        raise EmulatorError(f"odt-emu did not start: {' '.join(self.args)}\n{self.stderr_text}")
+        self._stderr_thread.join(timeout=5)  # everything it wrote to stderr
+        code = self.proc.returncode
+        errors = [ln.strip() for ln in self.stderr if "error" in ln]
+        reason = errors[-1].removeprefix("odt-emu: error: ") if errors else None
+        why = f": {reason}" if reason else ""
+        status = f" (exit status {code})" if code is not None else ""
+        raise EmulatorError(
+            f"odt-emu did not start{why}{status}\n"
+            f"command: {' '.join(self.args)}\n{self.stderr_text}".rstrip()
+        )
 
     def _wait_listening(self, port: int, deadline: float) -> None:
         while time.monotonic() < deadline:

@@ -188,6 +188,42 @@ IMU_FEATURES = NodeSpec(
         P("window_s", 1.7, "feature window length, s", min=0.1),
         P("hop_s", 0.5, "hop between window starts, s", min=0.01),
         P(
+            "bands",
+            [],
+            "spectral band edges, Hz, increasing, up to Nyquist (e.g. [0.5, 2.0, 4.0, 25.0]); "
+            "empty = derived from sample_rate_hz (the shipped models' bands at 100 Hz); must "
+            "match the model (its sidecar's features)",
+            item_type=float,
+        ),
+        P(
+            "wheel_joints_left",
+            ["left_wheel"],
+            "JointState joints of the left side whose velocity and effort make the wheel "
+            "features (averaged); empty, with wheel_joints_right empty = IMU features only "
+            "(for an IMU-only model)",
+        ),
+        P("wheel_joints_right", ["right_wheel"], "JointState joints of the right side"),
+        P(
+            "wheel_radius_m",
+            0.1651,
+            "JointState velocity (rad/s) times this is the wheel's ground speed (m/s), the unit "
+            "the wheel features use (0.1651: Husky A200; 1.0 if your velocities are m/s)",
+            min=1e-6,
+        ),
+        P(
+            "wheel_timeout_s",
+            0.5,
+            "a window waits at most this long (IMU time) for the wheel samples of its span; "
+            "then it is judged with what arrived (rejected 'wheels' with too few)",
+            min=0.0,
+        ),
+        P(
+            "min_wheel_samples",
+            3,
+            "fewest wheel samples inside a window (fewer: the window is rejected, 'wheels')",
+            min=2,
+        ),
+        P(
             "max_gap_samples",
             3,
             "longest run of missing samples bridged by interpolation; "
@@ -237,11 +273,18 @@ IMU_FEATURES = NodeSpec(
     topics=(
         T("/imu/data", "sensor_msgs/msg/Imu", "sub", "sensor-data QoS (best effort)"),
         T(
+            "/joint_states",
+            "sensor_msgs/msg/JointState",
+            "sub",
+            "wheel velocity and effort (wheel features on), sensor-data QoS",
+        ),
+        T(
             "/terrain/features",
             "std_msgs/msg/Float64MultiArray",
             "pub",
             "one message per accepted window: data[0:2] = window start and end time (s, the "
-            "layout's data_offset = 2), then the features (dim[0] label 'features')",
+            "layout's data_offset = 2), then the features; dim[0] label 'features; <what they "
+            "are>' (rate, window, bands, wheels), checked by the bridge against the model",
         ),
         T(
             "/diagnostics",
@@ -390,7 +433,7 @@ ODT_BRIDGE = NodeSpec(
         ),
         P(
             "learning_rate",
-            0.003,
+            0.001,
             "on-device SGD learning rate (sent as a 16-bit mantissa and exponent)",
             min=1e-9,
             max=1.0,
@@ -417,18 +460,80 @@ ODT_BRIDGE = NodeSpec(
         ),
         P(
             "rehearsal_per_class",
-            64,
-            "labelled windows kept per class (host RAM) and replayed between new samples, so "
-            "long single-terrain stretches do not make the model forget the other terrains "
-            "(0 = off)",
+            256,
+            "this robot's labelled windows kept per class (host RAM, int8) for replay; 0 = none "
+            "(replays then come from the model's source windows only)",
             min=0,
         ),
         P(
             "rehearsal_ratio",
-            1.0,
-            "replayed windows (of other classes) trained per new labelled window",
+            3.0,
+            "stored windows replayed per new labelled window, each of a class drawn uniformly, "
+            "so long single-terrain stretches do not make the model forget the other terrains "
+            "(0 = off)",
             min=0.0,
-            max=8.0,
+            max=16.0,
+        ),
+        P(
+            "replay_robot_share",
+            1.0,
+            "share of replays taken from this robot's labelled windows; the rest come from the "
+            "source windows shipped with the model (its pretraining data)",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
+            "replay_error_share",
+            0.1,
+            "> 0: each class's share of robot replays scales with how often the model got that "
+            "class wrong on this robot (prequentially), reaching replay_robot_share at this "
+            "error rate; classes it already gets right are replayed from the source windows "
+            "(0 = the same share for every class)",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
+            "source_replay",
+            True,
+            "replay and validate on the source windows the model sidecar names "
+            "(source_windows), if it has them",
+        ),
+        P(
+            "validation_share",
+            0.2,
+            "share of labelled windows held back (in blocks of validation_block) and never "
+            "trained on: with the source validation windows they judge each update (0 = none)",
+            min=0.0,
+            max=0.9,
+        ),
+        P(
+            "validation_block",
+            8,
+            "consecutive labelled windows held back together (neighbouring windows overlap)",
+            min=1,
+        ),
+        P(
+            "checkpoint_every",
+            20,
+            "new training windows between accept/rollback checks: a model that scores worse "
+            "than the last accepted one on the validation windows is replaced by it; also "
+            "checked when labelled driving ends (0 = never check)",
+            min=0,
+        ),
+        P(
+            "rollback_tolerance",
+            0.01,
+            "a check rolls back when the validation score fell by more than this",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
+            "validation_source_weight",
+            0.8,
+            "weight of the source validation windows in the validation score (the rest: "
+            "class-balanced accuracy on this robot's held-back windows)",
+            min=0.0,
+            max=1.0,
         ),
         P("accuracy_window", 100, "labelled samples in the sliding prequential accuracy", min=1),
         P(
@@ -462,6 +567,15 @@ ODT_BRIDGE = NodeSpec(
             "std_msgs/msg/String",
             "pub",
             "predicted class name, one per window (labelled windows: predicted before training)",
+        ),
+        T(
+            "/terrain/prediction_window",
+            "std_msgs/msg/Float64MultiArray",
+            "pub",
+            "the same prediction with its window: [t_start, t_end, class index, confidence "
+            "(NaN for labelled windows), kind (0 inference, 1 labelled and trained, 2 labelled "
+            "and held out for validation), label index (-1: none)]; window times are the "
+            "/terrain/features stamps, so predictions match windows exactly",
         ),
         T(
             "/terrain/confidence",

@@ -305,15 +305,104 @@ def param_value(
     return ov.get(node, {}).get(name, value)
 
 
+class EmulatorSupervisor:
+    """`terrain-odt launch --emulator`'s co-processor: an `odt-emu` on a fixed TCP port with a
+    flash file of its own, restarted when it dies (as a board that resets: it boots from its
+    flash, the bridge reconnects to the same URL), never stopping the graph. `restarts` and
+    the last exit status go to /diagnostics (`status()`)."""
+
+    def __init__(self, binary: Path, baud: int, model: Path | None, flash: Path) -> None:
+        from .emulator import free_port
+
+        self.binary, self.baud, self.model, self.flash = binary, baud, model, flash
+        self.port = free_port()
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self.emu: Any = None
+        self._start()
+        self.url = self.emu.url
+
+    def _start(self) -> None:
+        from .emulator import Emulator
+
+        self.emu = Emulator(
+            self.binary, baud=self.baud, model=self.model, flash=self.flash, tcp_port=self.port
+        )
+
+    def check(self) -> str | None:
+        """Restart a dead emulator; returns a message when it did (or could not)."""
+        from .emulator import EmulatorError
+
+        if self.emu is not None and self.emu.alive:
+            return None
+        if self.emu is not None:
+            self.last_exit = self.emu.proc.returncode
+        try:
+            self._start()
+        except EmulatorError as exc:
+            self.emu = None
+            return f"emulator exited ({self.last_exit}); restart failed: {exc}"
+        self.restarts += 1
+        return f"emulator exited (status {self.last_exit}): restarted ({self.restarts})"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "alive": bool(self.emu is not None and self.emu.alive),
+            "restarts": self.restarts,
+            "last_exit_status": "" if self.last_exit is None else self.last_exit,
+        }
+
+    def stop(self) -> None:
+        if self.emu is not None:
+            self.emu.stop()
+
+
+def _diagnostics_node(graph: Graph, sup: EmulatorSupervisor) -> Any:
+    """A small node publishing the emulator's health on /diagnostics (level WARN once it had to
+    be restarted, ERROR while it is down)."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from rclpy.node import Node
+
+    node = Node("terrain_odt_emulator", context=graph.context)
+    pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def publish() -> None:
+        st = sup.status()
+        if not st["alive"]:
+            level, text = DiagnosticStatus.ERROR, "emulator down"
+        elif st["restarts"]:
+            level, text = DiagnosticStatus.WARN, f"running; restarted {st['restarts']} times"
+        else:
+            level, text = DiagnosticStatus.OK, "running"
+        arr = DiagnosticArray()
+        arr.header.stamp = node.get_clock().now().to_msg()
+        arr.status = [
+            DiagnosticStatus(
+                level=level,
+                name="terrain_odt_emulator: co-processor emulator",
+                message=text,
+                hardware_id="odt-emu",
+                values=[KeyValue(key=k, value=str(v)) for k, v in st.items()],
+            )
+        ]
+        pub.publish(arr)
+
+    node.create_timer(1.0, publish)
+    return node
+
+
 def run(args: argparse.Namespace) -> int:
     """Run until Ctrl-C (the `terrain-odt launch` command)."""
-    from .emulator import Emulator, EmulatorError, find_emulator
+    import tempfile
+
+    from .emulator import EmulatorError, find_emulator
 
     t_start = time.monotonic()
     try:
         files = resolve_param_files(args.params_file or [DEFAULT_PARAMS])
         overrides = parse_overrides(args.param)
-        emu = None
+        sup: EmulatorSupervisor | None = None
         with contextlib.ExitStack() as stack:
             if args.emulator:
                 blob = param_value(files, overrides, "odt_bridge", "model_blob")
@@ -321,11 +410,13 @@ def run(args: argparse.Namespace) -> int:
                 binary = find_emulator(build=True, log=lambda m: print(f"[launcher] {m}"))
                 if binary is None:
                     raise LaunchError("odt-emu not found and cannot be built (cargo missing?)")
-                emu = stack.enter_context(
-                    Emulator(binary, baud=baud, model=resolve(blob) if blob else None)
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="odt-emu-")))
+                sup = EmulatorSupervisor(
+                    binary, baud, resolve(blob) if blob else None, tmp / "flash.bin"
                 )
-                overrides.setdefault("odt_bridge", {})["serial_port"] = emu.url
-                print(f"[launcher] co-processor emulator on {emu.url} ({baud} baud)")
+                stack.callback(sup.stop)
+                overrides.setdefault("odt_bridge", {})["serial_port"] = sup.url
+                print(f"[launcher] co-processor emulator on {sup.url} ({baud} baud)")
             stop = threading.Event()
             signal.signal(signal.SIGINT, lambda *_: stop.set())
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -334,6 +425,8 @@ def run(args: argparse.Namespace) -> int:
                     files, overrides, use_sim_time=args.use_sim_time, executor=args.executor
                 )
             )
+            if sup is not None:
+                graph.add(_diagnostics_node(graph, sup))
             print(f"[launcher] running {', '.join(n.name for n in NODES)}; Ctrl-C stops")
             bridge = graph.nodes.get("odt_bridge")
             ready = bridge is None
@@ -341,9 +434,10 @@ def run(args: argparse.Namespace) -> int:
                 if not ready and bridge.core.connected and bridge.core.configured:
                     ready = True
                     print("[launcher] ready: co-processor connected", flush=True)
-                if emu is not None and not emu.alive:
-                    print("[launcher] emulator exited", file=sys.stderr)
-                    break
+                if sup is not None:
+                    msg = sup.check()
+                    if msg:
+                        print(f"[launcher] {msg}", file=sys.stderr, flush=True)
             if args.stats_out:
                 # Close first (the bridge flushes its queue), then record the final counters.
                 graph.close_nodes()
@@ -354,6 +448,8 @@ def run(args: argparse.Namespace) -> int:
                     "wall_s": time.monotonic() - t_start,
                     "max_rss_kb": ru.ru_maxrss,
                 }
+                if sup is not None:
+                    stats["emulator"] = sup.status()
                 Path(args.stats_out).write_text(json.dumps(stats, indent=1) + "\n")
     except (LaunchError, EmulatorError) as exc:
         print(f"terrain-odt launch: error: {exc}", file=sys.stderr)

@@ -64,6 +64,7 @@ __all__ = [
     "ErrorCode",
     "ErrorReply",
     "FlashErrorCode",
+    "FragAck",
     "Frame",
     "FrameDecoder",
     "FrameError",
@@ -89,6 +90,7 @@ __all__ = [
     "Stats",
     "Train",
     "TrainAck",
+    "TrainFrag",
     "TrainResult",
     "UploadBegin",
     "UploadChunk",
@@ -100,6 +102,8 @@ __all__ = [
     "encode_frame",
     "encode_packet",
     "features_to_bytes",
+    "frag_bitmap_len",
+    "frag_geometry_ok",
     "iter_frames",
 ]
 
@@ -129,6 +133,10 @@ PRED_UNKNOWN = 0xFF
 TOPK_OFF = 0xFF
 #: Outcomes of the last applied samples the co-processor keeps for duplicate acks (§2).
 DUP_HISTORY = 16
+#: Features per unit of a fragmented training sample (§2.1): fragments cover whole units.
+FRAG_UNIT = 16
+#: Largest ``FRAG_ACK`` bitmap (256 units).
+MAX_FRAG_BITMAP = 32
 
 _HEADER = struct.Struct("<BBH")
 _U32 = struct.Struct("<I")
@@ -149,6 +157,7 @@ class MsgType(enum.IntEnum):
     UPLOAD_CHUNK = 0x0A
     UPLOAD_END = 0x0B
     DOWNLOAD = 0x0C
+    TRAIN_FRAG = 0x0D
     ERROR = 0x7F
     INFO = 0x81
     TRAIN_ACK = 0x82
@@ -156,6 +165,7 @@ class MsgType(enum.IntEnum):
     STATS_REPLY = 0x84
     OK = 0x85
     DOWNLOAD_DATA = 0x8C
+    FRAG_ACK = 0x8D
 
 
 class ErrorCode(enum.IntEnum):
@@ -187,6 +197,13 @@ class BlobErrorCode(enum.IntEnum):
     BUFFER_TOO_SMALL = 8
     UPLOAD_CRC = 9
     NO_MODEL = 0
+    # a firmware whose model shape comes from the blob (odt_core::DynMlp) refuses the blob:
+    UNSUPPORTED_LAYER = 10  # a layer other than Dense (the firmware runs MLPs)
+    TOO_MANY_INPUTS = 11
+    TOO_WIDE = 12  # a hidden layer wider than the capacity
+    TOO_MANY_CLASSES = 13
+    TOO_DEEP = 14  # more Dense layers than the capacity
+    TOO_MANY_WEIGHTS = 15
 
 
 class FlashErrorCode(enum.IntEnum):
@@ -500,6 +517,80 @@ class Download(Message):
     max_len: int = MAX_CHUNK
 
 
+def frag_units(total: int) -> int:
+    """Units of :data:`FRAG_UNIT` features of a sample of ``total`` features."""
+    return -(-total // FRAG_UNIT)
+
+
+def frag_bitmap_len(total: int) -> int:
+    """Bytes of the ``FRAG_ACK`` bitmap of a sample of ``total`` features (at least 1)."""
+    return max(1, -(-frag_units(total) // 8))
+
+
+def frag_geometry_ok(total: int, offset: int, length: int) -> bool:
+    """Whether a fragment covers whole units of a sample (§2.1): ``offset`` a multiple of
+    :data:`FRAG_UNIT`, at least one feature, within ``total``, ``length`` a multiple of the unit
+    unless the fragment ends the sample, and a bitmap of at most :data:`MAX_FRAG_BITMAP` bytes."""
+    end = offset + length
+    return (
+        length >= 1
+        and offset % FRAG_UNIT == 0
+        and end <= total
+        and (length % FRAG_UNIT == 0 or end == total)
+        and frag_bitmap_len(total) <= MAX_FRAG_BITMAP
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainFrag(Message):
+    """``TRAIN_FRAG`` (§2.1): features ``offset .. offset + len(data)`` of training sample
+    ``seq`` (the packet's sequence number) with ``label`` and ``total`` features."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TRAIN_FRAG
+    label: int
+    total: int
+    offset: int
+    data: bytes
+
+    _HEAD: ClassVar[struct.Struct] = struct.Struct("<BHH")
+
+    def payload(self) -> bytes:
+        return self._HEAD.pack(self.label, self.total, self.offset) + self.data
+
+    @classmethod
+    def from_payload(cls, payload: bytes, input_len: int | None = None) -> TrainFrag:
+        if len(payload) < cls._HEAD.size + 1:
+            raise _BadLength
+        label, total, offset = cls._HEAD.unpack_from(payload)
+        data = bytes(payload[cls._HEAD.size :])
+        if not frag_geometry_ok(total, offset, len(data)):
+            raise _BadLength
+        return cls(label, total, offset, data)
+
+
+@dataclass(frozen=True, slots=True)
+class FragAck(Message):
+    """``FRAG_ACK`` (§2.1): the ``TRAIN_FRAG`` at ``offset`` was taken; ``held`` is the bitmap of
+    the sample's units held (bit ``u % 8`` of byte ``u // 8`` = unit ``u``)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.FRAG_ACK
+    offset: int
+    held: bytes
+
+    def payload(self) -> bytes:
+        return struct.pack("<H", self.offset) + self.held
+
+    @classmethod
+    def from_payload(cls, payload: bytes, input_len: int | None = None) -> FragAck:
+        if not 3 <= len(payload) <= 2 + MAX_FRAG_BITMAP:
+            raise _BadLength
+        return cls(struct.unpack_from("<H", payload)[0], bytes(payload[2:]))
+
+    def units(self) -> int:
+        """The bitmap as an integer: bit ``u`` = unit ``u`` held."""
+        return int.from_bytes(self.held, "little")
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorReply(Message):
     """``ERROR(code, detail)`` from the co-processor."""
@@ -665,6 +756,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         UploadChunk,
         UploadEnd,
         Download,
+        TrainFrag,
         ErrorReply,
         Info,
         TrainAck,
@@ -672,6 +764,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         Stats,
         Ok,
         DownloadData,
+        FragAck,
     )
 }
 
@@ -923,8 +1016,17 @@ class LinkStats:
     requests: int = 0
     #: Stop-and-wait requests sent again (timeout, corrupted frame, link loss).
     retries: int = 0
-    #: Training frames sent more than once (go-back-N and lost-ack re-asks).
+    #: Training frames sent more than once (go-back-N and lost-ack re-asks; a fragment counts
+    #: when units it carries were sent before).
     retransmitted_frames: int = 0
+    #: Training frames sent, ``TRAIN`` and ``TRAIN_FRAG``, and their bytes on the wire.
+    train_frames_sent: int = 0
+    train_bytes_sent: int = 0
+    #: ``TRAIN_FRAG`` frames sent and ``FRAG_ACK`` received (§2.1).
+    frags_sent: int = 0
+    frag_acks: int = 0
+    #: Switches of the training stream between whole ``TRAIN`` frames and fragments.
+    mode_switches: int = 0
     go_backs: int = 0
     timeouts: int = 0
     crc_errors: int = 0
@@ -1051,8 +1153,10 @@ class _Entry:
     __slots__ = (
         "acked",
         "features",
+        "frag",
         "frame",
         "future",
+        "known_applied",
         "label",
         "last_sent",
         "last_tx",
@@ -1074,6 +1178,52 @@ class _Entry:
         self.acked = False
         self.rejected = False
         self.need_send = False
+        #: Fragments in flight and units held, while sent as fragments (§2.1).
+        self.frag: _FragState | None = None
+        #: A later sample was acknowledged, so this one was applied: one fragment (or frame)
+        #: fetches its duplicate acknowledgement.
+        self.known_applied = False
+
+
+class _FragTx:
+    """One ``TRAIN_FRAG`` in flight: units ``first .. first + n``."""
+
+    __slots__ = ("doubtful", "first", "n", "resend", "sent_at", "tx_id")
+
+    def __init__(self, first: int, n: int, tx_id: int, sent_at: float, resend: bool) -> None:
+        self.first = first
+        self.n = n
+        self.tx_id = tx_id
+        self.sent_at = sent_at
+        #: Units of it were sent before: its answer may be an earlier one's (no RTT sample).
+        self.resend = resend
+        #: Its answer arrived corrupted: it may be held; a later answer's bitmap tells.
+        self.doubtful = False
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.n) - 1) << self.first
+
+
+class _FragState:
+    """A training sample sent as fragments: the units the co-processor holds (the bitmap of the
+    latest ``FRAG_ACK``) and the fragments in flight, by first unit."""
+
+    __slots__ = ("held", "inflight", "sent", "units")
+
+    def __init__(self, units: int) -> None:
+        self.units = units
+        self.held = 0
+        self.sent = 0  # units sent at least once
+        self.inflight: dict[int, _FragTx] = {}
+
+    @property
+    def busy(self) -> int:
+        """Units held or in flight."""
+        m = self.held
+        for f in self.inflight.values():
+            m |= f.mask
+        return m
 
 
 class _Pending:
@@ -1095,7 +1245,7 @@ class _Pending:
 class _Tx:
     """One transmission, for attributing responses and errors (responses come in order)."""
 
-    __slots__ = ("entry", "kind", "pending", "sent_at", "seq", "tx_id")
+    __slots__ = ("entry", "kind", "offset", "pending", "sent_at", "seq", "tx_id")
 
     def __init__(
         self,
@@ -1106,10 +1256,11 @@ class _Tx:
         pending: _Pending | None = None,
     ) -> None:
         self.tx_id = tx_id
-        self.kind = kind  # "train", "req" or "sync"
+        self.kind = kind  # "train", "frag", "req" or "sync"
         self.seq = seq
         self.entry = entry
         self.pending = pending
+        self.offset = -1  # of a "frag"
         self.sent_at = time.monotonic()
 
 
@@ -1125,25 +1276,48 @@ _MIN_STALE_AGE = 0.005
 # What a pyserial port raises when the device goes away (a port closed under a concurrent call
 # can also raise TypeError/AttributeError/ValueError from inside pyserial).
 _PORT_ERRORS = (serial.SerialException, OSError, TypeError, ValueError, AttributeError)
-_SLOW = frozenset(
-    {MsgType.SAVE, MsgType.RESTORE, MsgType.RESET_PRETRAINED, MsgType.UPLOAD_END, MsgType.HELLO}
-)
+_SLOW = frozenset({MsgType.SAVE, MsgType.RESTORE, MsgType.RESET_PRETRAINED, MsgType.UPLOAD_END})
 # Largest response frame per request type (for the timeout's frame-time term).
 _RESPONSE_BYTES = {MsgType.DOWNLOAD: MAX_FRAME, MsgType.HELLO: 48, MsgType.STATS: 56}
+
+
+#: Round trips of a request type measured before its timeout follows them.
+RTO_MIN_SAMPLES = 8
+
+#: Training frames lost (over the recent outcomes) above which a stream switches to fragments.
+FRAG_ON_LOSS = 0.30
+#: Predicted loss of whole ``TRAIN`` frames below which a fragmented stream switches back.
+FRAG_OFF_LOSS = 0.15
+#: Outcomes of training transmissions kept, and needed in a mode before switching again.
+_LOSS_WINDOW = 64
+_LOSS_MIN = 16
+#: Bytes of a ``TRAIN_FRAG`` frame besides its features (header 4, fields 5, CRC 4, COBS 1,
+#: delimiter 1) and of a ``TRAIN_ACK`` / ``FRAG_ACK`` frame (about).
+_FRAG_OVERHEAD = 15
+_ACK_BYTES = 13
+_TRAIN_ACK_TYPES = frozenset({"train", "frag"})
+#: Floor of a fragment's timeout: a spurious one costs a short frame, not a window.
+_FRAG_MIN_RTO = 0.001
 
 
 class _Chunker:
     """Adaptive block size for model transfer: halves after failures, doubles after successes.
 
     A noisy line corrupts long frames far more often than short ones (1 % byte errors lose 99 % of
-    512-byte frames but 30 % of 32-byte ones); the transfer finds the size that gets through.
+    512-byte frames but 30 % of 32-byte ones); the transfer finds the size that gets through. At
+    the smallest size a block is retried for as long as the transfer as a whole keeps moving: it
+    fails only when no block got through for `stall_s` (as a training stream only fails when no
+    sample is acknowledged for its stall time), so a bulk transfer gets through wherever
+    training does, only more slowly.
     """
 
-    MIN = 32
+    MIN = 16
 
-    def __init__(self, retries: int) -> None:
+    def __init__(self, retries: int, stall_s: float = math.inf) -> None:
         self.size = MAX_CHUNK
         self.total_retries = retries
+        self.stall_s = stall_s
+        self._progress = time.monotonic()
 
     @property
     def retries(self) -> int:
@@ -1151,14 +1325,18 @@ class _Chunker:
         return 1 if self.size > self.MIN else self.total_retries
 
     def call(self, request: Callable[..., Message], msg: Message, expect: type) -> Message | None:
-        """Run one block transfer; ``None`` if it failed and the size shrank (try again)."""
+        """Run one block transfer; ``None`` if it failed (the size shrank, or the smallest
+        block is tried again): call again with a block of the new size."""
         try:
             resp = request(msg, expect, retries=self.retries)
         except LinkTimeout:
-            if self.size <= self.MIN:
-                raise
-            self.size //= 2
-            return None
+            if self.size > self.MIN:
+                self.size //= 2
+                return None
+            if time.monotonic() - self._progress < self.stall_s:
+                return None
+            raise
+        self._progress = time.monotonic()
         if self.size < MAX_CHUNK:
             self.size *= 2
         return resp
@@ -1178,7 +1356,9 @@ class OdtClient:
             retransmissions.
         retries: retransmissions of a request (and of the oldest training frame) before the link
             is declared failed.
-        min_timeout: floor of a response timeout (§2: 50 ms).
+        min_timeout: floor of a response timeout (§2: 50 ms) until round trips are measured.
+        min_rto: floor of a response timeout once `RTO_MIN_SAMPLES` round trips of that request
+            type were measured (then `srtt + 4 rttvar`, as TCP does).
         work_time: co-processor work added to every timeout; ``slow_work_time`` for SAVE,
             RESTORE, RESET_PRETRAINED, UPLOAD_END and HELLO.
         connect_timeout: how long :meth:`open` and requests wait for a session.
@@ -1186,6 +1366,13 @@ class OdtClient:
         max_queue: training samples queued before :meth:`train` blocks.
         open: connect in the constructor (raises :class:`LinkError` on failure).
         serial_kwargs: extra arguments for :func:`serial.serial_for_url`.
+        fragments: how training samples are sent: ``None`` (default) whole ``TRAIN`` frames
+            while few are lost, fragments (``TRAIN_FRAG``, §2.1) when more than
+            `FRAG_ON_LOSS` of the recent training frames were lost, and back when the loss
+            measured on fragments predicts fewer than `FRAG_OFF_LOSS` lost whole frames;
+            ``True`` always fragments, ``False`` never. The fragment size (a multiple of 16
+            features) follows the measured loss. A co-processor without fragments
+            (``ERROR(UNKNOWN_TYPE)``) gets whole frames only.
     """
 
     def __init__(
@@ -1196,6 +1383,7 @@ class OdtClient:
         window: int = 8,
         retries: int = 5,
         min_timeout: float = 0.05,
+        min_rto: float = 0.005,
         work_time: float = 0.02,
         slow_work_time: float = 2.0,
         connect_timeout: float = 5.0,
@@ -1204,6 +1392,7 @@ class OdtClient:
         poll_interval: float = 0.01,
         open: bool = True,
         serial_kwargs: dict[str, Any] | None = None,
+        fragments: bool | None = None,
     ) -> None:
         if not 1 <= window <= DUP_HISTORY:
             raise ValueError(f"window must be 1..{DUP_HISTORY}")
@@ -1212,6 +1401,7 @@ class OdtClient:
         self.window = window
         self.retries = retries
         self.min_timeout = min_timeout
+        self.min_rto = min_rto
         self.work_time = work_time
         self.slow_work_time = slow_work_time
         self.connect_timeout = connect_timeout
@@ -1237,6 +1427,8 @@ class OdtClient:
         self._info: Info | None = None
         self._session = 0
         self._srtt: float | None = None
+        #: Per request type: (smoothed RTT, RTT variation, samples), Jacobson/Karels.
+        self._req_rtt: dict[MsgType, tuple[float, float, int]] = {}
         self._last_progress = 0.0
         self._last_error: BaseException | None = None
         self._crash: BaseException | None = None
@@ -1252,6 +1444,20 @@ class OdtClient:
         self._train_timeouts = 0
         self._cwnd = float(window)
         self._completions: list[tuple[Future[TrainResult], TrainResult | BaseException]] = []
+        self.fragments = fragments
+        self._frag_supported = True
+        self._frag_mode = fragments is True
+        self._frag_size = 2 * FRAG_UNIT
+        #: Recent training transmissions: (lost, bytes on the wire of the round trip).
+        self._loss: deque[tuple[bool, int]] = deque(maxlen=_LOSS_WINDOW)
+        self._mode_outcomes = 0
+        self._chosen_at = 0
+        self._frag_progress = 0.0
+        self._stall_since = 0.0
+        self._line_free_at = 0.0
+        #: 2 after a fragment timeout, 1 after an answer: a timeout that was only a slow answer
+        #: (a peer slower than its round trips so far) does not repeat at once.
+        self._frag_backoff = 1
 
         self._train_frame_len = len(encode_frame(Train(0, bytes(102)), 0))
         if open:
@@ -1333,6 +1539,23 @@ class OdtClient:
         """Bytes of one training frame on the wire for the current model."""
         return self._train_frame_len
 
+    @property
+    def fragmenting(self) -> bool:
+        """The training stream is sent as fragments now (§2.1)."""
+        return self._frag_mode
+
+    @property
+    def frag_size(self) -> int:
+        """Features per fragment now (a multiple of 16)."""
+        return self._frag_size
+
+    @property
+    def train_loss_estimate(self) -> float:
+        """Share of the recent training transmissions lost (NaN before any)."""
+        with self._lock:
+            n = len(self._loss)
+            return sum(lost for lost, _ in self._loss) / n if n else math.nan
+
     # ---- requests --------------------------------------------------------------------------
 
     def hello(self) -> Info:
@@ -1404,7 +1627,7 @@ class OdtClient:
             boot = self._info.boot_count if self._info else None
             self._request(UploadBegin(len(blob), crc), Ok)
             off = 0
-            chunk = _Chunker(self.retries)
+            chunk = _Chunker(self.retries, self._stall_timeout())
             while off < len(blob):
                 n = chunk.size
                 msg = UploadChunk(off, blob[off : off + n])
@@ -1425,7 +1648,7 @@ class OdtClient:
         self.flush()
         out = bytearray()
         total: int | None = None
-        chunk = _Chunker(self.retries)
+        chunk = _Chunker(self.retries, self._stall_timeout())
         while total is None or len(out) < total:
             resp = chunk.call(self._request, Download(len(out), chunk.size), DownloadData)
             if resp is None:
@@ -1529,9 +1752,26 @@ class OdtClient:
 
     def _timeout(self, mtype: MsgType, req_bytes: int) -> float:
         resp = _RESPONSE_BYTES.get(mtype, 32)
-        base = max(self.min_timeout, 4.0 * self._frame_time(req_bytes + resp))
+        frames = 4.0 * self._frame_time(req_bytes + resp)
+        est = self._req_rtt.get(mtype)
+        if mtype not in _SLOW and est is not None and est[2] >= RTO_MIN_SAMPLES:
+            # Measured round trips (this link, this device): a lost frame is noticed in a few
+            # round trips instead of the fixed 70 ms, which is what keeps a noisy line moving.
+            srtt, var, _ = est
+            return max(self.min_rto, frames, srtt + 4.0 * var)
+        base = max(self.min_timeout, frames)
         work = self.slow_work_time if mtype in _SLOW else self.work_time
         return base + work
+
+    def _observe_rtt_locked(self, mtype: MsgType, rtt: float) -> None:
+        est = self._req_rtt.get(mtype)
+        if est is None:
+            self._req_rtt[mtype] = (rtt, rtt / 2, 1)
+            return
+        srtt, var, n = est
+        var = 0.75 * var + 0.25 * abs(srtt - rtt)
+        srtt = 0.875 * srtt + 0.125 * rtt
+        self._req_rtt[mtype] = (srtt, var, n + 1)
 
     def _train_timeout(self) -> float:
         ft = self._frame_time(self._train_frame_len)
@@ -1623,12 +1863,18 @@ class OdtClient:
         e.last_tx = tx.tx_id
         e.last_sent = time.monotonic()
         e.sends += 1
-        self._write_locked(e.frame)
+        if self._write_locked(e.frame):
+            self._counters.inc("train_frames_sent")
+            self._counters.inc("train_bytes_sent", len(e.frame))
 
     def _pump_locked(self) -> None:
         """Send frames due for (re)transmission, then queued samples, in sequence order, while
         fewer than the congestion window are outstanding and the span stays within ``window``."""
         if not self._session_ok or self._broken or self._hold or self._closing:
+            return
+        self._choose_mode_locked()
+        if self._frag_mode:
+            self._pump_frag_locked()
             return
         limit = max(1, int(self._cwnd))
         outstanding = 0
@@ -1669,6 +1915,226 @@ class OdtClient:
             self._cwnd = max(min(_MIN_CWND, float(self.window)), self._cwnd / 2)
         for e in unacked:
             e.need_send = True
+            # Nothing in flight counts any more; what the co-processor holds is resent
+            # (harmless: fragments are idempotent) unless a bitmap says otherwise.
+            self._clear_frags_locked(e)
+        self._pump_locked()
+
+    # ---- internals: fragments (§2.1) ------------------------------------------------------
+
+    def _record_locked(self, lost: bool, nbytes: int) -> None:
+        """One training transmission's outcome, for the mode and fragment size choice."""
+        self._loss.append((lost, nbytes))
+        self._mode_outcomes += 1
+
+    def _byte_survival_locked(self) -> float | None:
+        """Estimated probability that one byte crosses the line (both ways) intact."""
+        n = len(self._loss)
+        if n < _LOSS_MIN:
+            return None
+        ok = sum(not lost for lost, _ in self._loss)
+        mean_bytes = sum(b for _, b in self._loss) / n
+        ok_rate = min(max(ok, 0.5), n - 0.5) / n
+        return ok_rate ** (1.0 / max(mean_bytes, 1.0))
+
+    def _best_frag_size(self, total: int, survival: float) -> int:
+        """The fragment size (a multiple of 16) with the fewest expected bytes sent per sample
+        at the estimated byte survival: a fragment is sent until it and its answer get through
+        (the outcomes measured are round trips)."""
+        best, best_cost = FRAG_UNIT, math.inf
+        for size in range(FRAG_UNIT, frag_units(total) * FRAG_UNIT + 1, FRAG_UNIT):
+            cost = 0.0
+            for off in range(0, total, size):
+                n = min(size, total - off) + _FRAG_OVERHEAD
+                cost += n / max(survival ** (n + _ACK_BYTES), 1e-9)
+            if cost < best_cost * 0.98:  # ties: the smaller fragments
+                best, best_cost = size, cost
+        return best
+
+    def _set_mode_locked(self, frag: bool) -> None:
+        if frag == self._frag_mode:
+            return
+        self._frag_mode = frag
+        self._counters.inc("mode_switches")
+        self._mode_outcomes = 0
+        self._chosen_at = 0
+        log.info(
+            "training stream: %s (recent loss %.0f %%)",
+            f"fragments of {self._frag_size}" if frag else "whole frames",
+            100.0 * sum(lost for lost, _ in self._loss) / max(1, len(self._loss)),
+        )
+        self._loss.clear()
+        for e in self._inflight:
+            e.frag = None
+            e.need_send = not (e.acked or e.rejected)
+
+    def _choose_mode_locked(self) -> None:
+        """Switch between whole frames and fragments on the measured loss (``fragments=None``)."""
+        if self.fragments is False or not self._frag_supported:
+            if self._frag_mode:
+                self._set_mode_locked(False)
+            return
+        if self._mode_outcomes < _LOSS_MIN or self._mode_outcomes - self._chosen_at < 4:
+            return
+        self._chosen_at = self._mode_outcomes
+        surv = self._byte_survival_locked()
+        if surv is None:
+            return
+        total = self._info.input_len if self._info is not None else 102
+        if self._frag_mode:
+            self._frag_size = self._best_frag_size(total, surv)
+            whole = self._train_frame_len + _ACK_BYTES
+            if self.fragments is None and 1.0 - surv**whole < FRAG_OFF_LOSS:
+                self._set_mode_locked(False)
+        elif self.fragments is None:
+            lost = sum(lost for lost, _ in self._loss) / len(self._loss)
+            if lost > FRAG_ON_LOSS:
+                self._frag_size = self._best_frag_size(total, surv)
+                self._set_mode_locked(True)
+
+    def _frag_timeout(self) -> float:
+        """How long a fragment waits for its answer, from the moment its last byte left (the
+        line's pace is tracked), before it is sent again: the measured round trips
+        (srtt + 4 rttvar) once known, else four frame times of a fragment and its answer plus
+        the co-processor's work time."""
+        est = self._req_rtt.get(MsgType.TRAIN_FRAG)
+        answer = self._frame_time(_ACK_BYTES + FRAG_UNIT)
+        if est is not None and est[2] >= RTO_MIN_SAMPLES:
+            srtt, var, _ = est
+            rto = max(_FRAG_MIN_RTO, 2.0 * answer, srtt + 4.0 * var) * self._frag_backoff
+            return min(rto, self._train_timeout())
+        frames = 4.0 * (answer + self._frame_time(self._frag_size + _FRAG_OVERHEAD))
+        return max(_FRAG_MIN_RTO, frames) + self.work_time
+
+    def _active_frag_entry_locked(self) -> _Entry | None:
+        return next((e for e in self._inflight if not e.acked and not e.rejected), None)
+
+    def _pump_frag_locked(self) -> None:
+        """Fragments of the oldest unacknowledged sample: the units neither held nor in flight,
+        at most ``2 × window`` fragments outstanding. Later samples wait for its ``TRAIN_ACK``
+        (the co-processor assembles only the expected one)."""
+        e = self._active_frag_entry_locked()
+        if e is None:
+            if not self._queue:
+                return
+            e = self._queue.popleft()
+            e.seq = self._train_next_seq
+            self._train_next_seq = (self._train_next_seq + 1) % SEQ_MOD
+            self._inflight.append(e)
+        e.need_send = False
+        total = len(e.features)
+        units = frag_units(total)
+        if e.frag is None:
+            e.frag = _FragState(units)
+        fs = e.frag
+        if fs.inflight and all(f.doubtful for f in fs.inflight.values()):
+            # Every answer still due was corrupted: no bitmap will tell; send them again.
+            for f in fs.inflight.values():
+                self._record_locked(True, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
+            self._clear_frags_locked(e)
+        if e.known_applied:
+            # Applied already (a later sample was acknowledged): one short fragment fetches
+            # the duplicate acknowledgement.
+            if not fs.inflight:
+                self._send_frag_locked(e, 0, 1)
+            return
+        per = max(1, self._frag_size // FRAG_UNIT)
+        limit = 2 * self.window
+        busy = fs.busy
+        u = 0
+        while u < units and len(fs.inflight) < limit and not self._broken:
+            if busy >> u & 1:
+                u += 1
+                continue
+            n = 1
+            while n < per and u + n < units and not busy >> (u + n) & 1:
+                n += 1
+            self._send_frag_locked(e, u, n)
+            busy |= ((1 << n) - 1) << u
+            u += n
+        if not fs.inflight and not self._broken:
+            # All units held by the last bitmap but no TRAIN_ACK (it was lost): ask again.
+            self._send_frag_locked(e, 0, 1)
+
+    @staticmethod
+    def _clear_frags_locked(e: _Entry) -> None:
+        """Nothing of ``e`` in flight counts any more: what is missing is sent again. (Their
+        transmissions stay in the log: an answer still on its way is attributed to the oldest
+        one, never to a newer resend, which would make later fragments look lost.)"""
+        if e.frag is not None:
+            e.frag.inflight.clear()
+
+    def _send_frag_locked(self, e: _Entry, first: int, n: int) -> None:
+        assert e.frag is not None
+        fs = e.frag
+        total = len(e.features)
+        off = first * FRAG_UNIT
+        data = e.features[off : min(total, off + n * FRAG_UNIT)]
+        frame = encode_frame(TrainFrag(e.label, total, off, data), e.seq)
+        tx = self._log_tx_locked("frag", e.seq, entry=e)
+        tx.offset = off
+        now = time.monotonic()
+        # Its timeout runs from when its last byte is on the wire (after what is queued).
+        self._line_free_at = max(now, self._line_free_at) + self._frame_time(len(frame))
+        mask = ((1 << n) - 1) << first
+        ftx = _FragTx(first, n, tx.tx_id, self._line_free_at, bool(fs.sent & mask))
+        if ftx.resend:
+            self._counters.inc("retransmitted_frames")
+        fs.sent |= ftx.mask
+        fs.inflight[first] = ftx
+        e.last_tx = tx.tx_id
+        e.last_sent = now
+        e.sends += 1
+        if self._write_locked(frame):
+            self._counters.inc("train_frames_sent")
+            self._counters.inc("train_bytes_sent", len(frame))
+            self._counters.inc("frags_sent")
+
+    def _on_frag_ack_locked(self, seq: int, ack: FragAck) -> None:
+        """The bitmap of the units held: fragments sent before the one answered whose units
+        are missing were lost (answers come in order) and go out again."""
+        self._counters.inc("frag_acks")
+        tx = self._attribute_locked("frag", seq, offset=ack.offset)
+        e = self._find_entry_locked(seq)
+        if e is None or e.acked or e.rejected or e.frag is None or self._handshaking:
+            self._counters.inc("stale_responses")
+            return
+        fs = e.frag
+        fs.held = ack.units() & ((1 << fs.units) - 1)
+        upto = tx.tx_id if tx is not None else e.last_tx
+        now = time.monotonic()
+        self._frag_progress = now
+        self._last_progress = now
+        self._train_timeouts = 0
+        self._frag_backoff = 1
+        for first, f in list(fs.inflight.items()):
+            held = fs.held & f.mask == f.mask
+            if not held and f.tx_id > upto:
+                continue  # sent after the one answered: its answer is still to come
+            del fs.inflight[first]
+            self._record_locked(not held, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
+            if held and f.tx_id == upto and not f.doubtful:
+                self._observe_frag_rtt_locked(f, now)
+        self._pump_locked()
+
+    def _observe_frag_rtt_locked(self, f: _FragTx, now: float) -> None:
+        if not f.resend:  # Karn: only unambiguous round trips
+            self._observe_rtt_locked(MsgType.TRAIN_FRAG, now - f.sent_at)
+
+    def _frag_tx_failed_locked(self, tx: _Tx, corrupted_answer: bool) -> None:
+        """A fragment arrived corrupted (the co-processor said ``BAD_FRAME``): send it again; or
+        its answer did (``corrupted_answer``): it may be held, a later bitmap tells."""
+        e = tx.entry
+        if e is None or e.acked or e.rejected or e.frag is None:
+            return
+        f = e.frag.inflight.get(tx.offset // FRAG_UNIT)
+        if f is None or f.tx_id != tx.tx_id:
+            return
+        if corrupted_answer:
+            f.doubtful = True
+        else:
+            del e.frag.inflight[f.first]
+            self._record_locked(True, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
         self._pump_locked()
 
     def _request(
@@ -1691,6 +2157,7 @@ class OdtClient:
             frame = encode_frame(msg, seq)
             timeout = self._timeout(msg.TYPE, len(frame))
             attempts = 0
+            started = time.monotonic()
             while True:
                 self._wait_session(self.connect_timeout)
                 pend = _Pending(seq, name, hello=hello)
@@ -1715,9 +2182,11 @@ class OdtClient:
                         else:
                             raise RemoteError(resp.code, resp.detail, name)
                     elif isinstance(resp, expect):
-                        if attempts == 0:
+                        if attempts == 0:  # Karn: only unambiguous round trips count
                             with self._lock:
-                                self._counters.rtt.append(time.monotonic() - pend.sent_at)
+                                rtt = time.monotonic() - pend.sent_at
+                                self._counters.rtt.append(rtt)
+                                self._observe_rtt_locked(msg.TYPE, rtt)
                         return resp
                     else:
                         raise LinkError(f"{name}: unexpected response {type(resp).__name__}")
@@ -1725,17 +2194,29 @@ class OdtClient:
                     with self._lock:
                         self._counters.inc("timeouts")
                 attempts += 1
-                if attempts > retries:
+                # A HELLO is retried for connect_timeout at least (a noisy line loses many).
+                if attempts > retries and (
+                    not hello or time.monotonic() - started > self.connect_timeout
+                ):
                     raise LinkTimeout(f"{name} (seq {seq}): no response after {attempts} attempts")
                 with self._lock:
                     self._counters.inc("retries")
 
     # ---- internals: receiving --------------------------------------------------------------
 
-    def _attribute_locked(self, kind: str | None, seq: int) -> _Tx | None:
-        """Pop the oldest unanswered transmission matching (kind, seq) and all older ones."""
+    def _attribute_locked(
+        self, kind: str | frozenset[str] | None, seq: int, offset: int | None = None
+    ) -> _Tx | None:
+        """Pop the oldest unanswered transmission matching (kind, seq[, offset]) and all older
+        ones. ``kind`` may be a set of kinds."""
+        kinds = frozenset((kind,)) if isinstance(kind, str) else kind
         for i, tx in enumerate(self._tx_log):
-            if tx.seq == seq and tx.kind != "sync" and (kind is None or tx.kind == kind):
+            if (
+                tx.seq == seq
+                and tx.kind != "sync"
+                and (kinds is None or tx.kind in kinds)
+                and (offset is None or tx.offset == offset)
+            ):
                 for _ in range(i + 1):
                     self._tx_log.popleft()
                 return tx
@@ -1745,12 +2226,14 @@ class OdtClient:
         if isinstance(item, FrameError):
             self._counters.inc(_FRAME_ERROR_COUNTER[item.kind])
             # Most likely the answer to the oldest unanswered transmission: its fate is unknown.
-            self._tx_failed_locked(self._pop_unanswered_locked())
+            self._tx_failed_locked(self._pop_unanswered_locked(), corrupted_answer=True)
             return
         self._counters.inc("frames_received")
         msg = item.msg
         if isinstance(msg, TrainAck):
             self._on_train_ack_locked(item.seq, msg)
+        elif isinstance(msg, FragAck):
+            self._on_frag_ack_locked(item.seq, msg)
         elif isinstance(msg, ErrorReply):
             self._on_error_locked(item.seq, msg)
         elif msg.TYPE & 0x80:
@@ -1772,11 +2255,20 @@ class OdtClient:
                 self._tx_log.popleft()
         return self._tx_log.popleft() if self._tx_log else None
 
-    def _tx_failed_locked(self, tx: _Tx | None) -> None:
+    def _tx_failed_locked(self, tx: _Tx | None, corrupted_answer: bool = False) -> None:
         """A transmission's answer was corrupted or it arrived corrupted: retry it now."""
         if tx is None:
             return
+        if tx.kind == "frag":
+            self._frag_tx_failed_locked(tx, corrupted_answer)
+            return
+        if tx.kind == "train" and self._frag_mode:
+            # Sent as a whole frame before the switch: the fragments of the oldest sample
+            # are what counts now.
+            self._record_locked(True, self._train_frame_len + _ACK_BYTES)
+            return
         if tx.kind == "train" and tx.entry is not None:
+            self._record_locked(True, self._train_frame_len + _ACK_BYTES)
             oldest = next((e for e in self._inflight if not e.acked), None)
             if oldest is not None and not tx.entry.acked and oldest.last_tx <= tx.tx_id:
                 self._go_back_locked()
@@ -1797,18 +2289,28 @@ class OdtClient:
         return None
 
     def _on_train_ack_locked(self, seq: int, ack: TrainAck) -> None:
-        tx = self._attribute_locked("train", seq)
+        tx = self._attribute_locked(_TRAIN_ACK_TYPES, seq)
         e = self._find_entry_locked(seq)
         if ack.dup:
             self._counters.inc("duplicate_acks")
+        if tx is not None and (tx.kind == "frag") == self._frag_mode:
+            self._record_train_success_locked(tx)
         if e is None or e.acked or e.rejected or self._handshaking:
             self._counters.inc("stale_responses")
             return
         e.acked = True
         self._cwnd = min(float(self.window), self._cwnd + 1.0 / self._cwnd)
         self._train_timeouts = 0
+        self._frag_backoff = 1
+        self._frag_progress = time.monotonic()
         self._counters.inc("samples_acked")
-        if e.sends == 1 and not ack.dup:
+        if e.frag is not None and tx is not None and tx.kind == "frag" and self._frag_mode:
+            # The sample is complete: fragments sent before the one answered got through.
+            for f in e.frag.inflight.values():
+                if f.tx_id < tx.tx_id:
+                    self._record_locked(False, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
+        e.frag = None
+        if e.sends == 1 and not ack.dup and (tx is None or tx.kind == "train"):
             rtt = time.monotonic() - e.last_sent
             self._counters.train_rtt.append(rtt)
             self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
@@ -1832,10 +2334,28 @@ class OdtClient:
         for older in self._inflight:
             if older is e:
                 break
-            if not older.acked and not older.rejected and older.last_tx < t:
+            if self._frag_mode and not older.acked and not older.rejected:
+                # One short fragment each fetches the duplicate acknowledgement (the pump
+                # sends it when the sample is the oldest).
+                older.known_applied = True
+                self._clear_frags_locked(older)
+            elif not older.acked and not older.rejected and older.last_tx < t:
                 older.need_send = False
                 self._send_train_locked(older)
         self._advance_locked()
+
+    def _record_train_success_locked(self, tx: _Tx) -> None:
+        """A training transmission was answered (acknowledged, or refused as out of order: it
+        arrived either way)."""
+        if tx.kind == "frag":
+            e = tx.entry
+            f = e.frag.inflight.get(tx.offset // FRAG_UNIT) if e and e.frag else None
+            n = f.n * FRAG_UNIT if f is not None else self._frag_size
+            self._record_locked(False, n + _FRAG_OVERHEAD + _ACK_BYTES)
+            if f is not None and f.tx_id == tx.tx_id and not f.doubtful:
+                self._observe_frag_rtt_locked(f, time.monotonic())
+        else:
+            self._record_locked(False, self._train_frame_len + _ACK_BYTES)
 
     def _advance_locked(self) -> None:
         self._last_progress = time.monotonic()
@@ -1849,6 +2369,7 @@ class OdtClient:
                 for later in self._inflight:
                     later.seq = (later.seq - 1) % SEQ_MOD
                     later.frame = None
+                    later.frag = None
                 self._train_next_seq = (self._train_next_seq - 1) % SEQ_MOD
                 self._go_back_locked(loss=False)
         if changed:
@@ -1861,7 +2382,7 @@ class OdtClient:
             self._counters.inc("remote_frame_errors")
             self._tx_failed_locked(self._pop_unanswered_locked())
             return
-        kind = "train" if code in _TRAIN_CODES else "req" if code in _REQ_CODES else None
+        kind = _TRAIN_ACK_TYPES if code in _TRAIN_CODES else "req" if code in _REQ_CODES else None
         tx = self._attribute_locked(kind, seq)
         if tx is None and code == ErrorCode.NO_SESSION:
             tx = self._attribute_locked(None, seq)
@@ -1881,6 +2402,15 @@ class OdtClient:
                 self._request_handshake_locked()
         elif code == ErrorCode.OUT_OF_ORDER:
             self._counters.inc("out_of_order")
+            if (tx.kind == "frag") == self._frag_mode:
+                self._record_train_success_locked(tx)
+            if self._frag_mode:
+                # Fragments of the oldest sample only; a refused one of it: start it over.
+                if tx.kind == "frag" and e is self._active_frag_entry_locked() and e.frag:
+                    self._clear_frags_locked(e)
+                    e.frag.held = 0
+                    self._pump_locked()
+                return
             oldest = next((x for x in self._inflight if not x.acked), None)
             if oldest is not None and oldest.last_tx < tx.tx_id:
                 self._go_back_locked()
@@ -1895,6 +2425,17 @@ class OdtClient:
             self._counters.inc("samples_failed")
             self._completions.append((e.future, RemoteError(code, err.detail, "TRAIN")))
             self._advance_locked()
+        elif (
+            code == ErrorCode.UNKNOWN_TYPE
+            and err.detail == MsgType.TRAIN_FRAG
+            and tx.kind == "frag"
+            and self._frag_supported
+        ):
+            # A co-processor without fragments (§2.1): whole frames from now on.
+            log.warning("the co-processor does not take TRAIN_FRAG: whole training frames only")
+            self._frag_supported = False
+            self._set_mode_locked(False)
+            self._pump_locked()
         else:  # BAD_VERSION / UNKNOWN_TYPE: our frame arrived damaged yet passed the CRC
             self._tx_failed_locked(tx)
 
@@ -1941,18 +2482,23 @@ class OdtClient:
             if 0 < ahead <= (self._train_next_seq - u) % SEQ_MOD:
                 # The co-processor resumed its session: samples before `e0` were applied (their
                 # acks were lost) and keep their numbers; resending them yields duplicate acks.
-                pass
+                for e in unacked:
+                    e.known_applied = (e.seq - u) % SEQ_MOD < ahead
             else:
                 # A new session at `e0`: nothing sent before the HELLO counts; renumber.
                 self._inflight = deque(unacked)
                 for e in unacked:
                     e.seq = e0
                     e.frame = None
+                    e.known_applied = False
                     e0 = (e0 + 1) % SEQ_MOD
                 self._train_next_seq = e0
         else:
             self._inflight.clear()
             self._train_next_seq = e0
+        for e in unacked:
+            # Any HELLO discards a partly assembled sample (§2.1).
+            e.frag = None
         self._tx_log = deque(tx for tx in self._tx_log if tx.kind == "req")
         self._train_timeouts = 0
         self._session_ok = True
@@ -2004,7 +2550,7 @@ class OdtClient:
                         with self._lock:
                             self._mark_broken_locked(LinkTimeout("HELLO: no INFO"))
                     continue
-                self._poll(self.poll_interval)
+                self._poll(self._poll_timeout())
                 self._check_timers()
         except Exception as exc:  # a bug: fail loudly rather than hang the callers
             log.exception("odt link reader crashed")
@@ -2068,7 +2614,15 @@ class OdtClient:
             self._need_handshake = False
             self._cond.notify_all()
         try:
-            for attempt in range(self.retries + 1):
+            # Retried with the normal timeout until connect_timeout has passed (at least
+            # retries + 1 times): on a noisy line a HELLO or its INFO is often lost, and a
+            # co-processor still booting simply gets the next one.
+            start = time.monotonic()
+            attempt = -1
+            while True:
+                attempt += 1
+                if attempt > self.retries and time.monotonic() - start > self.connect_timeout:
+                    break
                 with self._lock:
                     if self._closing or self._broken:
                         return False
@@ -2148,14 +2702,56 @@ class OdtClient:
             oldest = next((e for e in self._inflight if not e.acked and not e.rejected), None)
             if oldest is None:
                 return
-            if time.monotonic() - oldest.last_sent < self._train_timeout():
-                return
-            self._counters.inc("timeouts")
-            self._train_timeouts += 1
-            if self._train_timeouts > self.retries:
-                self._train_timeouts = 0
-                self._mark_broken_locked(LinkTimeout("training stream: no acknowledgement"))
-                return
-            self._go_back_locked()
+            if self._frag_mode:
+                self._check_frag_timer_locked(oldest)
+            else:
+                if time.monotonic() - oldest.last_sent < self._train_timeout():
+                    return
+                self._counters.inc("timeouts")
+                self._record_locked(True, self._train_frame_len + _ACK_BYTES)
+                self._train_timeouts += 1
+                if self._train_timeouts > self.retries:
+                    self._train_timeouts = 0
+                    self._mark_broken_locked(LinkTimeout("training stream: no acknowledgement"))
+                    return
+                self._go_back_locked()
             done = self._take_completions_locked()
         self._complete(done)
+
+    def _check_frag_timer_locked(self, e: _Entry) -> None:
+        """No answer for the fragments in flight within the fragment timeout: send them again.
+        The link fails only when no fragment got through for the stall time."""
+        fs = e.frag
+        if fs is None or not fs.inflight:
+            self._pump_locked()
+            return
+        now = time.monotonic()
+        if now - min(f.sent_at for f in fs.inflight.values()) < self._frag_timeout():
+            return
+        self._counters.inc("timeouts")
+        self._frag_backoff = min(2, 2 * self._frag_backoff)
+        if self._train_timeouts == 0:
+            self._stall_since = now
+        self._train_timeouts += 1
+        stall = self._train_timeout() * (self.retries + 1)
+        if self._train_timeouts > self.retries and now - self._stall_since > stall:
+            self._train_timeouts = 0
+            self._mark_broken_locked(LinkTimeout("training stream: no fragment acknowledged"))
+            return
+        for f in fs.inflight.values():
+            self._record_locked(True, f.n * FRAG_UNIT + _FRAG_OVERHEAD + _ACK_BYTES)
+        self._clear_frags_locked(e)
+        self._pump_locked()
+
+    def _poll_timeout(self) -> float:
+        """How long the reader may wait for input: less than the poll interval while fragments
+        wait for answers with a shorter timeout."""
+        with self._lock:
+            if not self._frag_mode:
+                return self.poll_interval
+            e = self._active_frag_entry_locked()
+            if e is None or e.frag is None or not e.frag.inflight:
+                return self.poll_interval
+            first = min(f.sent_at for f in e.frag.inflight.values())
+            due = first + self._frag_timeout() - time.monotonic()
+            return min(self.poll_interval, max(0.0005, due))

@@ -26,7 +26,7 @@ def share_dirs() -> list[Path]:
             get_package_share_directory,
         )
 
-        with contextlib.suppress(PackageNotFoundError, ValueError, LookupError):
+        with contextlib.suppress(PackageNotFoundError, ValueError, LookupError, OSError):
             dirs.append(Path(get_package_share_directory(PACKAGE)))
     except ImportError:
         pass

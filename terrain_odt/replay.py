@@ -14,10 +14,13 @@ also acts as the operator: it republishes the truth on `/terrain/operator_label`
 the first part of the drive and predicts the rest on its own.
 
 Two passes make the report: **before** (training off: the pretrained model; with
-`compare_frozen`) and **after** (training on). Accuracy is per prediction against the truth in
-force when the prediction was published (the window ends a few milliseconds earlier; seams
-between segments have gaps the feature extractor does not bridge), on the *evaluation* part: the
-predictions after `operator_until` (or all, without an operator). Outputs: a JSON report and PNG
+`compare_frozen`) and **after** (training on). Scoring is window by window, as in the
+deterministic `terrain-odt evaluate` (`terrain_odt.scoring`): every answer arrives on
+`/terrain/prediction_window` with its window's stamps, the windows the bag should produce are
+computed offline by the same feature logic, truth is taken over each window's span, and before
+and after are scored on exactly the windows answered in both passes; the report says how many
+windows each pass left unanswered (lost or late under load). This replay is the integration
+path (real nodes, DDS, timing); `evaluate` is the measurement. Outputs: a JSON report and PNG
 plots (prequential accuracy over time, confusion matrices before and after).
 """
 
@@ -43,6 +46,7 @@ import numpy as np
 from .bagplay import OPERATOR_TOPIC, TRUTH_TOPIC, BagData, BagError, BagPlayer, read_bag, truth_at
 from .graph import ParamValue
 from .launcher import LaunchError
+from .scoring import Answer, Window, prequential, score_passes, window_key
 
 __all__ = [
     "OPERATOR_TOPIC",
@@ -97,6 +101,8 @@ class PassResult:
     bag_s: float
     #: (sim time, predicted class, truth class or None)
     predictions: list[tuple[float, str, str | None]]
+    #: Answers by window id (from /terrain/prediction_window).
+    answers: dict[int, Answer]
     #: (sim time, prequential accuracy)
     accuracy: list[tuple[float, float]]
     messages_published: dict[str, int]
@@ -213,10 +219,11 @@ def run_pass(
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.signals import SignalHandlerOptions
-    from std_msgs.msg import Float32, String
+    from std_msgs.msg import Float32, Float64MultiArray, String
 
     from .emulator import Emulator, EmulatorError, find_emulator
     from .launcher import param_value, resolve_param_files
+    from .nodes.odt_bridge import KIND_CODES, PREDICTION_WINDOW_TOPIC, parse_prediction_window
     from .paths import resolve
 
     truth = bag_data.truth
@@ -299,12 +306,35 @@ def run_pass(
                 preds.append((t, m.data, truth_at(truth, sim_now[0])))
                 last_msg[0] = time.monotonic()
 
+        kinds = {v: k for k, v in KIND_CODES.items()}
+        answers: dict[int, Answer] = {}
+        names: list[str] = []
+
+        def on_window(m: Float64MultiArray) -> None:
+            try:
+                f = parse_prediction_window(m)
+            except ValueError:
+                return
+            ci, li = int(f["class_index"]), int(f["label_index"])
+            conf = f["confidence"]
+            with lock:
+                answers[window_key(f["t_end"])] = Answer(
+                    f["t_start"],
+                    f["t_end"],
+                    kinds.get(f["kind"], "?"),
+                    names[ci] if 0 <= ci < len(names) else None,
+                    names[li] if 0 <= li < len(names) else None,
+                    None if math.isnan(conf) else conf,
+                )
+
         def on_acc(m: Float32) -> None:
             with lock:
                 accs.append((sim_now[0] * 1e-9, float(m.data)))
 
         player.create_subscription(String, "/terrain/prediction", on_pred, 1000)
         player.create_subscription(Float32, "/terrain/accuracy", on_acc, 1000)
+        player.create_subscription(Float64MultiArray, PREDICTION_WINDOW_TOPIC, on_window, 1000)
+        names.extend(_model_classes(files, overrides))
 
         # Wait until the graph is up, connected, and listens to what we play.
         deadline = time.monotonic() + 60.0
@@ -366,6 +396,7 @@ def run_pass(
                 bag_s=bag_s,
                 drain_s=drain_wall,
                 predictions=list(preds),
+                answers=dict(answers),
                 accuracy=list(accs),
                 messages_published=counts,
                 imu_received=int(stats.get("imu_features", {}).get("samples", 0)),
@@ -385,28 +416,6 @@ def _spin_quietly(executor: Any) -> None:
 # Report
 
 
-def _eval_preds(p: PassResult, start_s: float | None) -> list[tuple[float, str, str]]:
-    return [
-        (t, pred, tr)
-        for t, pred, tr in p.predictions
-        if tr is not None and (start_s is None or t >= start_s)
-    ]
-
-
-def confusion(rows: Sequence[tuple[float, str, str]], classes: Sequence[str]) -> np.ndarray:
-    idx = {c: i for i, c in enumerate(classes)}
-    m = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for _, pred, tr in rows:
-        if pred in idx and tr in idx:
-            m[idx[tr], idx[pred]] += 1
-    return m
-
-
-def _acc(m: np.ndarray) -> float | None:
-    n = int(m.sum())
-    return float(np.trace(m)) / n if n else None
-
-
 def _running(
     rows: Sequence[tuple[float, str, str | None]], width: int = 40
 ) -> list[tuple[float, float]]:
@@ -421,31 +430,67 @@ def _running(
     return out
 
 
+def _model_classes(files: Sequence[Path], overrides: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    from .bridge import ModelFileError, load_model_files
+    from .launcher import param_value
+    from .paths import resolve
+
+    side = param_value(files, overrides, "odt_bridge", "model_sidecar")
+    try:
+        return list(load_model_files(resolve(str(side))).class_names)
+    except ModelFileError as exc:
+        raise ReplayError(f"odt_bridge.model_sidecar: {exc}") from exc
+
+
+def expected_windows(cfg: ReplayConfig) -> list[Window]:
+    """The windows the bag produces, with truth over each, by the feature logic the node runs
+    (`terrain_odt.evaluate`'s front end): what each pass should answer."""
+    from .evaluate import EvalConfig, EvalError, front_end
+
+    ecfg = EvalConfig(
+        bags=(cfg.bag,),
+        param_files=cfg.param_files,
+        overrides=cfg.overrides,
+        truth_topic=cfg.truth_topic,
+        operator_until=cfg.operator_until,
+    )
+    try:
+        return front_end(ecfg, log=lambda _m: None).windows
+    except EvalError as exc:
+        raise ReplayError(str(exc)) from exc
+
+
 def report(
     cfg: ReplayConfig,
     passes: Sequence[PassResult],
     classes: Sequence[str],
     t0_s: float,
+    windows: Sequence[Window],
 ) -> dict[str, Any]:
-    eval_start = None if cfg.operator_until is None else t0_s + cfg.operator_until
+    scores = score_passes(windows, {p.name: p.answers for p in passes}, classes)
+    scores.pop("rows")
     out: dict[str, Any] = {
         "bag": str(cfg.bag),
         "rate": cfg.rate,
         "operator_until_s": cfg.operator_until,
         "evaluated_from_s": cfg.operator_until or 0.0,
         "classes": list(classes),
+        # Windows of the evaluated part, and how many each pass left unanswered (unmatched).
+        "windows": scores["counts"],
+        "evaluated": {k: v for k, v in scores.items() if k not in ("counts", "classes")},
         "passes": {},
     }
     for p in passes:
-        rows = _eval_preds(p, eval_start)
-        cm = confusion(rows, classes)
+        ev = scores["passes"][p.name]
         lost = p.messages_published.get("/imu/data", 0) - p.imu_received
         out["passes"][p.name] = {
             "training": p.training,
-            "accuracy_eval": _acc(cm),
-            "predictions_eval": int(cm.sum()),
+            "accuracy_eval": ev["accuracy"],
+            "windows_eval": scores["counts"]["evaluated"],
+            "windows_unmatched": scores["counts"]["unanswered"][p.name],
             "predictions_total": len(p.predictions),
-            "confusion_eval": cm.tolist(),
+            "windows_answered": len(p.answers),
+            "confusion_eval": ev["confusion"],
             "wall_s": round(p.wall_s, 3),
             "drain_s": round(p.drain_s, 3),
             "bag_s": round(p.bag_s, 3),
@@ -453,10 +498,13 @@ def report(
             "messages_published": p.messages_published,
             "imu_received": p.imu_received,
             "imu_lost": lost,
+            # On the labelled stream being trained on: a diagnostic, not the headline.
+            **prequential(p.answers),
             "prequential_accuracy_final": p.accuracy[-1][1] if p.accuracy else None,
             "samples": p.bridge.get("counters", {}),
             "link": p.bridge.get("link", {}),
             "trainer": p.bridge.get("trainer", {}),
+            "finetune": p.bridge.get("finetune", {}),
             "features": p.features,
             "graph_process": p.graph_process,
         }
@@ -545,6 +593,7 @@ def replay(
         f"bag {cfg.bag}: {len(msgs)} messages, {(msgs[-1].t_ns - msgs[0].t_ns) * 1e-9:.1f} s, "
         f"topics {', '.join(sorted(types))}"
     )
+    windows = expected_windows(cfg)
     passes: list[PassResult] = []
     plan = ([("before", False)] if cfg.compare_frozen else []) + [("after", True)]
     for name, training in plan:
@@ -553,10 +602,11 @@ def replay(
             p = run_pass(cfg, name, training, data, log)
         except LaunchError as exc:
             raise ReplayError(str(exc)) from exc
-        rep_p = report(cfg, [p], _classes(p), t0_s)["passes"][name]
+        rep_p = report(cfg, [p], _classes(p), t0_s, windows)["passes"][name]
         acc = rep_p["accuracy_eval"]
         log(
-            f"pass '{name}': {len(p.predictions)} predictions, accuracy on the evaluated part "
+            f"pass '{name}': {len(p.answers)} windows answered ({rep_p['windows_unmatched']} of "
+            f"the evaluated part unanswered), accuracy on the evaluated part "
             f"{'n/a' if acc is None else f'{100 * acc:.1f} %'}, "
             f"{rep_p['samples'].get('trained', 0)} labelled windows sent "
             f"({'trained on' if training else 'predicted only, training off'}), "
@@ -565,7 +615,7 @@ def replay(
         )
         passes.append(p)
     classes = _classes(passes[-1])
-    rep = report(cfg, passes, classes, t0_s)
+    rep = report(cfg, passes, classes, t0_s, windows)
     if out_dir is not None:
         rep["plots"] = [str(x) for x in plots(passes, rep, out_dir, t0_s)]
         rep["series"] = {
@@ -587,19 +637,22 @@ def _classes(p: PassResult) -> list[str]:
 
 
 def summary(rep: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers (`bench/results/demo.json`)."""
+    """The headline numbers."""
     ps = rep["passes"]
     after = ps.get("after", {})
-    before = ps.get("before", {})
+    ba = rep["evaluated"].get("before_after") or {}
     return {
-        "acc_before": before.get("accuracy_eval"),
-        "acc_after": after.get("accuracy_eval"),
+        "acc_before": ba.get("acc_before"),
+        "acc_after": ba.get("acc_after", after.get("accuracy_eval")),
+        "evaluated_windows": rep["windows"]["evaluated"],
+        "windows_unmatched": rep["windows"]["unanswered"],
         "replay_speed": after.get("replay_speed"),
         "samples_trained": after.get("samples", {}).get("trained", 0),
-        # Weight updates on the co-processor: the labelled windows plus rehearsal replays.
+        # Weight updates on the co-processor: the labelled windows plus replays.
         "training_steps": after.get("trainer", {}).get("train_steps"),
-        "predictions_evaluated": after.get("predictions_eval"),
+        "rollbacks": after.get("finetune", {}).get("rollbacks"),
         "imu_lost": {k: v.get("imu_lost") for k, v in ps.items()},
         "graph_cpu_s": {k: v.get("graph_process", {}).get("cpu_s") for k, v in ps.items()},
-        "prequential_accuracy_final": after.get("prequential_accuracy_final"),
+        # On the stream being trained on: a diagnostic.
+        "prequential_accuracy": after.get("prequential_accuracy"),
     }

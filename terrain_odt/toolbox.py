@@ -24,6 +24,11 @@ symmetric per output channel (`terrain_odt.quantize`).
 The sidecar (JSON) carries what the host and the firmware build need beyond the blob: input
 quantization and standardisation, class names, the blob's `model_id`, length and CRC, the
 `odt_model!` declaration of the architecture and a RAM estimate.
+
+**Source windows.** With `source=(X, y)` (the pretraining data), `export` also writes
+`<blob stem>.windows.npz`: a class-balanced sample of those windows as int8 model inputs, some
+for replay on the device next to the robot's own windows, distinct ones for validation
+(`terrain_odt.finetune`), named in the sidecar (`source_windows`, with the file's CRC-32).
 """
 
 from __future__ import annotations
@@ -40,12 +45,23 @@ from typing import Any
 import numpy as np
 
 from terrain_odt import quantize as q
-from terrain_odt.blob import Blob, Kind, LayerDesc, decode_blob
+from terrain_odt.blob import (
+    FIRMWARE_CAPACITY,
+    Blob,
+    BlobError,
+    Kind,
+    LayerDesc,
+    decode_blob,
+)
+from terrain_odt.finetune import save_source_windows
 from terrain_odt.qnn import QModel, Storage
+from terrain_odt.sidecar import SIDECAR_FORMAT, quantize_features, quantize_with_sidecar
 
-SIDECAR_FORMAT = "terrain_odt.model_sidecar"
 SIDECAR_VERSION = 1
 Progress = Callable[[str], None]
+#: Source windows written per class by `export(source=...)`: replayed / validation only.
+SOURCE_REPLAY_PER_CLASS = 128
+SOURCE_VAL_PER_CLASS = 32
 
 
 def _noop(_msg: str) -> None:
@@ -278,21 +294,6 @@ def quantize_model(
         zlib.crc32(qm.to_blob()[:-4]) if model_id is None else int(model_id) & 0xFFFFFFFF
     )
     return qm
-
-
-def quantize_features(
-    x: np.ndarray,
-    input_scale: float,
-    input_zero_point: int,
-    mean: np.ndarray | Sequence[float] | None = None,
-    scale: np.ndarray | Sequence[float] | None = None,
-) -> np.ndarray:
-    """Raw features → the blob's int8 input (the formula in the module doc), int8 array."""
-    x = np.asarray(x, dtype=np.float64)
-    if mean is not None and scale is not None:
-        x = (x - np.asarray(mean, dtype=np.float64)) / np.asarray(scale, dtype=np.float64)
-    v = np.floor(x / float(input_scale) + 0.5) + int(input_zero_point)
-    return np.clip(v, -128, 127).astype(np.int8)
 
 
 def quantize_inputs(float_model: FloatModel, qmodel: QModel, x: np.ndarray) -> np.ndarray:
@@ -572,8 +573,13 @@ def export(
     name: str = "TerrainModel",
     batch: int = 1,
     extra: dict[str, Any] | None = None,
+    source: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
+    source_val: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
+    seed: int = 0,
 ) -> tuple[Path, Path]:
-    """Write the blob to `path` and the sidecar next to it (`path` with suffix `.json`).
+    """Write the blob to `path` and the sidecar next to it (`path` with suffix `.json`); with
+    `source` (raw features and labels of the pretraining data, needs `float_model`) also the
+    source windows (see the module doc).
 
     Returns both paths. The blob is re-read and checked before anything is written.
     """
@@ -593,9 +599,68 @@ def export(
     side["blob"] = path.name
     sidecar = path.with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        if float_model is None:
+            raise ValueError("source windows need the float model (its standardisation)")
+        side["source_windows"] = write_source_windows(
+            path.with_suffix(".windows.npz"),
+            float_model,
+            qmodel,
+            *source,
+            val=source_val,
+            seed=seed,
+        )
     path.write_bytes(data)
     sidecar.write_text(json.dumps(side, indent=2) + "\n")
     return path, sidecar
+
+
+def write_source_windows(
+    path: Path,
+    float_model: FloatModel,
+    qmodel: QModel,
+    x: np.ndarray,
+    y: Sequence[Any] | np.ndarray,
+    *,
+    val: tuple[np.ndarray, Sequence[Any] | np.ndarray] | None = None,
+    replay_per_class: int = SOURCE_REPLAY_PER_CLASS,
+    val_per_class: int = SOURCE_VAL_PER_CLASS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A class-balanced sample of `(x, y)` as int8 model inputs → `path`; the sidecar entry.
+    Validation windows come from `val` (e.g. runs held out of pretraining) when given, else
+    from `(x, y)` (disjoint from the replay windows)."""
+    idx = float_model.label_index(y)
+    if val is None:
+        vx, vidx = np.asarray(x), idx
+    else:
+        vx, vidx = np.asarray(val[0]), float_model.label_index(val[1])
+    rng = np.random.default_rng([seed, 11])
+    rep: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for k in range(float_model.n_classes):
+        cand = rng.permutation(np.flatnonzero(idx == k))
+        rep.append(cand[:replay_per_class])
+        if val is None:
+            vals.append(cand[replay_per_class : replay_per_class + val_per_class])
+        else:
+            vals.append(rng.permutation(np.flatnonzero(vidx == k))[:val_per_class])
+    ri, vi = np.sort(np.concatenate(rep)), np.sort(np.concatenate(vals))
+    rq = quantize_inputs(float_model, qmodel, np.asarray(x)[ri])
+    vq = quantize_inputs(float_model, qmodel, vx[vi])
+    crc = save_source_windows(path, (rq, idx[ri]), (vq, vidx[vi]))
+    return {
+        "file": path.name,
+        "crc32": f"0x{crc:08x}",
+        "replay": len(ri),
+        "validation": len(vi),
+        "drawn_from": (
+            "pretraining windows, class-balanced (replay and validation disjoint)"
+            if val is None
+            else "replay: pretraining windows; validation: windows of runs held out of "
+            "pretraining; both class-balanced"
+        ),
+    }
 
 
 def load_sidecar(path: str | Path) -> dict[str, Any]:
@@ -604,13 +669,6 @@ def load_sidecar(path: str | Path) -> dict[str, Any]:
     if side.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{path}: not a terrain_odt model sidecar")
     return side
-
-
-def quantize_with_sidecar(x: np.ndarray, sidecar: dict[str, Any]) -> np.ndarray:
-    """Raw features → int8 blob input, with the parameters a sidecar records."""
-    inp = sidecar["input"]
-    std = inp.get("standardization") or {}
-    return quantize_features(x, inp["scale"], inp["zero_point"], std.get("mean"), std.get("scale"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,12 +701,30 @@ def convert(
     name: str = "TerrainModel",
     batch: int = 1,
     progress: Progress | None = None,
+    source_windows: bool = True,
+    features: dict[str, Any] | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    source_val_frac: float = 0.0,
     **pretrain_kwargs: Any,
 ) -> ConvertResult:
     """Pretrain, quantize (calibrated on up to `calib_max` training samples), evaluate on the
     held-out split the caller gives (`x_test`, `y_test`; the training split otherwise, marked so
-    in the report) and, with `out`, export blob and sidecar."""
+    in the report) and, with `out`, export blob and sidecar (with `features`, the
+    `FeatureConfig.to_dict()` the windows were made with: the bridge then refuses windows made
+    otherwise; with `source_windows`, the source-window file for fine-tuning; with `groups`
+    and `source_val_frac`, that share of the groups (runs, per class) is held out of
+    pretraining and gives the source validation windows, so the accept/rollback check on the
+    robot measures generalisation to runs the model never saw)."""
     progress = progress or _noop
+    source_val = None
+    if source_val_frac > 0:
+        if groups is None:
+            raise ValueError("source_val_frac needs groups (e.g. the run of each window)")
+        tr, va = group_split(groups, source_val_frac, seed, labels=y_train)
+        xa, ya = np.asarray(x_train), np.asarray(y_train)
+        source_val = (xa[va], ya[va])
+        x_train, y_train = xa[tr], ya[tr]
+        progress(f"source validation: {len(va)} windows of held-out groups, not pretrained on")
     fm = pretrain_mlp(
         x_train,
         y_train,
@@ -678,7 +754,15 @@ def convert(
     res = ConvertResult(fm, qm, report)
     if out is not None:
         res.blob_path, res.sidecar_path = export(
-            qm, out, float_model=fm, name=name, batch=batch, extra={"metrics": report}
+            qm,
+            out,
+            float_model=fm,
+            name=name,
+            batch=batch,
+            extra={"metrics": report, **({"features": features} if features else {})},
+            source=(x_train, y_train) if source_windows else None,
+            source_val=source_val,
+            seed=seed,
         )
         progress(f"wrote {res.blob_path} and {res.sidecar_path}")
     return res
@@ -686,6 +770,20 @@ def convert(
 
 # ---------------------------------------------------------------------------------------------
 # Inspection
+
+
+def firmware_verdict(data: bytes) -> str:
+    """Whether the co-processor firmware (odt-app with `FirmwareMlp`, its model shape from the
+    blob) loads this blob: `"runs it"` or `"refuses it: <the loader's reason>"`."""
+    c = FIRMWARE_CAPACITY
+    try:
+        decode_blob(data, capacity=c)
+    except BlobError as exc:
+        return f"refuses it: {exc}"
+    return (
+        f"runs it (capacity {c.max_inputs} inputs, {c.max_width}-unit hidden layers, "
+        f"{c.max_classes} classes, {c.max_dense} Dense layers, {c.max_weights} weights)"
+    )
 
 
 def describe_blob(data: bytes, batch: int = 1, storage: Storage = "i8") -> str:
@@ -699,6 +797,7 @@ def describe_blob(data: bytes, batch: int = 1, storage: Storage = "i8") -> str:
     lines = [
         f"model_id 0x{b.model_id:08x}, {len(descs)} layers, input {b.input_len} int8, "
         f"{b.output_len} classes, {len(data)} bytes (CRC ok)",
+        f"co-processor firmware: {firmware_verdict(data)}",
         f"input  scale {b.input_scale:.6g} zero point {b.input_zp}",
         f"logits scale {b.output_scale:.6g} zero point {b.output_zp} softmax_a {b.softmax_a}",
         "",
@@ -732,6 +831,7 @@ __all__ = [
     "estimate_memory",
     "evaluate",
     "export",
+    "firmware_verdict",
     "group_split",
     "load_sidecar",
     "pretrain_mlp",

@@ -26,11 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from terrain_odt.link import (
+    FRAG_UNIT,
     SEQ_MOD,
     Download,
     DownloadData,
     ErrorCode,
     ErrorReply,
+    FragAck,
     Frame,
     FrameDecoder,
     FrameError,
@@ -48,10 +50,13 @@ from terrain_odt.link import (
     Stats,
     Train,
     TrainAck,
+    TrainFrag,
     UploadBegin,
     UploadChunk,
     UploadEnd,
     encode_frame,
+    frag_bitmap_len,
+    frag_units,
 )
 
 BLOB_LEN = 3000
@@ -105,6 +110,8 @@ class FakeState:
     upload_len: int = 0
     upload_crc: int = 0
     frame_errors: int = 0
+    #: The sample being assembled from TRAIN_FRAGs: (seq, label, features so far, units held).
+    partial: tuple[int, int, bytearray, int] | None = None
 
 
 class FakeCoprocessor:
@@ -136,6 +143,7 @@ class FakeCoprocessor:
         self.tx_filter: TxFilter | None = None
         self.silent: set[type[Message]] = set()  # request types never answered
         self.bad_length: Callable[[Train], bool] | None = None  # TRAINs answered BAD_LENGTH
+        self.fragments = True  # False: an older co-processor, TRAIN_FRAG is an unknown type
         self.requests: list[Frame] = []  # every decoded request, in order
         self.accepting = True
         self.response_delay = 0.0
@@ -333,6 +341,7 @@ class FakeCoprocessor:
         if isinstance(msg, Hello):
             # A session that is up resumes if the host is at `expected` or only behind by
             # samples whose outcome is remembered (its acks were lost); else a new session.
+            st.partial = None  # any HELLO discards a partly assembled sample
             remembered = any(h[0] == msg.next_train_seq for h in st.history)
             if not (st.session and (msg.next_train_seq == st.expected or remembered)):
                 st.session = True
@@ -341,6 +350,8 @@ class FakeCoprocessor:
             return self._info()
         if isinstance(msg, Train):
             return self._train(seq, msg)
+        if isinstance(msg, TrainFrag) and self.fragments:
+            return self._train_frag(seq, msg)
         if isinstance(msg, Infer):
             p = model_pred(st.h, msg.features, self.classes)
             scores = tuple(30000 if c == p else 100 for c in range(self.classes))
@@ -392,6 +403,30 @@ class FakeCoprocessor:
             return DownloadData(len(blob), msg.offset, blob[msg.offset : msg.offset + n])
         return ErrorReply(ErrorCode.UNKNOWN_TYPE, int(msg.TYPE))
 
+    def _train_frag(self, seq: int, msg: TrainFrag) -> Message:
+        """§2.1: assemble the expected sample; apply it as a TRAIN when complete."""
+        st = self.state
+        if msg.total != self.input_len:
+            return ErrorReply(ErrorCode.BAD_LENGTH, 5 + len(msg.data))
+        if not st.session:
+            return ErrorReply(ErrorCode.NO_SESSION, 0)
+        bad_label = msg.label >= self.classes or msg.label in self.reject_labels
+        if (st.expected - seq) % SEQ_MOD != 0 or bad_label:
+            # A duplicate, out of order, or a bad label: as a TRAIN of that sample.
+            return self._train(seq, Train(msg.label, bytes(msg.total)))
+        if st.partial is None or st.partial[:2] != (seq, msg.label):
+            st.partial = (seq, msg.label, bytearray(msg.total), 0)
+        _, _, buf, held = st.partial
+        buf[msg.offset : msg.offset + len(msg.data)] = msg.data
+        first = msg.offset // FRAG_UNIT
+        n = frag_units(msg.offset + len(msg.data)) - first
+        held |= ((1 << n) - 1) << first
+        st.partial = (seq, msg.label, buf, held)
+        if held != (1 << frag_units(msg.total)) - 1:
+            bitmap = held.to_bytes(frag_bitmap_len(msg.total), "little")
+            return FragAck(msg.offset, bitmap)
+        return self._train(seq, Train(msg.label, bytes(buf)))
+
     def _train(self, seq: int, msg: Train) -> Message:
         st = self.state
         if self.bad_length is not None and self.bad_length(msg):
@@ -400,6 +435,7 @@ class FakeCoprocessor:
             return ErrorReply(ErrorCode.NO_SESSION, 0)
         d = (st.expected - seq) % SEQ_MOD
         if d == 0:
+            st.partial = None  # the expected sample moves on
             if msg.label >= self.classes or msg.label in self.reject_labels:
                 # Consumes the number, not applied; a resend is a duplicate with pred 0xFF.
                 st.expected = (st.expected + 1) % SEQ_MOD

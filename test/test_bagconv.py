@@ -11,7 +11,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from terrain_odt import bagconv, borealtc, cli
-from terrain_odt.bagconv import IMU_TOPIC, LABEL_TOPIC, ODOM_TOPIC, Segment
+from terrain_odt.bagconv import IMU_TOPIC, JOINT_TOPIC, LABEL_TOPIC, ODOM_TOPIC, Segment
 from terrain_odt.features import Reject, WindowBuffer, extract_windows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +21,7 @@ TYPES = {
     IMU_TOPIC: "sensor_msgs/msg/Imu",
     ODOM_TOPIC: "nav_msgs/msg/Odometry",
     LABEL_TOPIC: "std_msgs/msg/String",
+    JOINT_TOPIC: "sensor_msgs/msg/JointState",
 }
 DEMO_ORDER = ["ASPHALT", "FLOORING", "ICE", "SANDY_LOAM", "SNOW"] * 2
 
@@ -33,6 +34,7 @@ def read_bag(path: Path) -> dict:
         "imu_stamp": [],
         "odom": [],
         "labels": [],
+        "joints": [],
         "frames": set(),
     }
     with Reader(path) as reader:
@@ -58,11 +60,15 @@ def read_bag(path: Path) -> dict:
                     )
                 )
                 out["frames"].add((msg.header.frame_id, msg.child_frame_id))
+            elif conn.topic == JOINT_TOPIC:
+                assert list(msg.name) == list(bagconv.WHEEL_JOINTS)
+                out["joints"].append((*msg.velocity, *msg.effort))
             else:
                 out["labels"].append(msg.data)
     out["imu"] = np.array(out["imu"])
     out["imu_stamp"] = np.array(out["imu_stamp"], dtype=np.int64)
     out["odom"] = np.array(out["odom"])
+    out["joints"] = np.array(out["joints"])
     return out
 
 
@@ -71,7 +77,8 @@ def synthetic_run(terrain: str, number: int, seconds: float, vl: float, vr: floa
     rng = np.random.default_rng(number)
     imu = np.column_stack([t, rng.normal(size=(t.size, 6))])
     tp = np.arange(0.0, seconds, 1 / 6.5) + 1000.0
-    pro = np.column_stack([tp, np.zeros((tp.size, 2)), np.full(tp.size, vl), np.full(tp.size, vr)])
+    cur = np.column_stack([np.full(tp.size, 3.0), np.full(tp.size, 4.0)])
+    pro = np.column_stack([tp, cur, np.full(tp.size, vl), np.full(tp.size, vr)])
     return borealtc.Run(terrain, number, imu, pro)
 
 
@@ -128,6 +135,11 @@ def test_synthetic_round_trip(tmp_path: Path, single_file: bool):
     np.testing.assert_allclose(spin[:, 0], seg1_odom[-1, 0])  # position frozen while spinning
     yaw_total = (len(spin) - 1) / 6.5 * 0.4 / bagconv.TRACK_WIDTH_M
     assert math.remainder(spin[-1, 2] - yaw_total, math.tau) == pytest.approx(0, abs=1e-6)
+    # Wheel joints: velocity = ground speed / radius, effort = the recorded current.
+    j = bag["joints"]
+    assert len(j) == len(od) == stats.counts[JOINT_TOPIC]
+    np.testing.assert_allclose(j[:, :2] * bagconv.WHEEL_RADIUS_M, od_speeds(od, j), rtol=1e-12)
+    assert np.all(j[:, 2] == 3.0) and np.all(j[:, 3] == 4.0)
     # Labels at 1 Hz per segment.
     assert bag["labels"] == ["ASPHALT"] * 5 + ["ICE"] * 8
     assert bag["frames"] == {bagconv.IMU_FRAME, (bagconv.ODOM_FRAME, bagconv.BASE_FRAME)}
@@ -137,6 +149,13 @@ def test_synthetic_round_trip(tmp_path: Path, single_file: bool):
         bagconv.convert(["ICE/02"], out, runs=runs, progress=None)
     bagconv.convert(["ICE/02"], out, runs=runs, progress=None, overwrite=True)
     assert len(read_bag(out)["imu"]) == 800
+
+
+def od_speeds(od: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Left/right ground speeds implied by the odometry's v and yaw rate."""
+    v, w = od[:, 3], od[:, 4]
+    half = 0.5 * w * bagconv.TRACK_WIDTH_M
+    return np.column_stack([v - half, v + half])
 
 
 def test_segment_outside_run(tmp_path: Path):
@@ -187,7 +206,7 @@ def test_demo_bag_contents(demo: dict):
     assert DEMO.stat().st_size < 4_000_000
     assert demo["types"] == TYPES
     counts = {t: len(v) for t, v in demo["log"].items()}
-    assert counts == {IMU_TOPIC: 35010, ODOM_TOPIC: 2280, LABEL_TOPIC: 360}
+    assert counts == {IMU_TOPIC: 35010, ODOM_TOPIC: 2280, LABEL_TOPIC: 360, JOINT_TOPIC: 2280}
     for topic, log in demo["log"].items():
         assert np.all(np.diff(log) > 0), topic
     np.testing.assert_array_equal(demo["imu_stamp"], demo["log"][IMU_TOPIC])

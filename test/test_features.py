@@ -198,7 +198,9 @@ def test_long_outage_yields_gap_windows_not_garbage():
     t, x = noise(1000)
     t = np.concatenate([t[:500], t[500:] + 30.0])  # 30 s without data
     w = extract_windows(t, x)
-    assert w.rejected[Reject.GAP] > 60
+    # The pause ends the grid: no window is made over it (none would hold a sample).
+    assert w.pauses == 1 and not w.rejected
+    assert len(w.features) == 2 * ((500 - 170) // 50 + 1)
     assert np.isfinite(w.features).all()
     # Accepted windows lie entirely on one side of the outage.
     assert ((w.t_end <= t[499]) | (w.t_start >= t[500])).all()
@@ -329,11 +331,62 @@ def test_push_many_equals_push():
 
 def test_long_nonfinite_run_is_one_span_and_bounded():
     t, x = noise(2000)
-    x[500:1500, 2] = np.nan  # 10 s of NaN: reported as NONFINITE (priority over GAP)
+    x[500:1500, 2] = np.nan  # 10 s of NaN: samples dropped (NONFINITE), a pause in the data
     w = extract_windows(t, x)
-    assert set(w.rejected) == {Reject.NONFINITE}
-    assert w.dropped_samples == {Reject.NONFINITE: 1000}
+    assert w.dropped_samples == {Reject.NONFINITE: 1000} and w.pauses == 1
     buf = WindowBuffer()
     events = buf.push_many(t, x)
     assert len(buf._pending_bad) == 0 and len(buf._bad.code) <= 1
     assert [e.reason for e in events if not e.accepted] == w.rejected_reason
+    assert [e.t_start for e in events if e.accepted] == w.t_start.tolist()
+    assert buf.pauses == 1
+
+
+def test_moments_equal_scipy_stats_bit_for_bit():
+    """Skewness and kurtosis are written out for speed: the same values as scipy.stats."""
+    rng = np.random.default_rng(7)
+    cfg = FeatureConfig()
+    w = rng.normal(size=(300, 6, cfg.window_samples)) * rng.uniform(1e-3, 10, (300, 6, 1))
+    w += rng.normal(size=(300, 6, 1)) * 5
+    f = window_features(w, cfg).reshape(300, 6, -1)
+    nb = len(cfg.bands)
+    skew = stats.skew(w, axis=-1, bias=True).astype(np.float32)
+    kurt = stats.kurtosis(w, axis=-1, fisher=True, bias=True).astype(np.float32)
+    assert np.array_equal(f[..., nb + 2], skew)
+    assert np.array_equal(f[..., nb + 3], kurt)
+
+
+@pytest.mark.parametrize("scale", [1e9, 1.0])
+def test_work_is_bounded_by_the_data_not_the_time_span(scale: float):
+    """Nanosecond stamps passed as seconds, or a 1e6 s jump: no grid over the span (which was a
+    MemoryError, or 38 s of CPU for 500 samples), every sample still screened."""
+    import time
+
+    t, x = noise(500)
+    t = t * scale
+    if scale == 1.0:
+        t = np.concatenate([t[:250], t[250:] + 1e6])
+    t0 = time.process_time()
+    w = extract_windows(t, x)
+    buf = WindowBuffer()
+    events = buf.push_many(t, x)
+    assert time.process_time() - t0 < 5.0  # generous: was 38 s; the point is no blow-up
+    assert [e.t_start for e in events if e.accepted] == w.t_start.tolist()
+    if scale == 1e9:
+        assert len(w.features) == 0 and w.pauses == 499
+    else:
+        assert w.pauses == 1 and len(w.features) == 2 * ((250 - 170) // 50 + 1)
+
+
+def test_absurd_finite_values_are_dropped_as_out_of_range():
+    t, x = noise(1000)
+    x = x.copy()
+    x[400, 3] = 1e155  # finite, but its square overflows: inf features before
+    w = extract_windows(t, x)
+    assert w.dropped_samples == {Reject.OUT_OF_RANGE: 1}
+    assert set(w.rejected) == {Reject.OUT_OF_RANGE}
+    assert np.isfinite(w.features).all()
+    buf = WindowBuffer()
+    ev = buf.push_many(t, x)
+    assert buf.dropped_samples == {Reject.OUT_OF_RANGE: 1}
+    assert [e.reason for e in ev if not e.accepted] == w.rejected_reason

@@ -16,13 +16,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from terrain_odt.blob import decode_blob
+from terrain_odt.blob import (
+    CAPACITY_NOUNS,
+    ArchMismatch,
+    BadQuant,
+    BlobError,
+    Capacity,
+    OverCapacity,
+    UnsupportedLayer,
+    decode_blob,
+    error_name,
+)
 from terrain_odt.qnn import QModel, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "firmware" / "odt-core" / "golden"
-CASE_FILES = sorted(p for p in GOLDEN.glob("*.json") if p.name != "blob_errors.json")
-ARCH_LAYERS = {"mlp": 3, "conv1d": 5, "conv2d": 6}
+ERROR_FILES = {"blob_errors.json", "capacity_errors.json"}
+CASE_FILES = sorted(p for p in GOLDEN.glob("*.json") if p.name not in ERROR_FILES)
+ARCH_LAYERS = {"mlp": 3, "terrain": 3, "mlp4": 4, "conv1d": 5, "conv2d": 6}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -52,7 +63,14 @@ def test_expected_cases_present() -> None:
     assert len(names) >= 10
     assert {"conv1d_i8_all", "conv2d_i8_all", "conv2d_i16_batch2", "mlp_i8_all"} <= names
     cases = [load(p) for p in CASE_FILES]
-    assert {c["arch"] for c in cases} == {"mlp", "conv1d", "conv2d"}
+    assert {c["arch"] for c in cases} == {"mlp", "terrain", "mlp4", "conv1d", "conv2d"}
+    # at least two MLP shapes, one of them the shipped terrain classifier's
+    shapes = {
+        tuple(d.dims[:2] for d in decode_blob(bytes.fromhex(c["blob_hex"])).layers)
+        for c in cases
+        if c["arch"] in ("terrain", "mlp4")
+    }
+    assert ((102, 64), (64, 32), (32, 5)) in shapes and len(shapes) >= 2
     assert {c["storage"] for c in cases} == {"i8", "i16"}
     assert any(c["config"]["batch"] > 1 for c in cases)
     assert any(c["config"]["topk_min"] is not None for c in cases)
@@ -139,6 +157,37 @@ def test_infer_counts_forward_saturations_after_counters_snapshot() -> None:
         k: v for k, v in before.items() if k != "forward_saturations"
     }
     assert after["forward_saturations"] >= before["forward_saturations"]
+
+
+def test_capacity_errors_match_the_reference_loader() -> None:
+    """`decode_blob(capacity=...)` gives each verdict the firmware's `DynMlp` gives (the same
+    file is checked by `cargo test`)."""
+    data = load(GOLDEN / "capacity_errors.json")
+    cap = Capacity(**data["capacity"])
+    assert len(data["cases"]) >= 10
+    for case in data["cases"]:
+        blob = bytes.fromhex(case["blob_hex"])
+        if case["error"] is None:
+            decoded = decode_blob(blob, capacity=cap)
+            QModel.from_blob(blob)  # and the reference runs it
+            assert decoded.input_len <= cap.max_inputs
+            continue
+        with pytest.raises(BlobError) as exc:
+            decode_blob(blob, capacity=cap)
+        err = exc.value
+        assert error_name(err) == case["error"], case["name"]
+        if isinstance(err, OverCapacity):
+            assert (err.limit, err.got, err.max) == (case["limit"], case["got"], case["max"])
+            assert str(err) == f"{err.got} {CAPACITY_NOUNS[err.limit]} > capacity {err.max}"
+        elif isinstance(err, UnsupportedLayer):
+            assert (err.layer, err.kind) == (case["layer"], case["kind"])
+        elif isinstance(err, ArchMismatch | BadQuant):
+            assert err.layer == case["layer"], case["name"]
+
+
+def test_over_capacity_message_names_the_limit() -> None:
+    assert str(OverCapacity("Inputs", 300, 256)) == "300 inputs > capacity 256"
+    assert "Conv1d" in str(UnsupportedLayer(0, 2))
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:

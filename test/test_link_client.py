@@ -13,6 +13,7 @@ from fake_coprocessor import PRETRAINED_HASH, FakeCoprocessor, make_blob, refere
 
 from terrain_odt.link import (
     ErrorCode,
+    FragAck,
     Frame,
     GetStats,
     Hello,
@@ -23,6 +24,7 @@ from terrain_odt.link import (
     RemoteError,
     Train,
     TrainAck,
+    TrainFrag,
     TrainResult,
 )
 
@@ -535,3 +537,116 @@ def test_future_callbacks_may_call_the_client(fake: FakeCoprocessor) -> None:
         fut.result(timeout=5)
         odt.flush()
         assert len(chained) == 1 and chained[0].result(timeout=5).seq == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Fragmented training samples (TRAIN_FRAG, docs/protocol.md §2.1)
+
+WIDE = 40  # three fragment units: 16, 16, 8
+
+
+@pytest.fixture
+def wide() -> Iterator[FakeCoprocessor]:
+    with FakeCoprocessor(input_len=WIDE, classes=CLASSES) as f:
+        yield f
+
+
+def test_fragments_exactly_once(wide: FakeCoprocessor) -> None:
+    x, y = samples(150, in_len=WIDE)
+    with client(wide, fragments=True) as odt:
+        res = results(odt.train_many(x, y))
+        check_exactly_once(wide, x, y, res)
+        assert [r.seq for r in res] == list(range(150))
+        ls = odt.link_stats()
+        assert ls.frags_sent >= 150 and ls.train_frames_sent == ls.frags_sent
+        assert wide.count(Train) == 0 and wide.count(TrainFrag) == ls.frags_sent
+        assert odt.fragmenting and ls.retransmitted_frames == 0
+
+
+def test_lost_and_corrupted_fragments_and_acks(wide: FakeCoprocessor) -> None:
+    """Fragments dropped or corrupted on the way in, FRAG_ACK / TRAIN_ACK dropped, corrupted or
+    duplicated on the way out: every sample once, in order."""
+    rng = np.random.default_rng(4)
+
+    def rx(f: Frame) -> str | None:
+        if isinstance(f.msg, TrainFrag):
+            r = rng.random()
+            return "drop" if r < 0.15 else "corrupt" if r < 0.3 else None
+        return None
+
+    def tx(seq: int, m: Message) -> str | None:
+        if isinstance(m, (FragAck, TrainAck)):
+            r = rng.random()
+            return "drop" if r < 0.15 else "corrupt" if r < 0.3 else "dup" if r < 0.35 else None
+        return None
+
+    wide.rx_filter, wide.tx_filter = rx, tx
+    x, y = samples(100, in_len=WIDE)
+    with client(wide, fragments=True, retries=10) as odt:
+        res = results(odt.train_many(x, y))
+        check_exactly_once(wide, x, y, res)
+        ls = odt.link_stats()
+        assert ls.retransmitted_frames > 0 and ls.duplicate_acks > 0
+        assert wide.count(Train) == 0
+
+
+def test_switches_to_fragments_under_noise_and_back(wide: FakeCoprocessor) -> None:
+    """Automatic (fragments=None): whole frames on a clean line, fragments once many training
+    frames are lost, whole frames again when the loss measured on fragments is low."""
+    x, y = samples(700, in_len=WIDE, seed=2)
+    with client(wide, retries=10) as odt:
+        res = results(odt.train_many(x[:100], y[:100]))
+        assert not odt.fragmenting and odt.link_stats().mode_switches == 0
+        wide.rx_noise = wide.tx_noise = 0.03  # 40-feature TRAIN + ack ~75 % lost
+        res += results(odt.train_many(x[100:300], y[100:300]))
+        assert odt.fragmenting and odt.link_stats().mode_switches == 1
+        assert odt.frag_size < WIDE
+        wide.rx_noise = wide.tx_noise = 0.0
+        res += results(odt.train_many(x[300:], y[300:]))
+        odt.flush()
+        assert not odt.fragmenting and odt.link_stats().mode_switches == 2
+        check_exactly_once(wide, x, y, res)
+
+
+def test_coprocessor_without_fragments_gets_whole_frames(wide: FakeCoprocessor) -> None:
+    """An older co-processor answers TRAIN_FRAG with ERROR(UNKNOWN_TYPE): the client falls back
+    to TRAIN for good, and nothing is lost or applied twice."""
+    wide.fragments = False
+    x, y = samples(100, in_len=WIDE)
+    with client(wide, fragments=True) as odt:
+        res = results(odt.train_many(x, y))
+        check_exactly_once(wide, x, y, res)
+        assert not odt.fragmenting and wide.count(TrainFrag) >= 1
+        assert wide.count(Train) >= 100
+
+
+def test_fragments_bad_label_and_reset(wide: FakeCoprocessor) -> None:
+    """BAD_LABEL at a fragment consumes the number; a reset mid-sample (RAM and the partial
+    sample lost) is recovered by HELLO and the resent fragments."""
+    wide.reject_labels = frozenset({2})
+    x, y = samples(120, in_len=WIDE, seed=3)
+    count = {"n": 0}
+
+    def reset_at_100(frame: Frame) -> str | None:
+        if isinstance(frame.msg, TrainFrag):
+            count["n"] += 1
+            if count["n"] == 100:
+                wide.reset(keep_flash=False)
+        return None
+
+    wide.rx_filter = reset_at_100
+    with client(wide, fragments=True) as odt:
+        futs = odt.train_many(x, y)
+        for f, lab in zip(futs, y, strict=True):
+            if lab == 2:
+                with pytest.raises(RemoteError) as info:
+                    f.result(10)
+                assert info.value.code == ErrorCode.BAD_LABEL
+            else:
+                assert f.result(10).pred is not None
+        assert odt.link_stats().no_session >= 1 and odt.info is not None
+        assert odt.info.boot_count == 2
+        # Applied after the reset: the samples not acknowledged before it, good labels only.
+        applied = [(lab, f) for _, lab, f in wide.applied]
+        tail = [(lab, f) for lab, f in as_list(x, y) if lab != 2][-len(applied) :]
+        assert applied == tail

@@ -23,6 +23,7 @@ from terrain_odt.link import (
     Download,
     DownloadData,
     ErrorReply,
+    FragAck,
     Frame,
     FrameDecoder,
     FrameError,
@@ -42,6 +43,7 @@ from terrain_odt.link import (
     Stats,
     Train,
     TrainAck,
+    TrainFrag,
     UploadBegin,
     UploadChunk,
     UploadEnd,
@@ -82,6 +84,15 @@ def wire_fields(msg: Message) -> dict[str, Any]:
         }
     if isinstance(msg, UploadChunk):
         return {"offset": msg.offset, "data_hex": msg.data.hex()}
+    if isinstance(msg, TrainFrag):
+        return {
+            "label": msg.label,
+            "total": msg.total,
+            "offset": msg.offset,
+            "features": _i8(msg.data),
+        }
+    if isinstance(msg, FragAck):
+        return {"offset": msg.offset, "held_hex": msg.held.hex()}
     if isinstance(msg, DownloadData):
         return {"total_len": msg.total_len, "offset": msg.offset, "data_hex": msg.data.hex()}
     if isinstance(msg, Prediction):
@@ -322,7 +333,18 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Stats, *([u32] * 10), u8, u8),
     st.just(Ok()),
     st.builds(DownloadData, u32, u32, st.binary(max_size=512)),
+    st.builds(FragAck, u16, st.binary(min_size=1, max_size=32)),
+    st.tuples(u8, st.integers(1, 1023), st.integers(0, 63), st.integers(0, 8)).map(
+        lambda t: _frag(*t)
+    ),
 )
+
+
+def _frag(label: int, total: int, unit: int, n_units: int) -> TrainFrag:
+    """A fragment of whole units within a sample of ``total`` features."""
+    start = min(unit, link.frag_units(total) - 1) * link.FRAG_UNIT
+    end = min(total, start + max(1, n_units) * link.FRAG_UNIT)
+    return TrainFrag(label, total, start, bytes(range(end - start)))
 
 
 @given(msg=messages, seq=seqs)

@@ -40,7 +40,7 @@ from terrain_odt.nodes.imu_features import features_message
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "terrain_odt.yaml"
-BLOB = ROOT / "models" / "borealtc_mlp.odtm"
+BLOB = ROOT / "models" / "borealtc_imu_mlp.odtm"
 CLASSES = ("ASPHALT", "FLOORING", "ICE", "SANDY_LOAM", "SNOW")
 LATCHED = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -104,14 +104,32 @@ class Probe(Node):
             self.destroy_client(client)
 
 
+DESCRIPTION = FeatureConfig().describe()
+
+#: These tests run the IMU-only configuration and model (wheel features: test_wheel_node_*).
+IMU_ONLY: dict[str, dict[str, Any]] = {
+    "imu_features": {"wheel_joints_left": [], "wheel_joints_right": []},
+    "odt_bridge": {
+        "model_sidecar": str(ROOT / "models" / "borealtc_imu_mlp.json"),
+        "model_blob": str(ROOT / "models" / "borealtc_imu_mlp.odtm"),
+    },
+}
+
+
 @contextlib.contextmanager
 def graph_and_probe(
     nodes: Sequence[NodeSpec],
     overrides: dict[str, dict[str, Any]] | None = None,
     executor: str = "per-node",
+    imu_only: bool = True,
 ) -> Iterator[tuple[Any, Probe]]:
+    merged: dict[str, dict[str, Any]] = (
+        {k: dict(v) for k, v in IMU_ONLY.items()} if imu_only else {}
+    )
+    for k, v in (overrides or {}).items():
+        merged.setdefault(k, {}).update(v)
     with running_graph(
-        [CONFIG], overrides or {}, nodes=nodes, executor=executor, use_sim_time=False
+        [CONFIG], merged, nodes=nodes, executor=executor, use_sim_time=False
     ) as graph:
         probe = Probe(graph.context)
         graph.add(probe)
@@ -176,7 +194,7 @@ def window_starts(msgs: list[Float64MultiArray]) -> list[float]:
 
 def assert_features_message(m: Float64MultiArray) -> None:
     assert m.layout.data_offset == 2
-    assert [(d.label, d.size) for d in m.layout.dim] == [("features", 102)]
+    assert [(d.label, d.size) for d in m.layout.dim] == [(f"features; {DESCRIPTION}", 102)]
     assert len(m.data) == 104
     assert m.data[1] - m.data[0] == pytest.approx(1.69)
     assert np.isfinite(m.data).all()
@@ -207,6 +225,58 @@ def test_imu_features_windows_a_clean_stream(executor: str):
         assert d["samples"] == 420 and d["windows_published"] == n == d["windows_accepted"]
         assert not any(k.startswith(("windows_rejected_", "samples_dropped_")) for k in d)
         assert d["clock_resets"] == 0 and d["undecodable_messages"] == 0
+
+
+def test_wheel_node_adds_wheel_features_from_joint_states():
+    """/joint_states (the configured wheel joints, other joints ignored) make the 8 wheel
+    features of each window, the same as the offline extractor on the same samples."""
+    from sensor_msgs.msg import JointState
+
+    overrides = {
+        "imu_features": {"wheel_joints_left": ["fl", "rl"], "wheel_joints_right": ["fr", "rr"]}
+    }
+    with graph_and_probe([IMU_FEATURES], overrides, imu_only=False) as (graph, probe):
+        node = graph.nodes["imu_features"]
+        pub = probe.create_publisher(Imu, "/imu/data", qos_profile_sensor_data)
+        jpub = probe.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+        probe.listen("/terrain/features", Float64MultiArray)
+        wait_for(matched(pub, jpub, node.pub), what="topics matched")
+        t, x = imu_signal(420, 1000.0, seed=4)
+        tw = 1000.0 + np.arange(0.0, 4.2, 0.1)
+        radius = 0.1651
+        js = []
+        for i, tj in enumerate(tw):
+            m = JointState()
+            m.header.stamp.sec, m.header.stamp.nanosec = stamp(float(tj))
+            m.name = ["arm", "fl", "rl", "fr", "rr"]
+            m.velocity = [9.0, 2.0 + 0.01 * i, 2.2, 1.8, 1.9]
+            m.effort = [0.0, 5.0, 6.0, 7.0 + 0.1 * i, 8.0]
+            js.append(m)
+        # Interleaved by time, as a robot publishes them.
+        for m in js[:20]:
+            jpub.publish(m)
+        send_imu(pub, node, t[:200], x[:200])
+        for m in js[20:]:
+            jpub.publish(m)
+        send_imu(pub, node, t[200:], x[200:])
+        n = (420 - 170) // 50 + 1
+        wait_for(lambda: len(probe.got("/terrain/features")) >= n - 1, what="windows")
+        msgs = probe.got("/terrain/features")
+        cfg = FeatureConfig(wheels=True)
+        assert all(m.layout.dim[0].label == f"features; {cfg.describe()}" for m in msgs)
+        v = np.array([m.velocity for m in js])
+        e = np.array([m.effort for m in js])
+        w = np.column_stack(
+            [(v[:, 1] + v[:, 2]) / 2 * radius, (v[:, 3] + v[:, 4]) / 2 * radius,
+             (e[:, 1] + e[:, 2]) / 2, (e[:, 3] + e[:, 4]) / 2]
+        )  # fmt: skip
+        off = extract_windows(
+            [decoded_time(v) for v in t], x, cfg, ([decoded_time(v) for v in tw], w)
+        )
+        got = np.array([m.data[2:] for m in msgs], dtype=np.float32)
+        k = len(got)
+        np.testing.assert_allclose(got, off.features[:k], rtol=1e-6, atol=1e-6)
+        assert node.diagnostics()["wheel_samples"] == len(js)
 
 
 def test_imu_features_survives_bad_input():
@@ -461,7 +531,7 @@ def test_odt_bridge_topics_services_diagnostics(emu: Emulator):
         assert link.level == DiagnosticStatus.OK and link.message == "connected"
         lv = {kv.key: kv.value for kv in link.values}
         assert lv["url"] == emu.url and lv["connected"] == "True"
-        assert lv["model_id"] == "0x0d3e0001"
+        assert lv["model_id"] == "0x0d3e0004"  # models/borealtc_imu_mlp
         assert trainer.level == DiagnosticStatus.OK
         tv = {kv.key: kv.value for kv in trainer.values}
         assert tv["samples_labelled"] == "4" and tv["samples_dropped"] == "0"
@@ -515,10 +585,13 @@ def test_whole_graph_per_node_executor(emu: Emulator):
         op.publish(String(data="SANDY_LOAM"))
         wait_for(lambda: any(m.data == "SANDY_LOAM" for m in probe.got("/terrain/label")), 10)
         # IMU stamped with the node clock, published as time passes (the label must be in force
-        # over each window's span when the bridge sees it): 2.3 s → 2 windows. The first sample
-        # is 0.3 s after the label reached the probe (the bridge may get it a little later).
+        # over each window's span when the bridge sees it): 2.8 s → 2 or 3 windows (the grid
+        # starts at the first multiple of the hop). The first sample is 0.3 s after the label
+        # reached the probe (the bridge may get it a little later).
         t0 = probe.now() + 0.3
-        t, x = imu_signal(230, t0, seed=5)
+        t, x = imu_signal(280, t0, seed=5)
+        n_win = len(extract_windows(t, x).features)
+        assert n_win >= 2
         i = 0
         while i < len(t):
             now = probe.now()
@@ -527,10 +600,10 @@ def test_whole_graph_per_node_executor(emu: Emulator):
                 imu.publish(imu_msg(float(t[k]), x[k]))
             i = j
             time.sleep(0.01)
-        wait_for(lambda: len(probe.got("/terrain/accuracy")) >= 2, 15, "accuracy")
+        wait_for(lambda: len(probe.got("/terrain/accuracy")) >= n_win, 15, "accuracy")
         c = bridge.core.counters()
-        assert c["labelled"] == c["trained"] == 2 and c["windows"] == 2
-        assert feat_node.diagnostics()["windows_published"] == 2
+        assert c["labelled"] == c["trained"] == n_win and c["windows"] == n_win
+        assert feat_node.diagnostics()["windows_published"] == n_win
         out = bridge.last_outcome
         assert out.kind == "train" and out.label_name == "SANDY_LOAM"
 

@@ -99,12 +99,15 @@ def test_decimation_of_a_400hz_stream():
     s = FeatureStream(StreamConfig(CFG, decimation=4))
     events = run(s, t, x)
     assert s.samples == n
-    assert len(events) == (1000 - N_WIN) // HOP + 1 == 17
+    # Block means start 1.5 input periods after 50.0 s, so the grid (anchored at a multiple of
+    # the hop) starts at 50.5 s: one hop of the 1000 output samples is before it.
+    assert events[0].t_start == 50.5
+    assert len(events) == (1000 - HOP - N_WIN) // HOP + 1 == 16
     assert all(e.accepted for e in events)
     tb = t.reshape(-1, 4).mean(axis=1)
     xb = x.reshape(-1, 4, 6).mean(axis=1)
     w = extract_windows(tb, xb, CFG)
-    assert len(w.features) == 17
+    assert len(w.features) == 16
     np.testing.assert_allclose([e.t_start for e in events], w.t_start, rtol=0, atol=1e-9)
     got = np.stack([e.features for e in events])
     np.testing.assert_allclose(got, w.features, rtol=1e-5, atol=1e-5)
@@ -153,8 +156,13 @@ def test_backwards_jump_with_decimation_restarts_the_block():
     ev = run(s, t2, x2)
     assert s.time_resets == 1
     assert ev and all(e.accepted for e in ev)
-    # The half block from before the jump is not averaged into the first new sample.
-    assert ev[0].t_start == pytest.approx(t2[:4].mean(), abs=1e-12)
+    # The half block from before the jump is not averaged into the first new sample: the
+    # windows are those of the new stream's own blocks.
+    w = extract_windows(
+        t2[:2000].reshape(-1, 4).mean(axis=1), x2[:2000].reshape(-1, 4, 6).mean(axis=1), CFG
+    )
+    assert [e.t_start for e in ev] == pytest.approx(w.t_start.tolist(), abs=1e-12)
+    np.testing.assert_allclose(np.stack([e.features for e in ev]), w.features, rtol=1e-5, atol=1e-5)
 
 
 def test_small_step_back_is_out_of_order_not_a_restart():
@@ -195,8 +203,8 @@ def test_forward_jump_does_not_stall_the_stream(jump_s: float):
     """A stamp far in the future (a driver switching from boot time to epoch time, sim time
     starting) must not make the stream build a window grid across the jump (memory and time
     grow with the jump: a MemoryError on every later sample for an epoch jump): it restarts, and
-    windows resume on the new clock. The windows over an ordinary IMU outage are still rejected
-    one by one as GAP."""
+    windows resume on the new clock. An ordinary outage longer than a window starts a new grid too
+    (without a restart)."""
     t1, x1 = imu(400, seed=6, t0=0.0)
     t2, x2 = imu(400, seed=7, t0=4.0 + jump_s)
     s = FeatureStream()
@@ -209,7 +217,8 @@ def test_forward_jump_does_not_stall_the_stream(jump_s: float):
     assert 0 <= t2[-1] - ok[-1].t_end < CFG.hop_s
     assert_no_nonfinite_features(ev)
     if jump_s < 60:
-        assert s.rejected[Reject.GAP] > 0 and s.time_resets == 0
+        # A pause longer than a window: a new grid (no windows over the pause itself).
+        assert s.buffer.pauses == 1 and s.time_resets == 0 and not s.rejected
     else:
         assert s.time_resets == 1 and not s.rejected
         assert_same_as_batch(ev, t2, x2)

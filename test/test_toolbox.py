@@ -18,6 +18,7 @@ from terrain_odt.toolbox import (
     estimate_memory,
     evaluate,
     export,
+    firmware_verdict,
     group_split,
     load_sidecar,
     pretrain_mlp,
@@ -236,7 +237,19 @@ def test_describe_blob(trained: Any) -> None:
     assert f"model_id 0x{qm.meta.model_id:08x}" in text
     assert "fc2: Dense<32, 16, true>" in text
     assert "RAM estimate" in text
+    assert "co-processor firmware: runs it" in text
     bad = bytearray(qm.to_blob())
     bad[0] = ord("X")
     with pytest.raises(BlobError):
         describe_blob(bytes(bad))
+
+
+def test_firmware_verdict_names_the_capacity_limit() -> None:
+    from tools.gen_golden import quantized
+
+    golden = Path(__file__).parent.parent / "firmware" / "odt-core" / "golden"
+    conv = bytes.fromhex(json.loads((golden / "conv1d_i8_all.json").read_text())["blob_hex"])
+    assert firmware_verdict(conv).startswith("refuses it: layer 0 is Conv1d (kind 2)")
+    big = quantized([LayerDesc.dense(300, 8, relu=True), LayerDesc.dense(8, 4)], 3)
+    assert firmware_verdict(big) == "refuses it: 300 inputs > capacity 256"
+    assert "refuses it: 300 inputs" in describe_blob(big)

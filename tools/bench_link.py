@@ -9,11 +9,14 @@ pseudo-terminal:
 * bytes per training frame on the wire, and link efficiency
   ``samples/s × bytes per frame / (baud / 10)`` (1.0 = the UART never idles);
 
-then fault runs: ``--fault-samples`` (default 1000) samples with 1 % of the bytes corrupted
-(``--corrupt-rate 0.01``, both directions; unthrottled and at 921600 baud, ``--fault-bauds``),
-counting training frames sent, steps
-applied by the co-processor and steps duplicated or lost, checked against a clean run of the same
-samples (equal model hash and downloaded blob). Results go to ``bench/results/link.json``.
+then fault runs (`FAULTS`): ``--fault-samples`` (default 1000) samples with 1 %, 2 % and 5 % of
+the bytes corrupted (both directions) and with 2 % of the bytes dropped, counting training
+frames and bytes sent, steps applied by the co-processor and steps duplicated or lost, checked
+against a clean run of the same samples (equal model hash and downloaded blob), and the time of
+the model download over the faulty line. The client sends whole ``TRAIN`` frames while few are
+lost and fragments (``TRAIN_FRAG``, docs/protocol.md §2.1) when many are; each fault run is
+compared with whole frames only (``fragments=False``, at most ``--whole-frames-cap`` seconds,
+0 = skip), the stream before fragments existed. Results go to ``bench/results/link.json``.
 
 Usage: ``python3 tools/bench_link.py [--seconds S] [--bauds B ...] [--out PATH] [--no-build]``
 Python standard library + pyserial + numpy (+ terrain_odt.link).
@@ -38,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from terrain_odt.emulator import emulator, find_emulator  # noqa: E402
-from terrain_odt.link import OdtClient  # noqa: E402
+from terrain_odt.link import LinkTimeout, OdtClient  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "link.json"
 
@@ -134,81 +137,171 @@ def _r(v: float) -> float | None:
 
 
 def train_run(
-    binary: Path, x: Any, y: Any, extra: Sequence[str], baud: int = 0, retries: int = 12
+    binary: Path,
+    x: Any,
+    y: Any,
+    extra: Sequence[str],
+    baud: int = 0,
+    retries: int = 12,
+    fragments: bool | None = None,
 ) -> dict[str, Any]:
-    """Train all samples once; returns timing, counters, the model hash and blob."""
+    """Train all samples once; returns timing, counters, the model hash and blob.
+    ``fragments``: `OdtClient`'s (None: fragments when whole frames are lost)."""
     with (
         emulator(binary, baud=baud, extra=extra) as emu,
-        OdtClient(emu.url, baudrate=baud, retries=retries, connect_timeout=20) as odt,
+        OdtClient(
+            emu.url, baudrate=baud, retries=retries, connect_timeout=20, fragments=fragments
+        ) as odt,
     ):
         t0 = time.perf_counter()
         futs = odt.train_many(x, y, timeout=60)
         odt.flush(timeout=600)
         elapsed = time.perf_counter() - t0
+        link = odt.link_stats()  # the training stream's counters
+        frag = {"fragmenting_at_end": odt.fragmenting, "frag_size_at_end": odt.frag_size}
         preds = [f.result().pred for f in futs]
-        stats = odt.stats()
-        info = odt.hello()
+        # Stop-and-wait requests on a very noisy line may need more than `retries` attempts.
+        stats = _persist(odt.stats)
+        info = _persist(odt.hello)
+        t1 = time.perf_counter()
         blob = odt.download_model()
-        link = odt.link_stats()
+        download_s = time.perf_counter() - t1
     return {
         "seconds": elapsed,
+        "download_s": download_s,
         "preds": preds,
         "train_steps": stats.train_steps,
         "model_hash": info.model_hash,
         "blob": blob,
         "link": link,
+        **frag,
     }
 
 
+def _persist(request: Any, attempts: int = 20) -> Any:
+    for _ in range(attempts - 1):
+        try:
+            return request()
+        except LinkTimeout:
+            pass
+    return request()
+
+
+def whole_frames_run(
+    binary: Path, x: Any, y: Any, extra: Sequence[str], baud: int, cap_s: float, retries: int = 12
+) -> dict[str, Any]:
+    """The same samples as whole TRAIN frames only (no fragments: the stream as it was before
+    TRAIN_FRAG), for at most `cap_s` seconds: samples acknowledged, rate, frames and bytes."""
+    with (
+        emulator(binary, baud=baud, extra=extra) as emu,
+        OdtClient(
+            emu.url, baudrate=baud, retries=retries, connect_timeout=20, fragments=False
+        ) as odt,
+    ):
+        t0 = time.perf_counter()
+        futs = odt.train_many(x, y, timeout=60)
+        while time.perf_counter() - t0 < cap_s and not all(f.done() for f in futs):
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        link = odt.link_stats()
+    acked = sum(f.done() and f.exception() is None for f in futs)
+    return {
+        "samples": len(futs),
+        "samples_acked": acked,
+        "finished": acked == len(futs),
+        "seconds": round(elapsed, 3),
+        "samples_per_s": round(acked / elapsed, 2),
+        "train_frames_per_sample": round(link.train_frames_sent / max(acked, 1), 2),
+        "train_bytes_per_sample": round(link.train_bytes_sent / max(acked, 1), 1),
+        "reconnects": link.reconnects,
+    }
+
+
+#: Fault runs: (kind, rate, share of --fault-samples, bauds); at 5 % corruption the requests
+#: around the training (HELLO, STATS, the model download) are slow, so it runs fewer samples.
+FAULTS = (
+    ("corrupt", 0.01, 1.0, (0, 921600)),
+    ("corrupt", 0.02, 1.0, (921600,)),
+    ("corrupt", 0.05, 0.2, (921600,)),
+    ("drop", 0.02, 1.0, (921600,)),
+)
+
+
 def bench_fault(
-    binary: Path, n: int, rate: float, seed: int, bauds: Sequence[int], log: Any
+    binary: Path, n_total: int, seed: int, log: Any, whole_cap_s: float = 0.0
 ) -> list[dict[str, Any]]:
-    """``n`` samples through ``rate`` byte corruption vs. a clean run of the same samples."""
+    """Samples through byte corruption or frame drops vs. a clean run of the same samples:
+    training must apply each exactly once, and the model download must complete."""
     with emulator(binary, baud=0) as emu, OdtClient(emu.url, baudrate=0) as odt:
         info = odt.info
         assert info is not None
-    x, y = synthetic_samples(n, info.input_len, info.classes, seed=2)
-    log(f"  clean run: {n} samples ...")
-    clean = train_run(binary, x, y, extra=["--seed", str(seed)])
     out = []
-    for baud in bauds:
-        log(f"  fault run: {n} samples, corrupt rate {rate}, baud {baud or 'unthrottled'} ...")
-        fault = train_run(
-            binary, x, y, extra=["--corrupt-rate", str(rate), "--seed", str(seed)], baud=baud
-        )
-        link = fault["link"]
-        sent = n + link.retransmitted_frames
-        applied = fault["train_steps"]
-        same_model = fault["model_hash"] == clean["model_hash"] and fault["blob"] == clean["blob"]
-        same_preds = fault["preds"] == clean["preds"]
-        run = {
-            "corrupt_rate": rate,
-            "baud": baud,
-            "samples": n,
-            "seconds": round(fault["seconds"], 3),
-            "samples_per_s": round(n / fault["seconds"], 2),
-            "clean_seconds_unthrottled": round(clean["seconds"], 3),
-            "train_frames_sent": sent,
-            "retransmitted_frames": link.retransmitted_frames,
-            "frames_per_sample": round(sent / n, 2),
-            "steps_applied": applied,
-            "steps_duplicated": max(0, applied - n) if same_model else None,
-            "steps_lost": max(0, n - applied) if same_model else None,
-            "model_matches_clean_run": same_model,
-            "predictions_match_clean_run": same_preds,
-            "duplicate_acks": link.duplicate_acks,
-            "go_backs": link.go_backs,
-            "timeouts": link.timeouts,
-            "host_frame_errors": link.frame_errors,
-            "coprocessor_frame_errors_reported": link.remote_frame_errors,
-            "link": link.as_dict(),
-        }
-        log(
-            f"    sent {sent} training frames for {n} samples ({run['frames_per_sample']}/sample)"
-            f", applied {applied}, model matches clean run: {same_model}, predictions match: "
-            f"{same_preds}, {fault['seconds']:.1f} s"
-        )
-        out.append(run)
+    for kind, rate, share, bauds in FAULTS:
+        n = max(50, round(n_total * share))
+        x, y = synthetic_samples(n, info.input_len, info.classes, seed=2)
+        log(f"  clean run: {n} samples ...")
+        clean = train_run(binary, x, y, extra=["--seed", str(seed)])
+        for baud in bauds:
+            log(f"  fault run: {n} samples, {kind} rate {rate}, baud {baud or 'unthrottled'} ...")
+            flag = "--corrupt-rate" if kind == "corrupt" else "--drop-rate"
+            fault = train_run(binary, x, y, extra=[flag, str(rate), "--seed", str(seed)], baud=baud)
+            link = fault["link"]
+            sent = link.train_frames_sent
+            applied = fault["train_steps"]
+            same_model = (
+                fault["model_hash"] == clean["model_hash"] and fault["blob"] == clean["blob"]
+            )
+            same_preds = fault["preds"] == clean["preds"]
+            run = {
+                "fault": kind,
+                "rate": rate,
+                "baud": baud,
+                "samples": n,
+                "seconds": round(fault["seconds"], 3),
+                "samples_per_s": round(n / fault["seconds"], 2),
+                "clean_seconds_unthrottled": round(clean["seconds"], 3),
+                "train_frames_sent": sent,
+                "train_bytes_sent": link.train_bytes_sent,
+                "retransmitted_frames": link.retransmitted_frames,
+                "frames_per_sample": round(sent / n, 2),
+                "bytes_per_sample": round(link.train_bytes_sent / n, 1),
+                "fragments_sent": link.frags_sent,
+                "mode_switches": link.mode_switches,
+                "fragmenting_at_end": fault["fragmenting_at_end"],
+                "frag_size_at_end": fault["frag_size_at_end"],
+                "steps_applied": applied,
+                "steps_duplicated": max(0, applied - n) if same_model else None,
+                "steps_lost": max(0, n - applied) if same_model else None,
+                "model_matches_clean_run": same_model,
+                "predictions_match_clean_run": same_preds,
+                "model_download_complete": fault["blob"] == clean["blob"],
+                "model_download_s": round(fault["download_s"], 3),
+                "model_download_bytes_per_s": round(len(fault["blob"]) / fault["download_s"], 1),
+                "duplicate_acks": link.duplicate_acks,
+                "go_backs": link.go_backs,
+                "timeouts": link.timeouts,
+                "host_frame_errors": link.frame_errors,
+                "coprocessor_frame_errors_reported": link.remote_frame_errors,
+                "link": link.as_dict(),
+            }
+            log(
+                f"    sent {sent} training frames for {n} samples "
+                f"({run['frames_per_sample']}/sample, {run['bytes_per_sample']} B/sample), "
+                f"applied {applied}, model matches clean run: {same_model}, "
+                f"{run['samples_per_s']} samples/s; download {run['model_download_s']} s"
+            )
+            if whole_cap_s > 0:
+                log(f"    whole frames only (at most {whole_cap_s:.0f} s) ...")
+                extra = [flag, str(rate), "--seed", str(seed)]
+                whole = whole_frames_run(binary, x, y, extra, baud, whole_cap_s)
+                run["whole_frames_only"] = whole
+                log(
+                    f"    whole frames: {whole['samples_acked']}/{n} samples in "
+                    f"{whole['seconds']} s = {whole['samples_per_s']}/s, "
+                    f"{whole['train_frames_per_sample']} frames, "
+                    f"{whole['train_bytes_per_sample']} B per sample"
+                )
+            out.append(run)
     return out
 
 
@@ -218,9 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--infer", type=int, default=300, help="inference round trips per baud")
     ap.add_argument("--fault-samples", type=int, default=1000)
-    ap.add_argument("--corrupt-rate", type=float, default=0.01)
     ap.add_argument(
-        "--fault-bauds", type=int, nargs="+", default=[0, 921600], help="0 = unthrottled"
+        "--whole-frames-cap",
+        type=float,
+        default=120.0,
+        help="seconds per fault run with whole TRAIN frames only, for comparison (0: skip)",
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -239,9 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for baud in args.bauds:
         runs.append(bench_baud(binary, baud, args.seconds, args.infer, log))
     log("==> fault run")
-    fault = bench_fault(
-        binary, args.fault_samples, args.corrupt_rate, args.seed, args.fault_bauds, log
-    )
+    fault = bench_fault(binary, args.fault_samples, args.seed, log, args.whole_frames_cap)
     result = {
         "tool": "tools/bench_link.py",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -258,11 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     log(f"==> wrote {args.out}")
-    ok = all(
-        f["model_matches_clean_run"] and f["steps_applied"] == args.fault_samples for f in fault
-    )
+    ok = all(f["model_matches_clean_run"] and f["steps_applied"] == f["samples"] for f in fault)
     if not ok:
-        log("FAULT RUN FAILED: steps lost or duplicated")
+        log("FAULT RUN FAILED: steps lost or duplicated, or the download incomplete")
     return 0 if ok else 1
 
 

@@ -260,7 +260,7 @@ def replay_speed(rate: float) -> dict[str, Any]:
 
     cfg = ReplayConfig(
         bag=BAG,
-        param_files=(PARAMS, ROOT / "config" / "demo.yaml"),
+        param_files=(PARAMS,),
         rate=rate,
         operator_until=180.0,
         compare_frozen=False,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Link-time check that the firmware (odt-core + odt-proto + odt-app with the terrain MLP) has no
+# Link-time check that the firmware (odt-core + odt-proto + odt-app with FirmwareMlp) has no
 # reachable panic path, for each MCU instruction set. See firmware/nopanic-check/src/main.rs.
 #
 #   tools/check_no_panic.sh [TARGET...]   (default: thumbv7em-none-eabihf riscv32imc-unknown-none-elf thumbv6m-none-eabi)

@@ -6,7 +6,9 @@
 Deterministic: re-running it rewrites byte-identical files. Each `<case>.json` holds an initial
 blob, a training configuration, the per-step outputs of `QModel.train_step`, the counters after
 training, a few inferences with the trained model, and the final blob and state CRC;
-`blob_errors.json` holds invalid blobs and the error a loader must report.
+`blob_errors.json` holds invalid blobs and the error a loader must report;
+`capacity_errors.json` holds blobs for a firmware whose model shape comes from the blob
+(`odt_core::DynMlp` with the capacity in the file) and the error it must report (or none).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from terrain_odt.blob import LayerDesc, decode_blob, encode_blob, fix_crc  # noqa: E402
+from terrain_odt.blob import Capacity, LayerDesc, decode_blob, encode_blob, fix_crc  # noqa: E402
 from terrain_odt.qnn import QModel, Storage, TrainConfig  # noqa: E402
 from terrain_odt.quantize import (  # noqa: E402
     QParams,
@@ -41,6 +43,15 @@ GOLDEN_DIR = ROOT / "firmware" / "odt-core" / "golden"
 L = LayerDesc
 ARCHS: dict[str, list[LayerDesc]] = {
     "mlp": [L.dense(12, 8, relu=True), L.dense(8, 6, relu=True), L.dense(6, 4)],
+    # the shipped terrain classifier's shape (odt_core::models::TerrainMlp)
+    "terrain": [L.dense(102, 64, relu=True), L.dense(64, 32, relu=True), L.dense(32, 5)],
+    # another robot's model: 90 inputs, three hidden layers, 4 classes (shape from the blob)
+    "mlp4": [
+        L.dense(90, 48, relu=True),
+        L.dense(48, 24, relu=True),
+        L.dense(24, 12, relu=True),
+        L.dense(12, 4),
+    ],
     "conv1d": [
         L.conv1d(16, 3, 4, 3, 1, 1, relu=True),
         L.maxpool2d(1, 16, 4, 1, 2),
@@ -72,6 +83,8 @@ MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", 101, (-0.5, 1.5)),
     # the same float model with activation ranges at 35 %: saturates in the forward pass
     "mlp_sat": ModelSpec("mlp", 101, (-0.5, 1.5), 0.35),
+    "terrain": ModelSpec("terrain", 404, (-1.0, 1.0)),
+    "mlp4": ModelSpec("mlp4", 505, (-0.5, 1.5)),
     # input zero point 25: zero padding is z_x, not 0
     "conv1d": ModelSpec("conv1d", 202, (-1.2, 0.8)),
     # input zero point -128 (image-like)
@@ -134,6 +147,12 @@ CASES: list[Case] = [
     Case("mlp_bias_only", "mlp", "i8", 0.05, ("bias", "bias", "bias")),
     Case("mlp_mixed", "mlp", "i16", 0.01, ("all", "frozen", "bias"), batch=2),
     Case("mlp_high_lr", "mlp_sat", "i8", 16.0, ("all", "all", "all"), steps=40),
+    # batch 1: the shipped firmware's TerrainMlp runs these too
+    Case("terrain_i8_all", "terrain", "i8", 0.005, ("all", "all", "all")),
+    Case("terrain_topk", "terrain", "i8", 0.01, ("frozen", "all", "all"), topk_min=6),
+    Case("mlp4_i8_all", "mlp4", "i8", 0.005, ("all", "all", "all", "all")),
+    Case("mlp4_batch2_topk", "mlp4", "i8", 0.01, ("bias", "all", "all", "all"), 2, 3),
+    Case("mlp4_i16_mixed", "mlp4", "i16", 0.01, ("frozen", "all", "bias", "all"), batch=2),
     Case("conv1d_i8_all", "conv1d", "i8", 0.005, ("all", "all", "all")),
     Case("conv2d_i8_all", "conv2d", "i8", 0.02, ("all", "all", "all")),
     Case("conv2d_i16_batch2", "conv2d", "i16", 0.02, ("all", "all", "all"), batch=2),
@@ -262,6 +281,95 @@ def blob_error_vectors() -> list[dict[str, Any]]:
     return out
 
 
+#: The capacity `capacity_errors.json` is checked against
+#: (odt_core::DynMlp<100, 48, 8, 3, 8000, _>): holds `mlp4` (90-48-24-12-4) and `mlp`, not
+#: `terrain` (102 inputs).
+TEST_CAPACITY = Capacity(max_inputs=100, max_width=48, max_classes=8, max_dense=4, max_weights=8000)
+
+
+def quantized(descs: Sequence[LayerDesc], seed: int) -> bytes:
+    """A valid blob of any architecture (random float weights, fixed activation ranges)."""
+    params = float_params(descs, seed)
+    inq = activation_qparams(-0.5, 1.5)
+    outq = [activation_qparams(0.0, 4.0) for _ in descs if _.has_params]
+    outq[-1] = activation_qparams(-8, 8)
+    return quantize_model(descs, params, inq, outq, model_id=seed).to_blob()
+
+
+def capacity_error_vectors() -> dict[str, Any]:
+    """Blobs for a firmware whose model shape comes from the blob, and its verdict."""
+    cases: list[dict[str, Any]] = []
+
+    def add(name: str, data: bytes, error: str | None, **detail: int | str) -> None:
+        cases.append({"name": name, "blob_hex": data.hex(), "error": error, **detail})
+
+    mlp4 = build_model("mlp4").to_blob()
+    add("mlp4_fits", mlp4, None)
+    add("mlp_fits", build_model("mlp").to_blob(), None)
+    add("one_layer_fits", quantized([L.dense(100, 8)], 11), None)
+    add("width_48_fits", quantized([L.dense(20, 48, relu=True), L.dense(48, 8)], 12), None)
+    add(
+        "terrain_inputs",
+        build_model("terrain").to_blob(),
+        "OverCapacity",
+        limit="Inputs",
+        got=102,
+        max=100,
+    )
+    wide = [L.dense(20, 50, relu=True), L.dense(50, 4)]
+    add("too_wide", quantized(wide, 13), "OverCapacity", limit="Width", got=50, max=48)
+    classes = [L.dense(20, 16, relu=True), L.dense(16, 9)]
+    add("too_many_classes", quantized(classes, 14), "OverCapacity", limit="Classes", got=9, max=8)
+    deep = [L.dense(10, 8, relu=True)] + [L.dense(8, 8, relu=True)] * 3 + [L.dense(8, 4)]
+    add("too_deep", quantized(deep, 15), "OverCapacity", limit="Depth", got=5, max=4)
+    heavy = [L.dense(100, 48, relu=True)] + [L.dense(48, 48, relu=True)] * 2 + [L.dense(48, 8)]
+    add(
+        "too_many_weights",
+        quantized(heavy, 16),
+        "OverCapacity",
+        limit="Weights",
+        got=9792,
+        max=8000,
+    )
+    # the first refused limit in check order: depth before inputs
+    deep_wide = [L.dense(200, 8, relu=True)] + [L.dense(8, 8, relu=True)] * 3 + [L.dense(8, 4)]
+    add(
+        "depth_before_inputs", quantized(deep_wide, 17), "OverCapacity", limit="Depth", got=5, max=4
+    )
+    add("conv1d", build_model("conv1d").to_blob(), "UnsupportedLayer", layer=0, kind=2)
+    relu = [L.dense(12, 8), L.relu_layer(8), L.dense(8, 4)]
+    add("relu_layer", quantized(relu, 18), "UnsupportedLayer", layer=1, kind=6)
+    hdr = bytearray(mlp4)
+    struct.pack_into("<I", hdr, 12, 91)  # input_len 91, first layer takes 90
+    add("header_input_len", fix_crc(bytes(hdr)), "ArchMismatch", layer=255)
+    hdr = bytearray(mlp4)
+    struct.pack_into("<I", hdr, 16, 5)  # output_len 5, last layer gives 4
+    add("header_output_len", fix_crc(bytes(hdr)), "ArchMismatch", layer=255)
+    flags = bytearray(mlp4)
+    flags[40 + 24 * 2 + 1] = 2  # undefined flag bit on layer 2
+    add("bad_flags", fix_crc(bytes(flags)), "ArchMismatch", layer=2)
+    blob = decode_blob(mlp4)
+    sec = blob.params[3]
+    assert sec is not None
+    sec.ubm = sec.ubm.copy()
+    sec.ubm[2] = 7
+    add("bad_quant_last_layer", encode_blob(blob), "BadQuant", layer=3)
+    flipped = bytearray(build_model("terrain").to_blob())
+    flipped[500] ^= 4
+    add("corrupt_terrain", bytes(flipped), "BadCrc")
+    cap = TEST_CAPACITY
+    return {
+        "capacity": {
+            "max_inputs": cap.max_inputs,
+            "max_width": cap.max_width,
+            "max_classes": cap.max_classes,
+            "max_dense": cap.max_dense,
+            "max_weights": cap.max_weights,
+        },
+        "cases": cases,
+    }
+
+
 def quantize_other_arch() -> bytes:
     descs = [L.dense(12, 9, relu=True), L.dense(9, 6, relu=True), L.dense(6, 4)]
     params = float_params(descs, 7)
@@ -299,6 +407,10 @@ def generate(out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
         log(f"{path.name}: {data['counters']}")
     path = out_dir / "blob_errors.json"
     write_json(path, blob_error_vectors())
+    written.append(path)
+    log(f"{path.name}: written")
+    path = out_dir / "capacity_errors.json"
+    write_json(path, capacity_error_vectors())
     written.append(path)
     log(f"{path.name}: written")
     return written

@@ -12,13 +12,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import Imu
+from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from ..cdr import CdrError, imu_sample
-from ..features import FeatureConfig, WindowEvent
+from ..features import WindowEvent
 from ..graph import IMU_FEATURES
-from ..streaming import FeatureStream, StreamConfig
+from ..node_config import ConfigError, stream_config, wheel_joints
+from ..streaming import FeatureStream, joint_wheel_sample
 from .common import OK, WARN, ParamError, counts, declare_params, run_node, status
 
 FEATURES_TOPIC = "/terrain/features"
@@ -31,15 +32,26 @@ POLL_EVENT_LEAD_S = 0.02
 POLL_EVENT_LEAD_SAMPLES = 8
 
 
-def features_message(ev: WindowEvent) -> Float64MultiArray:
-    """A window as published on /terrain/features (see `graph.IMU_FEATURES`)."""
+def features_message(ev: WindowEvent, description: str = "") -> Float64MultiArray:
+    """A window as published on /terrain/features (see `graph.IMU_FEATURES`); `description`
+    (`FeatureConfig.describe()`) says what the features are."""
     assert ev.features is not None
     msg = Float64MultiArray()
     n = int(ev.features.shape[0])
     msg.layout.data_offset = STAMP_ELEMENTS
-    msg.layout.dim = [MultiArrayDimension(label="features", size=n, stride=n)]
+    label = f"features; {description}" if description else "features"
+    msg.layout.dim = [MultiArrayDimension(label=label, size=n, stride=n)]
     msg.data = [ev.t_start, ev.t_end, *ev.features.tolist()]
     return msg
+
+
+def features_description(msg: Float64MultiArray) -> str | None:
+    """What the features of a /terrain/features message are (None: the sender did not say)."""
+    dims = msg.layout.dim
+    if not dims:
+        return None
+    _, sep, desc = dims[0].label.partition("; ")
+    return desc if sep else None
 
 
 def parse_features_message(msg: Float64MultiArray) -> tuple[float, float, list[float]]:
@@ -65,20 +77,15 @@ class ImuFeaturesNode(Node):
         super().__init__(IMU_FEATURES.name, **kwargs)
         p = declare_params(self, IMU_FEATURES)
         try:
-            fcfg = FeatureConfig(
-                sample_rate_hz=float(p["sample_rate_hz"]),
-                window_s=float(p["window_s"]),
-                hop_s=float(p["hop_s"]),
-                max_gap_samples=int(p["max_gap_samples"]),
-                rate_tolerance=float(p["rate_tolerance"]),
-            )
-            cfg = StreamConfig(fcfg, int(p["input_decimation"]), float(p["time_jump_reset_s"]))
-        except ValueError as exc:
-            raise ParamError(
-                f"imu_features: parameters sample_rate_hz / window_s / hop_s / "
-                f"input_decimation: {exc}"
-            ) from exc
+            cfg = stream_config(p)
+        except ConfigError as exc:
+            raise ParamError(str(exc)) from exc
+        fcfg = cfg.features
         self.stream = FeatureStream(cfg)
+        self._description = fcfg.describe()
+        self._left, self._right = wheel_joints(p)
+        self._radius = float(p["wheel_radius_m"])
+        self.bad_joint_messages = 0
         self._use_receipt = p["stamp_source"] == "receipt"
         self._lock = threading.Lock()
         self._resets_logged = 0
@@ -129,6 +136,16 @@ class ImuFeaturesNode(Node):
         else:
             self._rx = None
             self.sub = self.create_subscription(Imu, "/imu/data", self._on_imu, qos, raw=True)
+        if fcfg.wheels:
+            # Wheel samples are few (tens per second): a plain callback each. Same callback
+            # group as the IMU side, so the stream sees both in order.
+            self.joint_sub = self.create_subscription(
+                JointState,
+                "/joint_states",
+                self._on_joints,
+                qos,
+                callback_group=group if poll_hz > 0 else None,
+            )
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = float(p["diagnostics_period_s"])
         if period > 0:
@@ -248,11 +265,33 @@ class ImuFeaturesNode(Node):
             self.get_logger().warning(
                 f"IMU clock jumped (sample at {t:.3f} s): window buffer restarted"
             )
+        self._publish(events)
+        return t if math.isfinite(t) else None
+
+    def _publish(self, events: list[WindowEvent]) -> None:
         for ev in events:
             if ev.features is not None:
-                self.pub.publish(features_message(ev))
+                self.pub.publish(features_message(ev, self._description))
                 self.published += 1
-        return t if math.isfinite(t) else None
+
+    def _on_joints(self, msg: JointState) -> None:
+        """One JointState: the wheel sample of the configured joints (others: ignored)."""
+        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if self._use_receipt:
+            t = self.get_clock().now().nanoseconds * 1e-9
+        try:
+            w = joint_wheel_sample(
+                msg.name, msg.velocity, msg.effort, self._left, self._right, self._radius
+            )
+        except ValueError as exc:
+            self.bad_joint_messages += 1
+            self.get_logger().warning(f"bad JointState: {exc}", throttle_duration_sec=5.0)
+            return
+        if w is None:
+            return
+        with self._lock:
+            events = self.stream.push_wheels(t, w)
+        self._publish(events)
 
     def diagnostics(self) -> dict[str, Any]:
         with self._lock:
@@ -264,7 +303,11 @@ class ImuFeaturesNode(Node):
                 **counts("windows_rejected_", s.rejected.items()),
                 **counts("samples_dropped_", s.dropped_samples.items()),
                 "clock_resets": s.time_resets,
+                "pauses": s.buffer.pauses,
                 "undecodable_messages": self.bad_messages,
+                "wheel_samples": s.wheel_samples,
+                "wheel_samples_dropped": s.wheel_dropped,
+                "bad_joint_messages": self.bad_joint_messages,
             }
 
     def _publish_diagnostics(self) -> None:

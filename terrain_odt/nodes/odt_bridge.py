@@ -13,14 +13,44 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future as RclpyFuture
-from std_msgs.msg import Float32, Float64MultiArray, String
+from std_msgs.msg import Float32, Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..bridge import BridgeConfig, BridgeCore, ModelFileError, Outcome, load_model_files
+from ..bridge import BridgeCore, ModelFileError, Outcome, load_model_files
 from ..graph import ODT_BRIDGE
+from ..node_config import ConfigError, bridge_config
 from ..paths import resolve
 from .common import ERROR, OK, WARN, ParamError, declare_params, run_node, status
-from .imu_features import FEATURES_TOPIC, parse_features_message
+from .imu_features import FEATURES_TOPIC, features_description, parse_features_message
+
+PREDICTION_WINDOW_TOPIC = "/terrain/prediction_window"
+#: Codes of the answer kind in a /terrain/prediction_window message (its element 4).
+KIND_CODES = {"infer": 0.0, "train": 1.0, "heldout": 2.0}
+WINDOW_FIELDS = ("t_start", "t_end", "class_index", "confidence", "kind", "label_index")
+
+
+def prediction_window_message(o: Outcome) -> Float64MultiArray:
+    """One answer with the window it is for (see `graph.ODT_BRIDGE`): the key for matching
+    predictions to windows (and to truth at the window, not at arrival)."""
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=",".join(WINDOW_FIELDS), size=6, stride=6)]
+    msg.data = [
+        float(o.t_start),
+        float(o.t_end),
+        float(o.predicted) if o.predicted is not None else -1.0,
+        float(o.confidence) if o.confidence is not None else math.nan,
+        KIND_CODES.get(o.kind, -1.0),
+        float(o.label) if o.label is not None else -1.0,
+    ]
+    return msg
+
+
+def parse_prediction_window(msg: Float64MultiArray) -> dict[str, float]:
+    """The fields of a /terrain/prediction_window message; `ValueError` if malformed."""
+    if len(msg.data) != len(WINDOW_FIELDS):
+        raise ValueError(f"prediction window with {len(msg.data)} values, expected 6")
+    return dict(zip(WINDOW_FIELDS, (float(v) for v in msg.data), strict=True))
+
 
 LABEL_QOS = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -41,32 +71,16 @@ class OdtBridgeNode(Node):
         except ModelFileError as exc:
             raise ParamError(f"odt_bridge: parameter model_sidecar / model_blob: {exc}") from exc
         try:
-            cfg = BridgeConfig(
-                url=str(p["serial_port"]),
-                baud_rate=int(p["baud_rate"]),
-                training_enabled=bool(p["training_enabled"]),
-                learning_rate=float(p["learning_rate"]),
-                batch_size=int(p["batch_size"]),
-                train_layers=int(p["train_layers"]),
-                partial_update_topk=int(p["partial_update_topk"]),
-                accuracy_window=int(p["accuracy_window"]),
-                max_pending_samples=int(p["max_pending_samples"]),
-                connect_timeout_s=float(p["connect_timeout_s"]),
-                link_window=int(p["link_window"]),
-                upload_model=bool(p["upload_model"]),
-                autosave_period_s=float(p["autosave_period_s"]),
-                stats_period_s=float(p["diagnostics_period_s"]),
-                rehearsal_per_class=int(p["rehearsal_per_class"]),
-                rehearsal_ratio=float(p["rehearsal_ratio"]),
-            )
-        except ValueError as exc:
-            raise ParamError(f"odt_bridge: {exc}") from exc
+            cfg = bridge_config(p)
+        except ConfigError as exc:
+            raise ParamError(str(exc)) from exc
         if cfg.upload_model and model.blob is None:
             raise ParamError("odt_bridge: upload_model is set but model_blob is empty")
         self.save_on_shutdown = bool(p["save_on_shutdown"])
         self.pub_pred = self.create_publisher(String, "/terrain/prediction", 10)
         self.pub_conf = self.create_publisher(Float32, "/terrain/confidence", 10)
         self.pub_acc = self.create_publisher(Float32, "/terrain/accuracy", 10)
+        self.pub_window = self.create_publisher(Float64MultiArray, PREDICTION_WINDOW_TOPIC, 50)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.core = BridgeCore(cfg, model, self._on_outcome, log=self.get_logger())
         self.create_subscription(String, "/terrain/label", self._on_label, LABEL_QOS)
@@ -102,7 +116,7 @@ class OdtBridgeNode(Node):
     def _on_features(self, msg: Float64MultiArray) -> None:
         try:
             t0, t1, feats = parse_features_message(msg)
-            self.core.on_features(t0, t1, feats)
+            self.core.on_features(t0, t1, feats, description=features_description(msg))
         except ValueError as exc:
             self.get_logger().warning(f"bad features message: {exc}", throttle_duration_sec=5.0)
 
@@ -110,6 +124,7 @@ class OdtBridgeNode(Node):
         # Runs on the link's threads; rclpy publishers are thread-safe.
         if o.predicted_name is not None:
             self.pub_pred.publish(String(data=o.predicted_name))
+            self.pub_window.publish(prediction_window_message(o))
         if o.confidence is not None:
             self.pub_conf.publish(Float32(data=float(o.confidence)))
         if o.kind == "train":
@@ -192,15 +207,24 @@ class OdtBridgeNode(Node):
             if k in link:
                 link_values[k] = link[k]
         tr = snap.get("trainer", {})
+        ft = snap.get("finetune", {})
         if tr.get("diverged"):
             tlvl, ttext = ERROR, "trainer diverged (rolled back)"
         elif c.get("dropped", 0) or c.get("failed", 0):
             tlvl = WARN
             ttext = f"{c['dropped']} labelled samples dropped, {c['failed']} failed"
+        elif ft.get("last_check_rolled_back"):
+            tlvl = WARN
+            ttext = (
+                f"fine-tuning rolled back: validation score {ft.get('validation_score'):.3f} "
+                f"below the accepted model's {ft.get('accepted_score'):.3f} "
+                f"({ft.get('rollbacks')} rollbacks in {ft.get('checks')} checks)"
+            )
         else:
             tlvl = OK
             ttext = (
-                f"training {'on' if snap['training_enabled'] else 'off'}, {c['trained']} trained"
+                f"training {'on' if snap['training_enabled'] else 'off'}, {c['trained']} trained, "
+                f"{ft.get('rollbacks', 0)} rollbacks in {ft.get('checks', 0)} checks"
             )
         trainer_values = {
             "training_enabled": snap["training_enabled"],
@@ -208,6 +232,7 @@ class OdtBridgeNode(Node):
             "accuracy_total": snap["accuracy_total"],
             **{f"samples_{k}": v for k, v in c.items()},
             **tr,
+            **{f"finetune_{k}": v for k, v in ft.items()},
         }
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()

@@ -15,7 +15,8 @@ from sensor_msgs.msg import Joy
 from std_msgs.msg import String
 
 from ..graph import TERRAIN_LABELER
-from ..labeling import Labeler, LabelerConfig, UnknownLabel, parse_joy_mapping, parse_regions
+from ..labeling import Labeler, UnknownLabel
+from ..node_config import ConfigError, labeler_config
 from .common import OK, WARN, ParamError, counts, declare_params, run_node, status
 
 LABEL_QOS = QoSProfile(
@@ -31,34 +32,9 @@ class TerrainLabelerNode(Node):
         super().__init__(TERRAIN_LABELER.name, **kwargs)
         p = declare_params(self, TERRAIN_LABELER)
         try:
-            names = [str(n) for n in p["class_names"]]  # type: ignore[union-attr]
-
-            def parsed(param: str, parse: Any) -> Any:
-                try:
-                    return parse(list(p[param]), names)  # type: ignore[arg-type]
-                except ValueError as exc:
-                    raise ValueError(f"parameter '{param}': {exc}") from None
-
-            cfg = LabelerConfig(
-                class_names=tuple(names),
-                settle_s=float(p["settle_s"]),
-                operator_timeout_s=float(p["operator_timeout_s"]),
-                require_motion=bool(p["require_motion"]),
-                min_speed=float(p["min_speed"]),
-                max_speed=float(p["max_speed"]),
-                max_yaw_rate=float(p["max_yaw_rate"]),
-                max_accel=float(p["max_accel"]),
-                steady_window_s=float(p["steady_window_s"]),
-                odom_timeout_s=float(p["odom_timeout_s"]),
-                slip_max=float(p["slip_max"]),
-                slip_min_cmd=float(p["slip_min_cmd"]),
-                cmd_timeout_s=float(p["cmd_timeout_s"]),
-                operator_overrides_regions=bool(p["operator_overrides_regions"]),
-                regions=parsed("regions", parse_regions),
-                joy_mapping=parsed("joy_buttons", parse_joy_mapping),
-            )
-        except ValueError as exc:
-            raise ParamError(f"terrain_labeler: {exc}") from exc
+            cfg = labeler_config(p)
+        except ConfigError as exc:
+            raise ParamError(str(exc)) from exc
         self.labeler = Labeler(cfg)
         self._lock = threading.Lock()
         self._last: str | None = None

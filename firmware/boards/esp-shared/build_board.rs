@@ -4,7 +4,7 @@
 //!
 //! | variable         | default  | meaning                                                        |
 //! |------------------|----------|----------------------------------------------------------------|
-//! | `ODT_MODEL_BLOB` | (none)   | path of a `TerrainMlp` model blob (FORMAT.md) to embed as the pretrained model; relative paths are relative to the board crate directory |
+//! | `ODT_MODEL_BLOB` | (none)   | path of a model blob (FORMAT.md: an MLP within `FirmwareMlp`'s capacity) to embed as the pretrained model; relative paths are relative to the board crate directory |
 //! | `ODT_BAUD`       | `921600` | UART baud rate of the host link                                |
 //! | `ODT_WDT_MS`     | `5000`   | watchdog timeout in milliseconds                               |
 //!
@@ -20,7 +20,7 @@ use std::env;
 use std::fs;
 use std::path::PathBuf;
 
-use odt_core::models::TerrainMlp;
+use odt_core::models::FirmwareMlp;
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
@@ -36,13 +36,19 @@ fn main() {
             println!("cargo:rerun-if-changed={}", path.display());
             let bytes = fs::read(&path)
                 .unwrap_or_else(|e| panic!("ODT_MODEL_BLOB={}: cannot read: {e}", path.display()));
-            let mut model = Box::new(TerrainMlp::new());
+            let mut model = Box::new(FirmwareMlp::new());
             if let Err(e) = model.load_blob(&bytes) {
                 panic!(
-                    "ODT_MODEL_BLOB={}: not a valid TerrainMlp blob ({e:?}); the firmware's model is \
-                     TerrainMlp (102 inputs, 64-32-5, int8, batch {})",
+                    "ODT_MODEL_BLOB={}: not a valid model blob for this firmware: {e} ({e:?}); the \
+                     firmware runs MLPs of up to {} inputs, {}-unit hidden layers, {} classes, {} \
+                     Dense layers and {} weights (int8, batch {})",
                     path.display(),
-                    TerrainMlp::BATCH
+                    FirmwareMlp::MAX_INPUTS,
+                    FirmwareMlp::MAX_WIDTH,
+                    FirmwareMlp::MAX_OUTPUTS,
+                    FirmwareMlp::MAX_DENSE,
+                    FirmwareMlp::MAX_PARAMS_WEIGHTS,
+                    FirmwareMlp::BATCH
                 );
             }
             println!(

@@ -86,10 +86,13 @@ fn run() {
             Ok(())
         }
     }
-    static mut MODEL: odt_core::models::TerrainMlp = odt_core::models::TerrainMlp::new();
+    // The firmware's model, whose shape comes from the blob (as the board crates run it).
+    use odt_core::models::FirmwareMlp;
+    static mut MODEL: FirmwareMlp = FirmwareMlp::new();
     let model = unsafe { &mut *core::ptr::addr_of_mut!(MODEL) };
+    let _ = model.init_random_mlp(&[102, 64, 32, 5], 1);
     if let Ok(mut app) =
-        App::<_, _, { odt_core::models::TerrainMlp::BLOB_LEN }>::new(model, T, F, AppConfig::new(1))
+        App::<_, _, { FirmwareMlp::MAX_BLOB_LEN }>::new(model, T, F, AppConfig::new(1))
     {
         loop {
             sink(app.poll() as u32);

@@ -2,13 +2,14 @@
 
 use core::ops::Range;
 
-use odt_core::blob::{crc32, BlobError};
+use odt_core::blob::{crc32, BlobError, Limit};
 use odt_core::model::MAX_PARAM_LAYERS;
 use odt_core::{Error as ModelError, Model, TrainConfig, TrainMode};
 use odt_proto::{
-    decode_request, encode_message, ErrorCode, ErrorMsg, FrameError, Info, PacketDecoder, Request,
-    Response, RxError, Scores, SetParams, Stats, TrainAck, ACK_APPLIED, ACK_DISABLED, ACK_DUP,
-    MAX_CHUNK, MAX_FRAME, MAX_PACKET, PRED_UNKNOWN,
+    decode_request, encode_message, frag_bitmap_len, frag_units, ErrorCode, ErrorMsg, FrameError,
+    Info, PacketDecoder, Request, Response, RxError, Scores, SetParams, Stats, TrainAck,
+    ACK_APPLIED, ACK_DISABLED, ACK_DUP, FRAG_UNIT, MAX_CHUNK, MAX_FRAG_BITMAP, MAX_FRAME,
+    MAX_PACKET, PRED_UNKNOWN,
 };
 
 use crate::hal::{Flash, Region, Transport};
@@ -19,6 +20,9 @@ use crate::FIRMWARE_VERSION;
 pub const OUTCOME_RING: usize = 16;
 /// A `TRAIN` this many sequence numbers (or fewer) before the expected one is a duplicate.
 pub const DUP_WINDOW: u16 = 32768;
+/// Features of the buffer that assembles a fragmented training sample (`TRAIN_FRAG`) unless
+/// the [`App`] type says otherwise: the input capacity of the firmware's model (`FirmwareMlp`).
+pub const DEFAULT_MAX_INPUTS: usize = odt_core::models::FirmwareMlp::MAX_INPUTS;
 /// Divergence threshold of the loss EMA (0.9 in Q15).
 pub const DIVERGENCE_LOSS_Q15: i32 = 29491;
 /// Samples since the last model replacement before divergence is judged.
@@ -29,7 +33,7 @@ pub const DIVERGENCE_MIN_STEPS: u32 = 64;
 pub struct AppConfig {
     /// `major << 16 | minor << 8 | patch`.
     pub firmware_version: u32,
-    /// The model type's compiled batch capacity (e.g. `TerrainMlp::BATCH`).
+    /// The model type's compiled batch capacity (e.g. `FirmwareMlp::BATCH`).
     pub batch_capacity: u8,
 }
 
@@ -71,11 +75,18 @@ pub struct BootInfo {
 /// Why the application cannot start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitError {
-    /// The blob buffer (`B`) is smaller than the model's blob.
+    /// The blob buffer (`B`) is smaller than the longest blob the model can load or save.
     BufferTooSmall {
-        /// The model's blob length.
+        /// The model's `max_blob_len()`.
         need: usize,
         /// `B`.
+        have: usize,
+    },
+    /// The fragment buffer (`I`) is smaller than the longest input the model can take.
+    InputBufferTooSmall {
+        /// The model's `max_input_len()`.
+        need: usize,
+        /// `I`.
         have: usize,
     },
 }
@@ -131,6 +142,71 @@ impl Session {
     }
 }
 
+/// A training sample being assembled from `TRAIN_FRAG`s (`docs/protocol.md` §2.1): only the
+/// expected one, in a buffer of `I` features sized at compile time.
+#[derive(Clone, Copy, Debug)]
+struct Partial<const I: usize> {
+    /// Whether `seq`/`label`/`total`/`held` describe a sample being assembled.
+    active: bool,
+    seq: u16,
+    label: u8,
+    total: u16,
+    /// Units held: bit `u % 8` of byte `u / 8`.
+    held: [u8; MAX_FRAG_BITMAP],
+    features: [i8; I],
+}
+
+impl<const I: usize> Partial<I> {
+    const fn new() -> Self {
+        Self {
+            active: false,
+            seq: 0,
+            label: 0,
+            total: 0,
+            held: [0; MAX_FRAG_BITMAP],
+            features: [0; I],
+        }
+    }
+
+    /// Take a fragment of sample `seq`; a different sample (or none) before starts over.
+    /// Returns whether the sample is complete. The decoder checked the geometry (whole units
+    /// within `total`) and the caller `total <= I`.
+    fn insert(&mut self, seq: u16, label: u8, total: u16, offset: u16, data: &[i8]) -> bool {
+        if !(self.active && self.seq == seq && self.label == label && self.total == total) {
+            self.active = true;
+            self.seq = seq;
+            self.label = label;
+            self.total = total;
+            self.held = [0; MAX_FRAG_BITMAP];
+        }
+        let start = offset as usize;
+        if let Some(dst) = self.features.get_mut(start..start + data.len()) {
+            for (d, &x) in dst.iter_mut().zip(data) {
+                *d = x;
+            }
+            let first = start / FRAG_UNIT;
+            let end = (start + data.len()).div_ceil(FRAG_UNIT);
+            for u in first..end {
+                if let Some(b) = self.held.get_mut(u / 8) {
+                    *b |= 1u8 << (u % 8);
+                }
+            }
+        }
+        (0..frag_units(total as usize)).all(|u| {
+            self.held
+                .get(u / 8)
+                .is_some_and(|b| b & (1u8 << (u % 8)) != 0)
+        })
+    }
+
+    /// The `FRAG_ACK` bitmap of the sample being assembled.
+    fn bitmap(&self) -> &[u8] {
+        self.held
+            .get(..frag_bitmap_len(self.total as usize))
+            .unwrap_or(&[])
+    }
+}
+
 /// Response encoder and transport.
 struct Tx<T> {
     transport: T,
@@ -179,6 +255,14 @@ pub const fn blob_error_detail(e: BlobError) -> u16 {
         BlobError::BadQuant { .. } => 6,
         BlobError::TrailingBytes => 7,
         BlobError::BufferTooSmall => 8,
+        BlobError::UnsupportedLayer { .. } => 10,
+        BlobError::OverCapacity { limit, .. } => match limit {
+            Limit::Inputs => 11,
+            Limit::Width => 12,
+            Limit::Classes => 13,
+            Limit::Depth => 14,
+            Limit::Weights => 15,
+        },
     }
 }
 
@@ -187,7 +271,7 @@ pub const UPLOAD_CRC_DETAIL: u16 = 9;
 
 /// Everything but the receive decoder (so a decoded frame can borrow the decoder while the
 /// state is mutated).
-struct State<'a, T, F, const B: usize> {
+struct State<'a, T, F, const B: usize, const I: usize> {
     model: &'a mut dyn Model,
     flash: F,
     tx: Tx<T>,
@@ -196,6 +280,7 @@ struct State<'a, T, F, const B: usize> {
     blob: [u8; B],
     blob_state: BlobState,
     session: Option<Session>,
+    partial: Partial<I>,
     enabled: bool,
     preq_correct: u32,
     preq_samples: u32,
@@ -209,17 +294,21 @@ struct State<'a, T, F, const B: usize> {
 /// - `T`: the serial [`Transport`] to the host;
 /// - `F`: the [`Flash`] holding the save slots, the pretrained model and the boot record;
 /// - `B`: bytes of the blob buffer shared by upload, download and save/restore; at least the
-///   model's blob length (`TerrainMlp::BLOB_LEN`).
+///   longest blob the model can load ([`Model::max_blob_len`]: `FirmwareMlp::MAX_BLOB_LEN` for
+///   the firmware's model, whose shape comes from the blob; `BLOB_LEN` of an `odt_model!` type);
+/// - `I`: features of the buffer that assembles a fragmented training sample (`TRAIN_FRAG`); at
+///   least the longest input the model can take ([`Model::max_input_len`]), by default
+///   [`DEFAULT_MAX_INPUTS`], the firmware model's.
 ///
-/// RAM: `B` + about 3.2 KiB (receive, packet and frame buffers) + the model (borrowed). Create
+/// RAM: `B` + `I` + about 3.2 KiB (receive, packet and frame buffers) + the model (borrowed). Create
 /// it once, then call [`poll`](App::poll) from the main loop (or [`feed`](App::feed) with bytes
 /// taken from an interrupt-filled buffer).
-pub struct App<'a, T, F, const B: usize> {
+pub struct App<'a, T, F, const B: usize, const I: usize = DEFAULT_MAX_INPUTS> {
     rx: PacketDecoder,
-    s: State<'a, T, F, B>,
+    s: State<'a, T, F, B, I>,
 }
 
-impl<'a, T: Transport, F: Flash, const B: usize> App<'a, T, F, B> {
+impl<'a, T: Transport, F: Flash, const B: usize, const I: usize> App<'a, T, F, B, I> {
     /// Boot: count the boot in flash, load the newest valid saved model (else the pretrained
     /// one, else keep `model` as it is), and wait for frames. No session is open until the host's
     /// `HELLO`.
@@ -229,9 +318,13 @@ impl<'a, T: Transport, F: Flash, const B: usize> App<'a, T, F, B> {
         flash: F,
         cfg: AppConfig,
     ) -> Result<Self, InitError> {
-        let need = model.blob_len();
+        let need = model.max_blob_len();
         if B < need {
             return Err(InitError::BufferTooSmall { need, have: B });
+        }
+        let need = model.max_input_len();
+        if I < need {
+            return Err(InitError::InputBufferTooSmall { need, have: I });
         }
         let mut app = App {
             rx: PacketDecoder::new(),
@@ -252,6 +345,7 @@ impl<'a, T: Transport, F: Flash, const B: usize> App<'a, T, F, B> {
                 blob: [0; B],
                 blob_state: BlobState::Idle,
                 session: None,
+                partial: Partial::new(),
                 enabled: true,
                 preq_correct: 0,
                 preq_samples: 0,
@@ -350,7 +444,7 @@ impl<'a, T: Transport, F: Flash, const B: usize> App<'a, T, F, B> {
     }
 }
 
-impl<T: Transport, F: Flash, const B: usize> State<'_, T, F, B> {
+impl<T: Transport, F: Flash, const B: usize, const I: usize> State<'_, T, F, B, I> {
     fn stats(&self) -> Stats {
         let c = self.model.counters();
         Stats {
@@ -406,6 +500,20 @@ impl<T: Transport, F: Flash, const B: usize> State<'_, T, F, B> {
             Request::Train { label, features } => self.train(seq, label, features).map(|ack| {
                 self.tx.send(seq, &Response::TrainAck(ack));
             }),
+            Request::TrainFrag {
+                label,
+                total,
+                offset,
+                data,
+            } => self
+                .train_frag(seq, label, total, offset, data)
+                .map(|done| match done {
+                    Some(ack) => self.tx.send(seq, &Response::TrainAck(ack)),
+                    None => {
+                        let held = self.partial.bitmap();
+                        self.tx.send(seq, &Response::FragAck { offset, held });
+                    }
+                }),
             Request::Infer { features } => self.infer(features).map(|class| {
                 let scores_q15 = Scores::Q15(self.model.scores_q15());
                 self.tx
@@ -453,6 +561,8 @@ impl<T: Transport, F: Flash, const B: usize> State<'_, T, F, B> {
     // -- session and training ------------------------------------------------------------------
 
     fn hello(&mut self, next: u16) {
+        // Any HELLO discards a partly assembled sample (the host resends its fragments).
+        self.partial.active = false;
         if let Some(s) = &self.session {
             let behind = s.expected.wrapping_sub(next);
             // Resuming: the host's next sample was already applied (its ack was lost) and is
@@ -470,30 +580,87 @@ impl<T: Transport, F: Flash, const B: usize> State<'_, T, F, B> {
             let len = u16::try_from(features.len() + 1).unwrap_or(u16::MAX);
             return Err(err(ErrorCode::BadLength, len));
         }
-        let Some(sess) = self.session.as_mut() else {
+        if let Some(dup) = self.train_gate(seq)? {
+            return Ok(dup);
+        }
+        self.apply_expected(seq, label, features)
+    }
+
+    /// A `TRAIN_FRAG` (§2.1): `Some(ack)` once its sample is applied (or was before: a
+    /// duplicate), `None` while it is incomplete (answered `FRAG_ACK`).
+    fn train_frag(
+        &mut self,
+        seq: u16,
+        label: u8,
+        total: u16,
+        offset: u16,
+        data: &[i8],
+    ) -> Result<Option<TrainAck>, ErrorMsg> {
+        let n = total as usize;
+        if n != self.model.input_len() || n > I {
+            self.frame_errors = self.frame_errors.wrapping_add(1);
+            let len = u16::try_from(data.len() + 5).unwrap_or(u16::MAX);
+            return Err(err(ErrorCode::BadLength, len));
+        }
+        if let Some(dup) = self.train_gate(seq)? {
+            return Ok(Some(dup));
+        }
+        if label as usize >= self.model.classes() {
+            // Refused at its first fragment, like a TRAIN: consumes the number.
+            return self.apply_expected(seq, label, &[]).map(Some);
+        }
+        if !self.partial.insert(seq, label, total, offset, data) {
+            return Ok(None);
+        }
+        let features = self.partial.features;
+        self.apply_expected(seq, label, features.get(..n).unwrap_or(&[]))
+            .map(Some)
+    }
+
+    /// Session and sequence checks of a training sample `seq` (§2): `Some(ack)` for a
+    /// duplicate (acknowledged again, not applied), `None` for the expected sample.
+    fn train_gate(&self, seq: u16) -> Result<Option<TrainAck>, ErrorMsg> {
+        let Some(sess) = self.session.as_ref() else {
             return Err(err(ErrorCode::NoSession, 0));
         };
         let behind = sess.expected.wrapping_sub(seq);
-        if behind != 0 {
-            if behind <= DUP_WINDOW {
-                let ack = match sess.lookup(seq) {
-                    Some(o) => TrainAck {
-                        pred: o.pred,
-                        loss_q15: o.loss_q15,
-                        flags: o.flags | ACK_DUP,
-                    },
-                    None => TrainAck {
-                        pred: PRED_UNKNOWN,
-                        loss_q15: 0,
-                        flags: ACK_DUP,
-                    },
-                };
-                return Ok(ack);
-            }
-            return Err(err(ErrorCode::OutOfOrder, sess.expected));
+        if behind == 0 {
+            return Ok(None);
         }
-        // The expected sample: consumed whatever happens next, so the stream moves on.
+        if behind <= DUP_WINDOW {
+            let ack = match sess.lookup(seq) {
+                Some(o) => TrainAck {
+                    pred: o.pred,
+                    loss_q15: o.loss_q15,
+                    flags: o.flags | ACK_DUP,
+                },
+                None => TrainAck {
+                    pred: PRED_UNKNOWN,
+                    loss_q15: 0,
+                    flags: ACK_DUP,
+                },
+            };
+            return Ok(Some(ack));
+        }
+        Err(err(ErrorCode::OutOfOrder, sess.expected))
+    }
+
+    /// Apply the expected sample `seq` (its session and sequence checked by
+    /// [`train_gate`](Self::train_gate)); a label that is not a class is refused before the
+    /// features are looked at.
+    fn apply_expected(
+        &mut self,
+        seq: u16,
+        label: u8,
+        features: &[i8],
+    ) -> Result<TrainAck, ErrorMsg> {
+        let Some(sess) = self.session.as_mut() else {
+            return Err(err(ErrorCode::NoSession, 0));
+        };
+        // The expected sample: consumed whatever happens next, so the stream moves on (and a
+        // partly assembled sample, this one or an older, is done with).
         sess.expected = sess.expected.wrapping_add(1);
+        self.partial.active = false;
         let rejected = Outcome {
             seq,
             valid: true,
@@ -563,6 +730,7 @@ impl<T: Transport, F: Flash, const B: usize> State<'_, T, F, B> {
 
     /// A new model is in place: prequential figures start over.
     fn model_replaced(&mut self) {
+        self.partial.active = false;
         self.preq_correct = 0;
         self.preq_samples = 0;
         self.loss_ema = 0;

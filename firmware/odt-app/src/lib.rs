@@ -10,9 +10,9 @@
 //! [`Flash`] (region read/erase/write), and runs:
 //!
 //! ```ignore
-//! static mut MODEL: TerrainMlp = TerrainMlp::new();
-//! let mut app: App<'_, Uart, Partitions, { TerrainMlp::BLOB_LEN }> =
-//!     App::new(model, uart, flash, AppConfig::new(TerrainMlp::BATCH as u8))?;
+//! static mut MODEL: FirmwareMlp = FirmwareMlp::new();
+//! let mut app: App<'_, Uart, Partitions, { FirmwareMlp::MAX_BLOB_LEN }> =
+//!     App::new(model, uart, flash, AppConfig::new(FirmwareMlp::BATCH as u8))?;
 //! loop {
 //!     app.poll();
 //! }

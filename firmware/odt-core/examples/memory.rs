@@ -1,7 +1,7 @@
 //! Print the compile-time RAM/flash table of the shipped models:
 //! `cargo run -p odt-core --example memory` (also `make mem`).
 
-use odt_core::models::{MnistCnn, TerrainMlp, TerrainMlpHp};
+use odt_core::models::{FirmwareMlp, MnistCnn, TerrainMlp, TerrainMlpHp, FIRMWARE_MLP_BUDGET};
 use odt_core::MemEntry;
 
 fn table(name: &str, params: usize, ram: usize, flash: usize, budget: usize, mem: &[MemEntry]) {
@@ -26,6 +26,26 @@ fn table(name: &str, params: usize, ram: usize, flash: usize, budget: usize, mem
 }
 
 fn main() {
+    println!(
+        "FirmwareMlp (the co-processor firmware's model, shape from the blob): capacity {} inputs, \
+         hidden layers of <= {} units, {} classes, {} Dense layers, {} weights, batch {}; \
+         blob buffer {} B",
+        FirmwareMlp::MAX_INPUTS,
+        FirmwareMlp::MAX_WIDTH,
+        FirmwareMlp::MAX_OUTPUTS,
+        FirmwareMlp::MAX_DENSE,
+        FirmwareMlp::MAX_PARAMS_WEIGHTS,
+        FirmwareMlp::BATCH,
+        FirmwareMlp::MAX_BLOB_LEN,
+    );
+    table(
+        "FirmwareMlp",
+        FirmwareMlp::MAX_PARAMS_WEIGHTS,
+        FirmwareMlp::RAM_BYTES,
+        FirmwareMlp::MAX_BLOB_LEN,
+        FIRMWARE_MLP_BUDGET,
+        FirmwareMlp::MEMORY,
+    );
     table(
         "TerrainMlp (i8, stochastic rounding)",
         TerrainMlp::PARAMS,

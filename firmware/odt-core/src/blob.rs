@@ -39,6 +39,99 @@ pub enum BlobError {
     TrailingBytes,
     /// The output buffer is too small to save the model.
     BufferTooSmall,
+    /// A layer kind the model type cannot run (e.g. a convolution in a blob loaded into an
+    /// MLP whose shape comes from the blob, [`crate::dyn_mlp::DynMlp`]).
+    UnsupportedLayer {
+        /// Offending layer.
+        layer: u8,
+        /// Its kind byte (FORMAT.md numbering).
+        kind: u8,
+    },
+    /// A well-formed blob larger than the model type's compile-time capacity
+    /// ([`crate::dyn_mlp::DynMlp`]).
+    OverCapacity {
+        /// Which limit.
+        limit: Limit,
+        /// The blob's value.
+        got: u32,
+        /// The capacity.
+        max: u32,
+    },
+}
+
+/// The capacity limits of a model whose shape comes from the blob
+/// ([`BlobError::OverCapacity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Input features (`input_len`).
+    Inputs,
+    /// Units of a hidden layer.
+    Width,
+    /// Classes (`output_len`).
+    Classes,
+    /// Dense layers.
+    Depth,
+    /// Weights of all layers together.
+    Weights,
+}
+
+impl Limit {
+    /// What the limit counts, as written in error messages ("300 inputs > capacity 256").
+    pub const fn noun(self) -> &'static str {
+        match self {
+            Limit::Inputs => "inputs",
+            Limit::Width => "units in a hidden layer",
+            Limit::Classes => "classes",
+            Limit::Depth => "Dense layers",
+            Limit::Weights => "weights",
+        }
+    }
+}
+
+/// Name of a layer kind byte (FORMAT.md), `"unknown"` for other values.
+pub const fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        1 => "Dense",
+        2 => "Conv1d",
+        3 => "Conv2d",
+        4 => "MaxPool2d",
+        5 => "AvgPool2d",
+        6 => "ReLU",
+        7 => "Flatten",
+        _ => "unknown",
+    }
+}
+
+impl core::fmt::Display for BlobError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            BlobError::Truncated => f.write_str("truncated (shorter than its header or total_len)"),
+            BlobError::BadMagic => f.write_str("bad magic (not an ODTM model blob)"),
+            BlobError::UnsupportedVersion => f.write_str("unsupported format version"),
+            BlobError::BadCrc => f.write_str("CRC mismatch (corrupted)"),
+            BlobError::ArchMismatch { layer: 255 } => {
+                f.write_str("architecture mismatch in the header")
+            }
+            BlobError::ArchMismatch { layer } => {
+                write!(f, "architecture mismatch at layer {layer}")
+            }
+            BlobError::BadQuant { layer: 255 } => f.write_str("bad quantization: softmax_a <= 0"),
+            BlobError::BadQuant { layer } => {
+                write!(f, "bad quantization parameter at layer {layer}")
+            }
+            BlobError::TrailingBytes => f.write_str("trailing bytes"),
+            BlobError::BufferTooSmall => f.write_str("buffer too small"),
+            BlobError::UnsupportedLayer { layer, kind } => write!(
+                f,
+                "layer {layer} is {} (kind {kind}); this firmware runs MLPs only \
+                 (Dense layers, fused ReLU)",
+                kind_name(kind)
+            ),
+            BlobError::OverCapacity { limit, got, max } => {
+                write!(f, "{got} {} > capacity {max}", limit.noun())
+            }
+        }
+    }
 }
 
 const CRC_TABLE: [u32; 256] = {
@@ -316,6 +409,59 @@ pub fn load(
     output_len: usize,
     dry: bool,
 ) -> Result<ModelMeta, BlobError> {
+    let Envelope {
+        n_layers,
+        input_len: in_len,
+        output_len: out_len,
+        total,
+        meta,
+    } = check_envelope(blob)?;
+    let end = total.saturating_sub(4);
+    if n_layers != layers.len() || in_len != input_len || out_len != output_len {
+        return Err(BlobError::ArchMismatch { layer: 255 });
+    }
+    for (i, l) in layers.iter().enumerate() {
+        let d = desc_at(blob, i)?;
+        let want = l.desc();
+        let ok = kind_from(d.kind) == Some(want.kind)
+            && d.flags == want.relu as u8
+            && d.dims == want.dims;
+        if !ok {
+            return Err(BlobError::ArchMismatch { layer: i as u8 });
+        }
+    }
+    if meta.softmax_a <= 0 {
+        return Err(BlobError::BadQuant { layer: 255 });
+    }
+    let mut r = Reader::new(blob, HEADER_BYTES + DESC_BYTES * n_layers, end);
+    for (i, l) in layers.iter_mut().enumerate() {
+        l.read_params(&mut r, i as u8, dry)?;
+    }
+    if r.pos() != end || blob.len() > total {
+        return Err(BlobError::TrailingBytes);
+    }
+    Ok(meta)
+}
+
+/// Header fields of a blob that passed the checks every loader runs first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Number of layer descriptors.
+    pub n_layers: usize,
+    /// `input_len` of the header.
+    pub input_len: usize,
+    /// `output_len` of the header.
+    pub output_len: usize,
+    /// `total_len` (CRC included); the blob is at least this long.
+    pub total: usize,
+    /// The model-level header fields.
+    pub meta: ModelMeta,
+}
+
+/// The checks of FORMAT.md that come before the architecture: `Truncated` (lengths, the
+/// descriptor table and every section its own descriptors imply), `BadMagic`,
+/// `UnsupportedVersion`, `BadCrc`, in that order. Returns the header fields.
+pub fn check_envelope(blob: &[u8]) -> Result<Envelope, BlobError> {
     if blob.len() < HEADER_BYTES + 4 {
         return Err(BlobError::Truncated);
     }
@@ -363,37 +509,26 @@ pub fn load(
     if crc32(body) != u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]) {
         return Err(BlobError::BadCrc);
     }
-    if n_layers != layers.len() || in_len != input_len || out_len != output_len {
-        return Err(BlobError::ArchMismatch { layer: 255 });
-    }
-    for (i, l) in layers.iter().enumerate() {
-        let d = desc_at(blob, i)?;
-        let want = l.desc();
-        let ok = kind_from(d.kind) == Some(want.kind)
-            && d.flags == want.relu as u8
-            && d.dims == want.dims;
-        if !ok {
-            return Err(BlobError::ArchMismatch { layer: i as u8 });
-        }
-    }
-    if softmax_a <= 0 {
-        return Err(BlobError::BadQuant { layer: 255 });
-    }
-    let mut r = Reader::new(blob, HEADER_BYTES + DESC_BYTES * n_layers, end);
-    for (i, l) in layers.iter_mut().enumerate() {
-        l.read_params(&mut r, i as u8, dry)?;
-    }
-    if r.pos() != end || blob.len() > total {
-        return Err(BlobError::TrailingBytes);
-    }
-    Ok(ModelMeta {
-        model_id,
-        input_zp,
-        output_zp,
-        input_scale,
-        output_scale,
-        softmax_a,
+    Ok(Envelope {
+        n_layers,
+        input_len: in_len,
+        output_len: out_len,
+        total,
+        meta: ModelMeta {
+            model_id,
+            input_zp,
+            output_zp,
+            input_scale,
+            output_scale,
+            softmax_a,
+        },
     })
+}
+
+/// Descriptor `i` of a blob as stored: `(kind, flags, dims)`.
+pub fn raw_desc(blob: &[u8], i: usize) -> Result<(u8, u8, [u16; 10]), BlobError> {
+    let d = desc_at(blob, i)?;
+    Ok((d.kind, d.flags, d.dims))
 }
 
 /// Write the model as a blob into `out`; returns the length.

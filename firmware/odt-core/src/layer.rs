@@ -219,6 +219,19 @@ impl<const OUT: usize> ChannelParams<OUT> {
         layer: u8,
         dry: bool,
     ) -> Result<(), BlobError> {
+        self.read_first(OUT, r, layer, dry)
+    }
+
+    /// [`read`](Self::read) for a section of `n ≤ OUT` channels (a layer whose width comes
+    /// from the blob): fills entries `0..n`, leaves the others as they are.
+    pub(crate) fn read_first(
+        &mut self,
+        n: usize,
+        r: &mut Reader<'_>,
+        layer: u8,
+        dry: bool,
+    ) -> Result<(), BlobError> {
+        let n = n.min(OUT);
         let z_x = r.i8()?;
         let z_y = r.i8()?;
         let _reserved = r.u16()?;
@@ -226,29 +239,29 @@ impl<const OUT: usize> ChannelParams<OUT> {
             self.z_x = z_x;
             self.z_y = z_y;
         }
-        for c in 0..OUT {
+        for mc in self.m.iter_mut().take(n) {
             let m = r.i32()?;
             if m < (1 << 30) {
                 return Err(BlobError::BadQuant { layer });
             }
             if !dry {
-                self.m[c] = m;
+                *mc = m;
             }
         }
-        for c in 0..OUT {
+        for sc in self.s.iter_mut().take(n) {
             let s = r.i8()?;
             if !(Multiplier { m: 1 << 30, s }).is_valid() {
                 return Err(BlobError::BadQuant { layer });
             }
             if !dry {
-                self.s[c] = s;
+                *sc = s;
             }
         }
-        read_i8s(r, &mut self.ue, dry)?;
-        read_i8s(r, &mut self.ube, dry)?;
-        r.skip(OUT)?;
+        read_i8s(r, self.ue.get_mut(..n).unwrap_or(&mut []), dry)?;
+        read_i8s(r, self.ube.get_mut(..n).unwrap_or(&mut []), dry)?;
+        r.skip(n)?;
         for arr in [&mut self.um, &mut self.ubm] {
-            for v in arr.iter_mut() {
+            for v in arr.iter_mut().take(n) {
                 let x = r.i16()?;
                 if x < (1 << 14) {
                     return Err(BlobError::BadQuant { layer });
@@ -258,7 +271,7 @@ impl<const OUT: usize> ChannelParams<OUT> {
                 }
             }
         }
-        for b in self.bias.iter_mut() {
+        for b in self.bias.iter_mut().take(n) {
             let x = r.i32()?;
             if !dry {
                 *b = x;
@@ -268,26 +281,32 @@ impl<const OUT: usize> ChannelParams<OUT> {
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) -> Result<(), BlobError> {
+        self.write_first(OUT, w)
+    }
+
+    /// [`write`](Self::write) of the first `n ≤ OUT` channels.
+    pub(crate) fn write_first(&self, n: usize, w: &mut Writer<'_>) -> Result<(), BlobError> {
+        let n = n.min(OUT);
         w.i8(self.z_x)?;
         w.i8(self.z_y)?;
         w.u16(0)?;
-        for &m in &self.m {
+        for &m in self.m.iter().take(n) {
             w.i32(m)?;
         }
         for arr in [&self.s, &self.ue, &self.ube] {
-            for &v in arr {
+            for &v in arr.iter().take(n) {
                 w.i8(v)?;
             }
         }
-        for _ in 0..OUT {
+        for _ in 0..n {
             w.u8(0)?;
         }
         for arr in [&self.um, &self.ubm] {
-            for &v in arr {
+            for &v in arr.iter().take(n) {
                 w.i16(v)?;
             }
         }
-        for &b in &self.bias {
+        for &b in self.bias.iter().take(n) {
             w.i32(b)?;
         }
         Ok(())
@@ -297,13 +316,20 @@ impl<const OUT: usize> ChannelParams<OUT> {
     /// 2^−5, weights 2^−6 (±64 ≈ ±1) and logits 2^−3: the requant shift keeps outputs of
     /// `fan_in` products in range, and the update factors follow docs §5 for those scales.
     pub fn init_synthetic(&mut self, fan_in: usize, seed: &mut Lcg) {
+        self.init_synthetic_first(OUT, fan_in, seed);
+    }
+
+    /// [`init_synthetic`](Self::init_synthetic) of the first `n ≤ OUT` channels (the same
+    /// draws as a `ChannelParams<n>`).
+    pub fn init_synthetic_first(&mut self, n: usize, fan_in: usize, seed: &mut Lcg) {
+        let n = n.min(OUT);
         let mut shift = 3;
         let mut f = 1;
         while f * f < fan_in {
             f *= 2;
             shift += 1;
         }
-        for c in 0..OUT {
+        for c in 0..n {
             self.m[c] = (1 << 30) + (seed.next16() << 13);
             self.s[c] = -(shift as i8);
             // u = 2^-3 / 2^-12 = 2^9 = 2^14 · 2^-5; ub = 2^-3 / 2^-22 = 2^19 = 2^14 · 2^5

@@ -8,7 +8,9 @@
 //!
 //! Shapes are const generics; a model declared with [`odt_model!`] owns every buffer it needs,
 //! so its RAM is `size_of` of its type, known and budget-checked at compile time
-//! (`RAM_BYTES`, `MEMORY`). The arithmetic is specified in `docs/integer_training.md` and the
+//! (`RAM_BYTES`, `MEMORY`). [`DynMlp`] is the other kind of model type: an MLP whose layer
+//! shapes come from the blob at load time, within a compile-time capacity (every buffer still
+//! fixed); the co-processor firmware runs one ([`models::FirmwareMlp`]). The arithmetic is specified in `docs/integer_training.md` and the
 //! model file format in `firmware/FORMAT.md`; a numpy reference (`terrain_odt.qnn`) computes
 //! the same bits, checked by shared golden vectors.
 //!
@@ -19,6 +21,7 @@
 
 pub mod blob;
 pub mod dsp;
+pub mod dyn_mlp;
 pub mod fixed;
 pub mod kernels;
 pub mod layer;
@@ -26,6 +29,7 @@ pub mod layers;
 pub mod model;
 pub mod models;
 
-pub use blob::BlobError;
+pub use blob::{BlobError, Limit};
+pub use dyn_mlp::DynMlp;
 pub use layer::{Counters, Hp, Kind, Layer, LayerDesc, LayerShape, TrainMode, Weight};
 pub use model::{Error, MemEntry, Model, Prediction, StepOutput, TrainConfig};

@@ -111,7 +111,7 @@ pub struct MemEntry {
 }
 
 /// What the co-processor application needs from a model, implemented by every `odt_model!`
-/// type (object safe, so firmware can hold `&mut dyn Model`).
+/// type and by [`crate::DynMlp`] (object safe, so firmware can hold `&mut dyn Model`).
 pub trait Model {
     /// Input length (int8 features).
     fn input_len(&self) -> usize;
@@ -121,6 +121,16 @@ pub trait Model {
     fn ram_bytes(&self) -> usize;
     /// Exact length of this model's blob.
     fn blob_len(&self) -> usize;
+    /// Longest blob this model type can load or save (its blob buffer size); the blob of the
+    /// one shape it runs unless the shape comes from the blob (`DynMlp`).
+    fn max_blob_len(&self) -> usize {
+        self.blob_len()
+    }
+    /// Largest input length this model type can take (its input buffer): the one shape's
+    /// unless the shape comes from the blob (`DynMlp`: its input capacity).
+    fn max_input_len(&self) -> usize {
+        self.input_len()
+    }
     /// Classify one input.
     fn infer(&mut self, x: &[i8]) -> Result<Prediction, Error>;
     /// Softmax probabilities (Q15) of the last inference.

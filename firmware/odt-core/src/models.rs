@@ -1,5 +1,6 @@
 //! The models terrain_odt ships and benchmarks.
 
+use crate::dyn_mlp::DynMlp;
 use crate::layers::{Conv2d, Dense, Flatten, MaxPool2d};
 use crate::odt_model;
 
@@ -51,3 +52,18 @@ odt_model! {
         }
     }
 }
+
+/// RAM budget of [`FirmwareMlp`] (checked at compile time).
+pub const FIRMWARE_MLP_BUDGET: usize = 32 * 1024;
+
+/// The co-processor firmware's model (odt-app on the boards and in odt-emu): any MLP the blob
+/// describes with at most 256 inputs, hidden layers of at most 64 units, at most 16 classes,
+/// at most 4 Dense layers and 16384 weights, int8 weights with stochastic rounding, batch 1.
+/// Holds the shipped terrain models (102 or 110 inputs, 64-32, 5 classes) and smaller ones
+/// (e.g. 90-48-24-12-4); RAM in [`FirmwareMlp::MEMORY`] (`make mem`).
+pub type FirmwareMlp = DynMlp<256, 64, 16, 3, 16384, 1>;
+
+const _: () = assert!(
+    FirmwareMlp::RAM_BYTES <= FIRMWARE_MLP_BUDGET,
+    "FirmwareMlp: RAM exceeds the configured budget"
+);

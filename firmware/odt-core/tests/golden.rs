@@ -4,14 +4,27 @@
 
 use std::path::PathBuf;
 
+use odt_core::dyn_mlp::DynMlp;
 use odt_core::layers::{AvgPool2d, Conv1d, Conv2d, Dense, Flatten, MaxPool2d};
-use odt_core::{odt_model, BlobError, Hp, TrainConfig, TrainMode};
+use odt_core::models::{TerrainMlp, TerrainMlpHp};
+use odt_core::{odt_model, BlobError, Hp, Limit, TrainConfig, TrainMode};
 use serde_json::Value;
 
 odt_model! { struct MlpI8 { input: 12, batch: 4, weights: i8, budget: 1 << 20,
 layers: { a: Dense<12, 8, true>, b: Dense<8, 6, true>, c: Dense<6, 4, false> } } }
 odt_model! { struct MlpHp { input: 12, batch: 4, weights: Hp, budget: 1 << 20,
 layers: { a: Dense<12, 8, true>, b: Dense<8, 6, true>, c: Dense<6, 4, false> } } }
+odt_model! { struct Mlp4I8 { input: 90, batch: 4, weights: i8, budget: 1 << 20,
+layers: { a: Dense<90, 48, true>, b: Dense<48, 24, true>, c: Dense<24, 12, true>, d: Dense<12, 4, false> } } }
+odt_model! { struct Mlp4Hp { input: 90, batch: 4, weights: Hp, budget: 1 << 20,
+layers: { a: Dense<90, 48, true>, b: Dense<48, 24, true>, c: Dense<24, 12, true>, d: Dense<12, 4, false> } } }
+
+/// A model whose shape comes from the blob, with room for every MLP golden case.
+type Cap = DynMlp<128, 64, 8, 3, 12288, 4>;
+type CapHp = DynMlp<128, 64, 8, 3, 12288, 4, Hp>;
+/// The capacity of `capacity_errors.json`.
+type CapTest = DynMlp<100, 48, 8, 3, 8000, 1>;
+
 odt_model! { struct Conv1dI8 { input: 48, batch: 4, weights: i8, budget: 1 << 20,
 layers: {
     a: Conv1d<16, 3, 4, 3, 1, 1, 16, true>,
@@ -141,7 +154,7 @@ macro_rules! run_case {
             case["final_state_crc32"].as_u64().unwrap(),
             "{name}: state crc"
         );
-        let mut buf = vec![0u8; <$ty>::BLOB_LEN];
+        let mut buf = vec![0u8; 1 << 16];
         let n = m.save_blob(&mut buf).unwrap();
         assert_eq!(
             buf[..n],
@@ -169,7 +182,9 @@ fn golden_training_runs_match_the_python_reference() {
         .collect();
     paths.sort();
     for path in paths {
-        if path.file_name().unwrap() == "blob_errors.json"
+        let file = path.file_name().unwrap();
+        if file == "blob_errors.json"
+            || file == "capacity_errors.json"
             || path.extension().is_none_or(|e| e != "json")
         {
             continue;
@@ -179,8 +194,34 @@ fn golden_training_runs_match_the_python_reference() {
             case["arch"].as_str().unwrap(),
             case["storage"].as_str().unwrap(),
         ) {
-            ("mlp", "i8") => run_case!(MlpI8, &case),
-            ("mlp", "i16") => run_case!(MlpHp, &case),
+            ("mlp", "i8") => {
+                run_case!(MlpI8, &case);
+                run_case!(Cap, &case);
+            }
+            ("mlp", "i16") => {
+                run_case!(MlpHp, &case);
+                run_case!(CapHp, &case);
+            }
+            ("terrain", "i8") => {
+                run_case!(TerrainMlp, &case);
+                run_case!(Cap, &case);
+                run_case!(odt_core::models::FirmwareMlp, &case);
+            }
+            ("terrain", "i16") => {
+                run_case!(TerrainMlpHp, &case);
+                run_case!(CapHp, &case);
+            }
+            ("mlp4", "i8") => {
+                run_case!(Mlp4I8, &case);
+                run_case!(Cap, &case);
+                if case["config"]["batch"] == 1 {
+                    run_case!(odt_core::models::FirmwareMlp, &case);
+                }
+            }
+            ("mlp4", "i16") => {
+                run_case!(Mlp4Hp, &case);
+                run_case!(CapHp, &case);
+            }
             ("conv1d", "i8") => run_case!(Conv1dI8, &case),
             ("conv1d", "i16") => run_case!(Conv1dHp, &case),
             ("conv2d", "i8") => run_case!(Conv2dI8, &case),
@@ -189,7 +230,7 @@ fn golden_training_runs_match_the_python_reference() {
         }
         n += 1;
     }
-    assert!(n >= 8, "only {n} golden cases found");
+    assert!(n >= 13, "only {n} golden cases found");
 }
 
 #[test]
@@ -205,18 +246,98 @@ fn golden_blob_errors_match_the_python_reference() {
         let blob = hex(case["blob_hex"].as_str().unwrap());
         let mut m = Box::new(MlpI8::new());
         let err = m.load_blob(&blob).expect_err(name);
-        let kind = match err {
-            BlobError::Truncated => "Truncated",
-            BlobError::BadMagic => "BadMagic",
-            BlobError::UnsupportedVersion => "UnsupportedVersion",
-            BlobError::BadCrc => "BadCrc",
-            BlobError::ArchMismatch { .. } => "ArchMismatch",
-            BlobError::BadQuant { .. } => "BadQuant",
-            BlobError::TrailingBytes => "TrailingBytes",
-            BlobError::BufferTooSmall => "BufferTooSmall",
-        };
-        assert_eq!(kind, case["error"].as_str().unwrap(), "{name}");
+        assert_eq!(error_name(err), case["error"].as_str().unwrap(), "{name}");
         // A rejected blob leaves the model untouched.
         assert_eq!(m.infer(&[0; 12]), Err(odt_core::Error::NotLoaded), "{name}");
+        // A model whose shape comes from the blob reports the same error, except that a valid
+        // blob of another MLP shape (a descriptor mismatch for the fixed type) loads.
+        let mut c = Box::new(Cap::new());
+        let layer = case["layer"].as_u64();
+        if case["error"] == "ArchMismatch" && layer != Some(255) {
+            c.load_blob(&blob).expect(name);
+        } else {
+            assert_eq!(c.load_blob(&blob), Err(err), "{name} (shape from the blob)");
+        }
+    }
+}
+
+fn error_name(e: BlobError) -> &'static str {
+    match e {
+        BlobError::Truncated => "Truncated",
+        BlobError::BadMagic => "BadMagic",
+        BlobError::UnsupportedVersion => "UnsupportedVersion",
+        BlobError::BadCrc => "BadCrc",
+        BlobError::ArchMismatch { .. } => "ArchMismatch",
+        BlobError::BadQuant { .. } => "BadQuant",
+        BlobError::TrailingBytes => "TrailingBytes",
+        BlobError::BufferTooSmall => "BufferTooSmall",
+        BlobError::UnsupportedLayer { .. } => "UnsupportedLayer",
+        BlobError::OverCapacity { .. } => "OverCapacity",
+    }
+}
+
+#[test]
+fn golden_capacity_errors_match_the_python_reference() {
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("capacity_errors.json")).unwrap(),
+    )
+    .unwrap();
+    let cap = &file["capacity"];
+    let want = [
+        ("max_inputs", CapTest::MAX_INPUTS),
+        ("max_width", CapTest::MAX_WIDTH),
+        ("max_classes", CapTest::MAX_OUTPUTS),
+        ("max_dense", CapTest::MAX_DENSE),
+        ("max_weights", CapTest::MAX_PARAMS_WEIGHTS),
+    ];
+    for (k, v) in want {
+        assert_eq!(cap[k].as_u64().unwrap() as usize, v, "capacity {k}");
+    }
+    let cases = file["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let blob = hex(case["blob_hex"].as_str().unwrap());
+        let mut m = Box::new(CapTest::new());
+        let got = m.load_blob(&blob);
+        let limit = |s: &str| match s {
+            "Inputs" => Limit::Inputs,
+            "Width" => Limit::Width,
+            "Classes" => Limit::Classes,
+            "Depth" => Limit::Depth,
+            "Weights" => Limit::Weights,
+            other => panic!("limit {other}"),
+        };
+        let u = |k: &str| case[k].as_u64().unwrap();
+        let want = match case["error"].as_str() {
+            None => Ok(()),
+            Some("OverCapacity") => Err(BlobError::OverCapacity {
+                limit: limit(case["limit"].as_str().unwrap()),
+                got: u("got") as u32,
+                max: u("max") as u32,
+            }),
+            Some("UnsupportedLayer") => Err(BlobError::UnsupportedLayer {
+                layer: u("layer") as u8,
+                kind: u("kind") as u8,
+            }),
+            Some("ArchMismatch") => Err(BlobError::ArchMismatch {
+                layer: u("layer") as u8,
+            }),
+            Some("BadQuant") => Err(BlobError::BadQuant {
+                layer: u("layer") as u8,
+            }),
+            Some(other) => {
+                assert_eq!(got.map_err(error_name), Err(other), "{name}");
+                continue;
+            }
+        };
+        assert_eq!(got, want, "{name}");
+        if got.is_err() {
+            assert_eq!(m.infer(&[0; 4]), Err(odt_core::Error::NotLoaded), "{name}");
+        } else {
+            let mut again = vec![0u8; CapTest::MAX_BLOB_LEN];
+            let n = m.save_blob(&mut again).unwrap();
+            assert_eq!(again[..n], blob[..], "{name}: saved blob");
+        }
     }
 }

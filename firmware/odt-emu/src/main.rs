@@ -1,5 +1,6 @@
-//! `odt-emu`: the terrain_odt co-processor firmware (`odt-app` with `TerrainMlp`) running on the
-//! host behind a pseudo-terminal, stdin/stdout or TCP, with a UART's pace and injected faults.
+//! `odt-emu`: the terrain_odt co-processor firmware (`odt-app` with `FirmwareMlp`, the MLP whose
+//! shape comes from the blob) running on the host behind a pseudo-terminal, stdin/stdout or TCP,
+//! with a UART's pace and injected faults.
 //!
 //! ```text
 //! odt-emu                       # prints "PTY /dev/pts/N", serve until SIGTERM/SIGINT
@@ -24,16 +25,27 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use odt_app::{App, AppConfig, BootSource, Transport};
-use odt_core::models::TerrainMlp;
+use odt_core::models::FirmwareMlp;
 
 use crate::flash::FileFlash;
 use crate::link::{Input, Link};
 use crate::wire::{Faults, Pace, Rng};
 
-/// Blob buffer of the emulated firmware: exactly the model's blob.
-const BLOB_BUF: usize = TerrainMlp::BLOB_LEN;
+/// Blob buffer of the emulated firmware: the longest blob the model can load.
+const BLOB_BUF: usize = FirmwareMlp::MAX_BLOB_LEN;
 
-/// Emulate the terrain_odt co-processor (the odt-app firmware with the TerrainMlp model).
+const _: () = assert!(
+    BLOB_BUF + odt_app::storage::SLOT_HEADER <= flash::SLOT_LEN
+        && BLOB_BUF <= flash::PRETRAINED_LEN,
+    "the emulated flash regions must hold the largest blob"
+);
+
+/// The shape of the synthetic model used without `--model` (the shipped terrain classifier's).
+const SYNTHETIC_SHAPE: [usize; 4] = [102, 64, 32, 5];
+
+/// Emulate the terrain_odt co-processor (the odt-app firmware with its model, an MLP whose shape
+/// comes from the blob: up to 256 inputs, hidden layers of up to 64 units, 16 classes, 4 Dense
+/// layers, 16384 weights).
 ///
 /// By default the emulator opens a pseudo-terminal, prints `PTY /dev/pts/N` as the first line on
 /// stdout and serves the link protocol (docs/protocol.md) on it until SIGTERM or SIGINT; the host
@@ -77,8 +89,9 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     flash: Option<PathBuf>,
 
-    /// Pretrained model blob (FORMAT.md, TerrainMlp architecture) written to the pretrained
-    /// region at start. Without it a synthetic model (init_random(1)) is used.
+    /// Pretrained model blob (FORMAT.md: an MLP within the firmware's capacity) written to the
+    /// pretrained region at start. Without it a synthetic 102-64-32-5 model (init_random(1)) is
+    /// used. A blob the firmware cannot load is refused (exit status 2, the reason on stderr).
     #[arg(long, value_name = "BLOB")]
     model: Option<PathBuf>,
 
@@ -276,19 +289,20 @@ fn pretrained_blob(args: &Args) -> Result<Vec<u8>, String> {
         Some(path) => {
             let blob =
                 std::fs::read(path).map_err(|e| format!("--model {}: {e}", path.display()))?;
-            let mut probe = Box::new(TerrainMlp::new());
+            let mut probe = Box::new(FirmwareMlp::new());
             probe.load_blob(&blob).map_err(|e| {
                 format!(
-                    "--model {}: not a valid TerrainMlp blob ({e:?})",
+                    "--model {}: not a valid model blob for this firmware: {e} ({e:?})",
                     path.display()
                 )
             })?;
             Ok(blob)
         }
         None => {
-            let mut m = Box::new(TerrainMlp::new());
-            m.init_random(1);
-            let mut blob = vec![0u8; TerrainMlp::BLOB_LEN];
+            let mut m = Box::new(FirmwareMlp::new());
+            m.init_random_mlp(&SYNTHETIC_SHAPE, 1)
+                .map_err(|e| format!("synthetic model: {e}"))?;
+            let mut blob = vec![0u8; FirmwareMlp::MAX_BLOB_LEN];
             let n = m
                 .save_blob(&mut blob)
                 .map_err(|e| format!("synthetic model: {e:?}"))?;
@@ -296,6 +310,20 @@ fn pretrained_blob(args: &Args) -> Result<Vec<u8>, String> {
             Ok(blob)
         }
     }
+}
+
+/// `102-64-32-5` for a blob the firmware accepts.
+fn shape_text(blob: &[u8]) -> String {
+    let mut m = Box::new(FirmwareMlp::new());
+    if m.load_blob(blob).is_err() {
+        return "?".into();
+    }
+    let s = m.shape();
+    s.widths[..=s.layers]
+        .iter()
+        .map(|w| w.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -328,10 +356,16 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("stdout: {e}"))?;
     }
     log(&format!(
-        "TerrainMlp ({} inputs, {} classes, blob {} bytes), {}, baud {}, corrupt {} drop {} reset {} seed {}",
-        TerrainMlp::INPUT_LEN,
-        TerrainMlp::OUTPUT_LEN,
+        "MLP {} (blob {} bytes; firmware capacity {} inputs, {}-unit hidden layers, {} classes, \
+         {} Dense layers, {} weights, model RAM {} B), {}, baud {}, corrupt {} drop {} reset {} seed {}",
+        shape_text(&blob),
         blob.len(),
+        FirmwareMlp::MAX_INPUTS,
+        FirmwareMlp::MAX_WIDTH,
+        FirmwareMlp::MAX_OUTPUTS,
+        FirmwareMlp::MAX_DENSE,
+        FirmwareMlp::MAX_PARAMS_WEIGHTS,
+        FirmwareMlp::RAM_BYTES,
         match &args.model {
             Some(p) => format!("pretrained {}", p.display()),
             None => "synthetic pretrained model".into(),
@@ -360,12 +394,12 @@ fn run(args: Args) -> Result<(), String> {
         frames: 0,
         resets: 0,
     };
-    let cfg = AppConfig::new(TerrainMlp::BATCH as u8);
-    let mut model = Box::new(TerrainMlp::new());
+    let cfg = AppConfig::new(FirmwareMlp::BATCH as u8);
+    let mut model = Box::new(FirmwareMlp::new());
     let mut transport = EmuTransport::default();
     loop {
         // Power on: the model's RAM starts zeroed, the firmware boots from flash.
-        *model = TerrainMlp::new();
+        *model = FirmwareMlp::new();
         let app = Firmware::new(&mut *model, transport, flash, cfg)
             .map_err(|e| format!("boot: {e:?}"))?;
         let boot = app.boot_info();

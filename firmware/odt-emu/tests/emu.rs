@@ -227,10 +227,165 @@ fn model_argument_sets_the_pretrained_model_and_bad_ones_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("not a valid TerrainMlp blob (BadCrc)"),
+        err.contains("not a valid model blob for this firmware: CRC mismatch"),
         "{err}"
     );
     let _ = std::fs::remove_file(&path);
+}
+
+/// A blob of an MLP with these widths (synthetic weights), from a model with room for it.
+fn mlp_blob(widths: &[usize], seed: u32) -> Vec<u8> {
+    let mut m = Box::new(odt_core::DynMlp::<512, 128, 32, 4, 65536, 1>::new());
+    m.init_random_mlp(widths, seed).unwrap();
+    let mut b = vec![0u8; 1 << 17];
+    let n = m.save_blob(&mut b).unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn model_over_the_firmware_capacity_is_refused_with_the_reason() {
+    for (widths, reason) in [
+        (&[300, 16, 4][..], "300 inputs > capacity 256"),
+        (&[20, 80, 4], "80 units in a hidden layer > capacity 64"),
+        (&[20, 16, 20], "20 classes > capacity 16"),
+        (&[20, 8, 8, 8, 8, 4], "5 Dense layers > capacity 4"),
+        (&[256, 64, 64, 4], "20736 weights > capacity 16384"),
+    ] {
+        let path = tmp(&format!("big{}.odtm", widths[0]));
+        std::fs::write(&path, mlp_blob(widths, 1)).unwrap();
+        let out = Command::new(EMU)
+            .args(["--stdio", "--model", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{widths:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "not a valid model blob for this firmware: {reason}"
+            )),
+            "{widths:?}: {err}"
+        );
+        assert!(out.stdout.is_empty());
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// The golden training runs of the Python reference (batch 1, the firmware's capacity), replayed
+/// over the emulated link: INFO reports the blob's shape, every acknowledgement carries the
+/// reference's prediction and loss, and the downloaded model is the reference's final blob.
+#[test]
+fn golden_runs_of_two_shapes_over_the_link_match_the_python_reference() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../odt-core/golden");
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    for name in ["terrain_i8_all", "terrain_topk", "mlp4_i8_all"] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap();
+        let case: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let blob = hex(case["blob_hex"].as_str().unwrap());
+        let path = tmp(&format!("{name}.odtm"));
+        std::fs::write(&path, &blob).unwrap();
+        let c = &case["config"];
+        let modes: Vec<u8> = c["modes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| match m.as_str().unwrap() {
+                "frozen" => 0,
+                "bias" => 1,
+                _ => 2,
+            })
+            .collect();
+        let mut input = wire(0, &Request::Hello { next_train_seq: 0 });
+        input.extend(wire(
+            1,
+            &Request::SetParams(odt_proto::SetParams {
+                enabled: 1,
+                lr_m: c["lr_m"].as_u64().unwrap() as u16,
+                lr_e: c["lr_e"].as_i64().unwrap() as i8,
+                batch: c["batch"].as_u64().unwrap() as u8,
+                topk_min: c["topk_min"].as_u64().map_or(0xFF, |k| k as u8),
+                modes: &modes,
+                seed: c["seed"].as_u64().unwrap() as u32,
+            }),
+        ));
+        let steps = case["steps"].as_array().unwrap();
+        let xs: Vec<Vec<i8>> = steps
+            .iter()
+            .map(|st| {
+                st["x"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap() as i8)
+                    .collect()
+            })
+            .collect();
+        for (i, (st, x)) in steps.iter().zip(&xs).enumerate() {
+            input.extend(wire(
+                i as u16,
+                &Request::Train {
+                    label: st["label"].as_u64().unwrap() as u8,
+                    features: x,
+                },
+            ));
+        }
+        let final_blob = hex(case["final_blob_hex"].as_str().unwrap());
+        let chunks = final_blob.len().div_ceil(512);
+        for k in 0..chunks {
+            input.extend(wire(
+                2 + k as u16,
+                &Request::Download {
+                    offset: (k * 512) as u32,
+                    max_len: 512,
+                },
+            ));
+        }
+        let (ok, out) = stdio_run(&["--model", path.to_str().unwrap()], &input);
+        assert!(ok, "{name}");
+        let ps = packets(&out);
+        assert_eq!(ps.len(), 2 + steps.len() + chunks, "{name}");
+        let i0 = info(&ps[0]);
+        let x_len = xs[0].len();
+        let classes = steps[0]["logits"].as_array().unwrap().len();
+        assert_eq!(
+            (i0.input_len as usize, i0.classes as usize),
+            (x_len, classes),
+            "{name}"
+        );
+        assert_eq!(
+            i0.model_ram as usize,
+            odt_core::models::FirmwareMlp::RAM_BYTES
+        );
+        assert_eq!(decode_response(&ps[1]).unwrap().1, Response::Ok, "{name}");
+        for (i, st) in steps.iter().enumerate() {
+            let Response::TrainAck(a) = decode_response(&ps[2 + i]).unwrap().1 else {
+                panic!("{name} step {i}")
+            };
+            assert_eq!(
+                (a.pred as u64, a.loss_q15 as i64),
+                (
+                    st["pred"].as_u64().unwrap(),
+                    st["loss_q15"].as_i64().unwrap()
+                ),
+                "{name} step {i}"
+            );
+        }
+        let mut got = vec![];
+        for p in &ps[2 + steps.len()..] {
+            let Response::DownloadData { data, .. } = decode_response(p).unwrap().1 else {
+                panic!("{name}: download")
+            };
+            got.extend_from_slice(data);
+        }
+        assert_eq!(got, final_blob, "{name}: final blob");
+        let _ = std::fs::remove_file(&path);
+    }
 }
 
 #[test]

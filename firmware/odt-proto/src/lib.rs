@@ -39,8 +39,9 @@ pub mod packet;
 
 pub use frame::{encode_frame, FrameDecoder, FrameError, PacketDecoder};
 pub use msg::{
-    msg_type, DecodeError, ErrorCode, ErrorMsg, Info, Message, Request, Response, Scores,
-    SetParams, Stats, TrainAck, ACK_APPLIED, ACK_DISABLED, ACK_DUP, PRED_UNKNOWN,
+    frag_bitmap_len, frag_geometry_ok, frag_units, msg_type, DecodeError, ErrorCode, ErrorMsg,
+    Info, Message, Request, Response, Scores, SetParams, Stats, TrainAck, ACK_APPLIED,
+    ACK_DISABLED, ACK_DUP, PRED_UNKNOWN,
 };
 pub use packet::Packet;
 
@@ -60,6 +61,11 @@ pub const MAX_PACKET: usize = MAX_PAYLOAD + OVERHEAD;
 pub const MAX_FRAME: usize = cobs::max_encoded_len(MAX_PACKET) + 1;
 /// Largest `UPLOAD_CHUNK` / `DOWNLOAD_DATA` data.
 pub const MAX_CHUNK: usize = 512;
+/// Features per unit of a fragmented training sample (`TRAIN_FRAG`, `FRAG_ACK`): fragments
+/// start at a multiple of it and cover whole units.
+pub const FRAG_UNIT: usize = 16;
+/// Largest `FRAG_ACK` bitmap: 256 units, samples of up to 4096 features.
+pub const MAX_FRAG_BITMAP: usize = 32;
 /// Sequence number of an `ERROR` about a frame whose header did not survive.
 pub const SEQ_NONE: u16 = 0xFFFF;
 

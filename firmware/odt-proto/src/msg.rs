@@ -2,7 +2,7 @@
 //! co-processor, their payload encodings and decodings. Decoded messages borrow from the packet
 //! buffer (no copies, no heap); encoders write into caller-provided buffers.
 
-use crate::{EncodeError, MAX_CHUNK};
+use crate::{EncodeError, FRAG_UNIT, MAX_CHUNK, MAX_FRAG_BITMAP};
 
 /// Message type bytes.
 pub mod msg_type {
@@ -30,6 +30,9 @@ pub mod msg_type {
     pub const UPLOAD_END: u8 = 0x0B;
     /// Read a piece of the current model's blob; answered by `DOWNLOAD_DATA`.
     pub const DOWNLOAD: u8 = 0x0C;
+    /// A fragment of one training sample; answered by `FRAG_ACK`, or by `TRAIN_ACK` once the
+    /// sample is complete (or was applied before).
+    pub const TRAIN_FRAG: u8 = 0x0D;
     /// Error response.
     pub const ERROR: u8 = 0x7F;
     /// Response to `HELLO`.
@@ -44,6 +47,8 @@ pub mod msg_type {
     pub const OK: u8 = 0x85;
     /// Response to `DOWNLOAD`.
     pub const DOWNLOAD_DATA: u8 = 0x8C;
+    /// Response to a `TRAIN_FRAG` that left its sample incomplete: the units held.
+    pub const FRAG_ACK: u8 = 0x8D;
 
     /// The doc's name of a message type (`STATS` for both 0x04 and 0x84).
     pub const fn name(t: u8) -> Option<&'static str> {
@@ -60,12 +65,14 @@ pub mod msg_type {
             UPLOAD_CHUNK => "UPLOAD_CHUNK",
             UPLOAD_END => "UPLOAD_END",
             DOWNLOAD => "DOWNLOAD",
+            TRAIN_FRAG => "TRAIN_FRAG",
             ERROR => "ERROR",
             INFO => "INFO",
             TRAIN_ACK => "TRAIN_ACK",
             PREDICTION => "PREDICTION",
             OK => "OK",
             DOWNLOAD_DATA => "DOWNLOAD_DATA",
+            FRAG_ACK => "FRAG_ACK",
             _ => return None,
         })
     }
@@ -281,6 +288,47 @@ pub enum Request<'a> {
         /// Most bytes wanted (at most [`MAX_CHUNK`]).
         max_len: u16,
     },
+    /// `TRAIN_FRAG`: a piece of one labelled sample (`docs/protocol.md` §2.1). The decoder
+    /// checks the fragment's geometry against `total` ([`frag_geometry_ok`]); the application
+    /// checks `total` against the model's input length.
+    TrainFrag {
+        /// Class label of the whole sample.
+        label: u8,
+        /// Features of the whole sample (the model's input length).
+        total: u16,
+        /// Offset of `data` in the sample, a multiple of [`FRAG_UNIT`].
+        offset: u16,
+        /// Whole units of the sample (the last unit may be short), at least one byte.
+        data: &'a [i8],
+    },
+}
+
+/// Units of [`FRAG_UNIT`] features of a sample of `total` features (the last may be short).
+pub const fn frag_units(total: usize) -> usize {
+    total.div_ceil(FRAG_UNIT)
+}
+
+/// Bytes of a `FRAG_ACK` bitmap for a sample of `total` features (at least 1).
+pub const fn frag_bitmap_len(total: usize) -> usize {
+    let n = frag_units(total).div_ceil(8);
+    if n == 0 {
+        1
+    } else {
+        n
+    }
+}
+
+/// Whether a fragment of `len` features at `offset` covers whole units of a sample of `total`
+/// features: `offset` a multiple of [`FRAG_UNIT`], `1 ≤ len`, `offset + len ≤ total`, `len` a
+/// multiple of the unit unless the fragment ends the sample, and a bitmap of at most
+/// [`MAX_FRAG_BITMAP`] bytes.
+pub const fn frag_geometry_ok(total: usize, offset: usize, len: usize) -> bool {
+    let end = offset + len;
+    len >= 1
+        && offset.is_multiple_of(FRAG_UNIT)
+        && end <= total
+        && (len.is_multiple_of(FRAG_UNIT) || end == total)
+        && frag_bitmap_len(total) <= MAX_FRAG_BITMAP
 }
 
 impl<'a> Request<'a> {
@@ -360,6 +408,24 @@ impl<'a> Request<'a> {
                     max_len: r.u16(),
                 }
             }
+            t::TRAIN_FRAG => {
+                if payload.len() < 6 {
+                    return Err(bad());
+                }
+                let label = r.u8();
+                let total = r.u16();
+                let offset = r.u16();
+                let data = as_i8(r.rest());
+                if !frag_geometry_ok(total as usize, offset as usize, data.len()) {
+                    return Err(bad());
+                }
+                Request::TrainFrag {
+                    label,
+                    total,
+                    offset,
+                    data,
+                }
+            }
             other => return Err(DecodeError::UnknownType(other)),
         })
     }
@@ -381,6 +447,7 @@ impl Message for Request<'_> {
             Request::UploadChunk { .. } => t::UPLOAD_CHUNK,
             Request::UploadEnd => t::UPLOAD_END,
             Request::Download { .. } => t::DOWNLOAD,
+            Request::TrainFrag { .. } => t::TRAIN_FRAG,
         }
     }
 
@@ -393,6 +460,7 @@ impl Message for Request<'_> {
             Request::UploadBegin { .. } => 8,
             Request::UploadChunk { data, .. } => 4 + data.len(),
             Request::Download { .. } => 6,
+            Request::TrainFrag { data, .. } => 5 + data.len(),
             Request::Stats
             | Request::Save
             | Request::Restore
@@ -434,6 +502,17 @@ impl Message for Request<'_> {
             Request::Download { offset, max_len } => {
                 w.u32(offset)?;
                 w.u16(max_len)?;
+            }
+            Request::TrainFrag {
+                label,
+                total,
+                offset,
+                data,
+            } => {
+                w.u8(label)?;
+                w.u16(total)?;
+                w.u16(offset)?;
+                w.i8s(data)?;
             }
             Request::Stats
             | Request::Save
@@ -696,6 +775,14 @@ pub enum Response<'a> {
         /// At most [`MAX_CHUNK`] bytes.
         data: &'a [u8],
     },
+    /// `FRAG_ACK`: a `TRAIN_FRAG` was taken, its sample is still incomplete.
+    FragAck {
+        /// `offset` of the `TRAIN_FRAG` answered.
+        offset: u16,
+        /// Units of the sample held now: bit `u % 8` of byte `u / 8` is unit `u` (features
+        /// `16u .. 16u + 16`); [`frag_bitmap_len`] bytes, 1 to [`MAX_FRAG_BITMAP`].
+        held: &'a [u8],
+    },
     /// `ERROR`.
     Error(ErrorMsg),
 }
@@ -772,6 +859,15 @@ impl<'a> Response<'a> {
                     data: r.rest(),
                 }
             }
+            t::FRAG_ACK => {
+                if payload.len() < 3 || payload.len() > 2 + MAX_FRAG_BITMAP {
+                    return Err(bad());
+                }
+                Response::FragAck {
+                    offset: r.u16(),
+                    held: r.rest(),
+                }
+            }
             t::ERROR => {
                 expect_len(payload, 3)?;
                 Response::Error(ErrorMsg {
@@ -794,6 +890,7 @@ impl Message for Response<'_> {
             Response::Stats(_) => t::STATS_REPLY,
             Response::Ok => t::OK,
             Response::DownloadData { .. } => t::DOWNLOAD_DATA,
+            Response::FragAck { .. } => t::FRAG_ACK,
             Response::Error(_) => t::ERROR,
         }
     }
@@ -806,6 +903,7 @@ impl Message for Response<'_> {
             Response::Stats(_) => 42,
             Response::Ok => 0,
             Response::DownloadData { data, .. } => 8 + data.len(),
+            Response::FragAck { held, .. } => 2 + held.len(),
             Response::Error(_) => 3,
         }
     }
@@ -868,6 +966,13 @@ impl Message for Response<'_> {
                 w.u32(total_len)?;
                 w.u32(offset)?;
                 w.bytes(data)?;
+            }
+            Response::FragAck { offset, held } => {
+                if held.is_empty() || held.len() > MAX_FRAG_BITMAP {
+                    return Err(EncodeError::FieldTooLong);
+                }
+                w.u16(offset)?;
+                w.bytes(held)?;
             }
             Response::Error(e) => {
                 w.u8(e.code.to_u8())?;

@@ -60,6 +60,18 @@ fn requests<'a>(f: &'a [i8], modes: &'a [u8], data: &'a [u8]) -> Vec<Request<'a>
             offset: 1024,
             max_len: 512,
         },
+        Request::TrainFrag {
+            label: 2,
+            total: f.len() as u16,
+            offset: 16,
+            data: &f[16..48],
+        },
+        Request::TrainFrag {
+            label: 2,
+            total: f.len() as u16,
+            offset: 96,
+            data: &f[96..],
+        },
     ]
 }
 
@@ -98,6 +110,14 @@ fn responses<'a>(scores: &'a [u16], data: &'a [u8]) -> Vec<Response<'a>> {
             total_len: 10480,
             offset: 0,
             data,
+        },
+        Response::FragAck {
+            offset: 32,
+            held: &[0b0101_0011],
+        },
+        Response::FragAck {
+            offset: 0,
+            held: &[0xFF; MAX_FRAG_BITMAP],
         },
         Response::Error(ErrorMsg::new(ErrorCode::OutOfOrder, 17)),
     ]
@@ -211,6 +231,95 @@ fn payload_length_rules() {
 }
 
 #[test]
+fn fragment_geometry() {
+    use msg_type as t;
+    assert_eq!(frag_units(102), 7);
+    assert_eq!(frag_units(96), 6);
+    assert_eq!(frag_bitmap_len(102), 1);
+    assert_eq!(frag_bitmap_len(128), 1);
+    assert_eq!(frag_bitmap_len(129), 2);
+    assert_eq!(frag_bitmap_len(0), 1);
+    assert_eq!(frag_bitmap_len(4096), MAX_FRAG_BITMAP);
+    // Whole units; only the last may be short.
+    assert!(frag_geometry_ok(102, 0, 16));
+    assert!(frag_geometry_ok(102, 0, 102));
+    assert!(frag_geometry_ok(102, 96, 6));
+    assert!(frag_geometry_ok(102, 64, 38));
+    assert!(!frag_geometry_ok(102, 96, 5)); // does not end the sample
+    assert!(!frag_geometry_ok(102, 96, 7)); // past the end
+    assert!(!frag_geometry_ok(102, 8, 16)); // misaligned
+    assert!(!frag_geometry_ok(102, 0, 15));
+    assert!(!frag_geometry_ok(102, 0, 0));
+    assert!(!frag_geometry_ok(0, 0, 1));
+    assert!(!frag_geometry_ok(4097, 4096, 1)); // bitmap too long
+    let frag = |total: u16, offset: u16, n: usize| {
+        let mut p = vec![3u8];
+        p.extend(total.to_le_bytes());
+        p.extend(offset.to_le_bytes());
+        p.extend(vec![0x80u8; n]);
+        p
+    };
+    let bad =
+        |p: &[u8]| Request::decode(t::TRAIN_FRAG, p) == Err(DecodeError::BadLength(p.len() as u16));
+    assert!(bad(&frag(102, 0, 0)));
+    assert!(bad(&frag(102, 0, 0)[..4]));
+    assert!(bad(&frag(102, 8, 16)));
+    assert!(bad(&frag(102, 96, 16)));
+    assert!(bad(&frag(20, 0, 17)));
+    assert_eq!(
+        Request::decode(t::TRAIN_FRAG, &frag(102, 96, 6)),
+        Ok(Request::TrainFrag {
+            label: 3,
+            total: 102,
+            offset: 96,
+            data: &[-128; 6]
+        })
+    );
+    // FRAG_ACK: offset and 1 to MAX_FRAG_BITMAP bitmap bytes.
+    assert_eq!(
+        Response::decode(t::FRAG_ACK, &[0, 0]),
+        Err(DecodeError::BadLength(2))
+    );
+    assert_eq!(
+        Response::decode(t::FRAG_ACK, &[0; 3 + MAX_FRAG_BITMAP]),
+        Err(DecodeError::BadLength(3 + MAX_FRAG_BITMAP as u16))
+    );
+    assert_eq!(
+        Response::decode(t::FRAG_ACK, &[16, 0, 0x7F]),
+        Ok(Response::FragAck {
+            offset: 16,
+            held: &[0x7F]
+        })
+    );
+    let mut p = [0u8; MAX_PACKET];
+    let r = Response::FragAck {
+        offset: 0,
+        held: &[],
+    };
+    assert_eq!(encode_packet(0, &r, &mut p), Err(EncodeError::FieldTooLong));
+    assert_eq!(msg_type::name(t::TRAIN_FRAG), Some("TRAIN_FRAG"));
+    assert_eq!(msg_type::name(t::FRAG_ACK), Some("FRAG_ACK"));
+}
+
+/// A 16-feature fragment costs 31 bytes on the wire, its `FRAG_ACK` (102 features) 13.
+#[test]
+fn fragment_costs() {
+    let f = [1i8; 16];
+    let r = Request::TrainFrag {
+        label: 1,
+        total: 102,
+        offset: 16,
+        data: &f,
+    };
+    assert_eq!(wire(1, &r).len(), 31);
+    let a = Response::FragAck {
+        offset: 16,
+        held: &[0b11],
+    };
+    assert_eq!(wire(1, &a).len(), 13);
+}
+
+#[test]
 fn encoder_limits() {
     let data = [0u8; MAX_CHUNK + 1];
     let mut p = [0u8; MAX_PACKET];
@@ -288,7 +397,7 @@ fn train_sample_costs_111_bytes_for_100_features() {
 fn arb_request() -> impl Strategy<Value = (u16, u8, Vec<u8>, u32, u16)> {
     (
         any::<u16>(),
-        0u8..12,
+        0u8..13,
         proptest::collection::vec(any::<u8>(), 0..600),
         any::<u32>(),
         any::<u16>(),
@@ -317,7 +426,21 @@ proptest! {
             8 => Request::Save,
             9 => Request::Restore,
             10 => Request::ResetPretrained,
-            _ => Request::UploadEnd,
+            11 => Request::UploadEnd,
+            _ => {
+                // A fragment of whole units of a sample of `total` features.
+                let total = 1 + y as usize % 1023;
+                let start = (x as usize % frag_units(total)) * FRAG_UNIT;
+                let room = total - start;
+                let len = if f.len() >= room { room } else { f.len() / FRAG_UNIT * FRAG_UNIT };
+                if len == 0 {
+                    Request::Stats
+                } else {
+                    Request::TrainFrag {
+                        label: x as u8, total: total as u16, offset: start as u16, data: &f[..len],
+                    }
+                }
+            }
         };
         let w = wire(seq, &r);
         prop_assert!(w.len() <= MAX_FRAME);
@@ -328,7 +451,7 @@ proptest! {
     }
 
     #[test]
-    fn responses_round_trip(seq in any::<u16>(), which in 0u8..7, x in any::<u32>(),
+    fn responses_round_trip(seq in any::<u16>(), which in 0u8..8, x in any::<u32>(),
                             bytes in proptest::collection::vec(any::<u8>(), 0..=MAX_CHUNK)) {
         let scores: Vec<u16> = bytes.iter().take(255).map(|&b| (b as u16) << 7).collect();
         let r = match which {
@@ -338,6 +461,9 @@ proptest! {
             3 => Response::Stats(Stats { loss_ema_q15: x, frame_errors: !x, ..Default::default() }),
             4 => Response::Ok,
             5 => Response::DownloadData { total_len: x, offset: !x, data: &bytes },
+            6 if !bytes.is_empty() => Response::FragAck {
+                offset: x as u16, held: &bytes[..bytes.len().min(MAX_FRAG_BITMAP)] },
+            6 => Response::Ok,
             _ => Response::Error(ErrorMsg::new(ErrorCode::from_u8(x as u8), (x >> 8) as u16)),
         };
         let w = wire(seq, &r);

@@ -11,7 +11,8 @@
 //! The partition is [`PARTITION_LEN`] = 256 KiB: `partitions.csv` of each board crate places it
 //! at flash offset `0x110000`, so the absolute addresses are `0x110000` (boot record),
 //! `0x120000` / `0x130000` (slots) and `0x140000` (pretrained).
-//! A 64 KiB region holds any blob up to 64 KiB − 16 bytes; `TerrainMlp`'s blob is far smaller.
+//! A 64 KiB region holds any blob up to 64 KiB − 16 bytes; the largest blob `FirmwareMlp` can
+//! load (`MAX_BLOB_LEN`, about 19.4 KiB) is far smaller.
 
 use odt_app::Region;
 
@@ -68,8 +69,10 @@ mod tests {
     }
 
     #[test]
-    fn terrain_mlp_fits_a_slot() {
-        let need = odt_core::models::TerrainMlp::BLOB_LEN + odt_app::storage::SLOT_HEADER;
+    fn every_firmware_model_fits_a_slot_and_the_pretrained_region() {
+        let need = odt_core::models::FirmwareMlp::MAX_BLOB_LEN + odt_app::storage::SLOT_HEADER;
         assert!(need as u32 <= region(Region::Slot0).1);
+        assert!(need as u32 <= region(Region::Slot1).1);
+        assert!(odt_core::models::FirmwareMlp::MAX_BLOB_LEN as u32 <= region(Region::Pretrained).1);
     }
 }

@@ -5,7 +5,7 @@ use odt_app::storage::{self, SLOT_HEADER};
 use odt_app::{App, AppConfig, BootSource, Flash, Region, Transport};
 use odt_board_common::layout::{self, PARTITION_LEN, PARTITION_OFFSET, SECTOR};
 use odt_board_common::{FlashError, PartitionFlash, PretrainedSource, RawFlash};
-use odt_core::models::TerrainMlp;
+use odt_core::models::{FirmwareMlp, TerrainMlp};
 use odt_core::Model;
 use odt_proto::{
     decode_response, encode_message, PacketDecoder, Request, Response, MAX_FRAME, MAX_PACKET,
@@ -204,7 +204,7 @@ fn saves_alternate_slots_and_survive_a_reboot() {
     let [newest, older] = storage::valid_slots(&mut f).unwrap();
     let (newest, older) = (newest.unwrap(), older.unwrap());
     assert_eq!(newest.generation, s2.generation);
-    let mut buf = vec![0u8; TerrainMlp::BLOB_LEN];
+    let mut buf = vec![0u8; FirmwareMlp::MAX_BLOB_LEN];
     assert_eq!(
         storage::read_slot(&mut f, &newest, &mut buf).unwrap(),
         &b[..]
@@ -223,7 +223,7 @@ fn pretrained_comes_from_the_firmware_then_the_partition() {
     let at = (PARTITION_OFFSET + layout::region(Region::Pretrained).0) as usize;
     nor.mem[at..at + in_partition.len()].copy_from_slice(&in_partition);
 
-    let mut buf = vec![0u8; TerrainMlp::BLOB_LEN];
+    let mut buf = vec![0u8; FirmwareMlp::MAX_BLOB_LEN];
     let mut f = flash(nor.clone(), embedded);
     assert_eq!(f.pretrained_source(), PretrainedSource::Embedded);
     assert_eq!(
@@ -293,23 +293,24 @@ fn response_types(bytes: &[u8]) -> Vec<(u16, String)> {
     out
 }
 
-type Board<'a> = App<'a, Link, PartitionFlash<Nor>, { TerrainMlp::BLOB_LEN }>;
+/// What the board crates run: `FirmwareMlp` (shape from the blob) and its blob buffer.
+type Board<'a> = App<'a, Link, PartitionFlash<Nor>, { FirmwareMlp::MAX_BLOB_LEN }>;
 
-fn boot<'a>(model: &'a mut TerrainMlp, nor: Nor, embedded: &'static [u8]) -> Board<'a> {
-    model.init_random(1);
+fn boot<'a>(model: &'a mut FirmwareMlp, nor: Nor, embedded: &'static [u8]) -> Board<'a> {
+    model.init_random_mlp(&[102, 64, 32, 5], 1).unwrap();
     let flash = PartitionFlash::new(nor, PART, embedded, tick);
     App::new(
         model as &mut dyn Model,
         Link::default(),
         flash,
-        AppConfig::new(TerrainMlp::BATCH as u8),
+        AppConfig::new(FirmwareMlp::BATCH as u8),
     )
     .unwrap()
 }
 
 #[test]
 fn app_boots_counts_boots_saves_and_reloads() {
-    let mut model = Box::new(TerrainMlp::new());
+    let mut model = Box::new(FirmwareMlp::new());
     let mut app = boot(&mut model, Nor::new(), &[]);
     assert_eq!(app.boot_info().source, BootSource::Unchanged);
     assert_eq!(app.boot_info().boot_count, 1);
@@ -329,8 +330,8 @@ fn app_boots_counts_boots_saves_and_reloads() {
     let nor = flash.raw_mut().clone();
 
     // Reboot with a different random model in RAM: the saved one comes back from slot 0.
-    let mut model = Box::new(TerrainMlp::new());
-    model.init_random(99);
+    let mut model = Box::new(FirmwareMlp::new());
+    model.init_random_mlp(&[102, 64, 32, 5], 99).unwrap();
     let app = boot(&mut model, nor, &[]);
     assert_eq!(
         app.boot_info().source,
@@ -348,8 +349,23 @@ fn app_loads_the_embedded_pretrained_model_when_nothing_is_saved() {
     let blob = mlp_blob(42);
     let mut expect = Box::new(TerrainMlp::new());
     expect.load_blob(&blob).unwrap();
-    let mut model = Box::new(TerrainMlp::new());
+    let mut model = Box::new(FirmwareMlp::new());
     let app = boot(&mut model, Nor::new(), leak(blob));
     assert_eq!(app.boot_info().source, BootSource::Pretrained);
     assert_eq!(app.model().state_crc32(), expect.state_crc32());
+}
+
+#[test]
+fn app_runs_an_embedded_pretrained_model_of_another_shape() {
+    // Another robot's model: 90 inputs, 48-24-12 hidden, 4 classes.
+    let mut other = Box::new(FirmwareMlp::new());
+    other.init_random_mlp(&[90, 48, 24, 12, 4], 5).unwrap();
+    let mut blob = vec![0u8; FirmwareMlp::MAX_BLOB_LEN];
+    let n = other.save_blob(&mut blob).unwrap();
+    blob.truncate(n);
+    let mut model = Box::new(FirmwareMlp::new());
+    let app = boot(&mut model, Nor::new(), leak(blob));
+    assert_eq!(app.boot_info().source, BootSource::Pretrained);
+    assert_eq!((app.model().input_len(), app.model().classes()), (90, 4));
+    assert_eq!(app.model().state_crc32(), other.state_crc32());
 }

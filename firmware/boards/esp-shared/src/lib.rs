@@ -23,7 +23,7 @@ use esp_hal::peripherals::{FLASH, RTC_TIMER};
 use odt_app::{App, AppConfig, Transport};
 use odt_board_common::banner::BannerInfo;
 use odt_board_common::PartitionFlash;
-use odt_core::models::TerrainMlp;
+use odt_core::models::FirmwareMlp;
 
 pub use esp_flash::EspFlash;
 
@@ -43,15 +43,16 @@ pub struct BoardConfig {
 }
 
 /// The co-processor firmware: start the watchdog, open the flash and the `odt` partition, start
-/// `model` as `init_random(1)`, let `odt_app::App` replace it with the newest saved model or the
-/// pretrained one (`embedded`, else the partition's pretrained region), send the boot banner,
-/// then answer the host forever.
+/// `model` as a synthetic 102-64-32-5 MLP (`init_random_mlp(.., 1)`), let `odt_app::App` replace
+/// it with the newest saved model or the pretrained one (`embedded`, else the partition's
+/// pretrained region; any MLP within `FirmwareMlp`'s capacity), send the boot banner, then answer
+/// the host forever.
 pub fn run<T: Transport>(
     link: T,
     flash: FLASH<'static>,
     rtc_timer: RTC_TIMER<'static>,
     embedded: &'static [u8],
-    model: &'static mut TerrainMlp,
+    model: &'static mut FirmwareMlp,
     cfg: &BoardConfig,
 ) -> ! {
     watchdog::start(rtc_timer, cfg.watchdog_ms);
@@ -62,15 +63,16 @@ pub fn run<T: Transport>(
     let pretrained = flash.pretrained_source();
     let has_storage = flash.has_partition();
 
-    // The fallback when flash holds no usable model; App::new replaces it otherwise.
-    model.init_random(1);
-    let app = App::<T, PartitionFlash<EspFlash>, { TerrainMlp::BLOB_LEN }>::new(
+    // The fallback when flash holds no usable model; App::new replaces it otherwise. The shape is
+    // within the capacity, so this cannot fail.
+    let _ = model.init_random_mlp(&[102, 64, 32, 5], 1);
+    let app = App::<T, PartitionFlash<EspFlash>, { FirmwareMlp::MAX_BLOB_LEN }>::new(
         model,
         link,
         flash,
-        AppConfig::new(TerrainMlp::BATCH as u8),
+        AppConfig::new(FirmwareMlp::BATCH as u8),
     );
-    // Cannot fail: the blob buffer is exactly TerrainMlp::BLOB_LEN.
+    // Cannot fail: the blob buffer is exactly FirmwareMlp::MAX_BLOB_LEN.
     let Ok(mut app) = app else {
         panic!("odt: blob buffer too small")
     };

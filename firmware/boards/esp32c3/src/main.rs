@@ -12,7 +12,7 @@ use core::ptr::addr_of_mut;
 use esp_hal::clock::CpuClock;
 use esp_hal::main;
 use odt_board_esp::BoardConfig;
-use odt_core::models::TerrainMlp;
+use odt_core::models::FirmwareMlp;
 
 mod board_config {
     include!(concat!(env!("OUT_DIR"), "/board_config.rs"));
@@ -24,8 +24,9 @@ esp_bootloader_esp_idf::esp_app_desc!();
 /// The pretrained model given by `ODT_MODEL_BLOB` at build time (empty if none).
 static PRETRAINED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pretrained.bin"));
 
-/// The model (weights, activations and trainer state: about 12.5 KiB), in `.bss`.
-static mut MODEL: TerrainMlp = TerrainMlp::new();
+/// The model, an MLP whose shape comes from the blob (weights arena, activations and trainer
+/// state: about 22.6 KiB, `make mem`), in `.bss`.
+static mut MODEL: FirmwareMlp = FirmwareMlp::new();
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {

@@ -37,6 +37,12 @@ pub fn request_fields(r: &Request) -> Value {
         }
         Request::UploadChunk { offset, data } => json!({ "offset": offset, "data_hex": hex(data) }),
         Request::Download { offset, max_len } => json!({ "offset": offset, "max_len": max_len }),
+        Request::TrainFrag {
+            label,
+            total,
+            offset,
+            data,
+        } => json!({ "label": label, "total": total, "offset": offset, "features": data }),
         Request::Stats
         | Request::Save
         | Request::Restore
@@ -77,6 +83,7 @@ pub fn response_fields(r: &Response) -> Value {
         } => {
             json!({ "total_len": total_len, "offset": offset, "data_hex": hex(data) })
         }
+        Response::FragAck { offset, held } => json!({ "offset": offset, "held_hex": hex(held) }),
         Response::Error(e) => json!({ "code": e.code.to_u8(), "detail": e.detail }),
     }
 }
@@ -175,6 +182,15 @@ fn features(n: usize, k: i32) -> Vec<i8> {
     (0..n as i32)
         .map(|i| ((i * 37 + k) % 256 - 128) as i8)
         .collect()
+}
+
+/// A `TRAIN_FRAG` payload with `n` feature bytes (any geometry, for the invalid cases).
+fn frag_payload(label: u8, total: u16, offset: u16, n: usize) -> Vec<u8> {
+    let mut p = vec![label];
+    p.extend(total.to_le_bytes());
+    p.extend(offset.to_le_bytes());
+    p.extend((0..n).map(|i| (i * 11 + 1) as u8));
+    p
 }
 
 /// Every golden frame, in file order.
@@ -278,6 +294,26 @@ pub fn golden() -> Value {
                 max_len: 512,
             },
         ),
+        req(
+            "train_frag_first",
+            15,
+            Request::TrainFrag {
+                label: 2,
+                total: 102,
+                offset: 0,
+                data: &f102[..32],
+            },
+        ),
+        req(
+            "train_frag_last_short",
+            15,
+            Request::TrainFrag {
+                label: 2,
+                total: 102,
+                offset: 96,
+                data: &f102[96..],
+            },
+        ),
         resp(
             "info",
             0,
@@ -350,6 +386,31 @@ pub fn golden() -> Value {
             },
         ),
         resp(
+            "frag_ack",
+            15,
+            Response::FragAck {
+                offset: 0,
+                held: &[0b0000_0011],
+            },
+        ),
+        resp(
+            "frag_ack_two_bitmap_bytes",
+            16,
+            Response::FragAck {
+                offset: 128,
+                held: &[0b1111_0111, 0b0000_0001],
+            },
+        ),
+        resp(
+            "train_ack_completing_fragment",
+            15,
+            Response::TrainAck(TrainAck {
+                pred: 1,
+                loss_q15: 20000,
+                flags: ACK_APPLIED,
+            }),
+        ),
+        resp(
             "error_out_of_order",
             20,
             Response::Error(ErrorMsg::new(ErrorCode::OutOfOrder, 17)),
@@ -394,6 +455,22 @@ pub fn golden() -> Value {
             "bad_length_upload_chunk",
             &raw_frame(1, msg_type::UPLOAD_CHUNK, 12, &[0x5A; 4 + 513]),
         ),
+        invalid(
+            "bad_length_train_frag_misaligned",
+            &raw_frame(1, msg_type::TRAIN_FRAG, 13, &frag_payload(2, 102, 8, 16)),
+        ),
+        invalid(
+            "bad_length_train_frag_partial_unit",
+            &raw_frame(1, msg_type::TRAIN_FRAG, 14, &frag_payload(2, 102, 16, 20)),
+        ),
+        invalid(
+            "bad_length_train_frag_past_end",
+            &raw_frame(1, msg_type::TRAIN_FRAG, 15, &frag_payload(2, 102, 96, 16)),
+        ),
+        invalid(
+            "bad_length_train_frag_empty",
+            &raw_frame(1, msg_type::TRAIN_FRAG, 16, &frag_payload(2, 102, 0, 0)),
+        ),
     ]);
     Value::Array(v)
 }
@@ -411,6 +488,10 @@ pub const EXPECTED_ERRORS: &[(&str, &str, u16)] = &[
     ("bad_length_hello", "BAD_LENGTH", 10),
     ("bad_length_set_params_n_modes", "BAD_LENGTH", 11),
     ("bad_length_upload_chunk", "BAD_LENGTH", 12),
+    ("bad_length_train_frag_misaligned", "BAD_LENGTH", 13),
+    ("bad_length_train_frag_partial_unit", "BAD_LENGTH", 14),
+    ("bad_length_train_frag_past_end", "BAD_LENGTH", 15),
+    ("bad_length_train_frag_empty", "BAD_LENGTH", 16),
 ];
 
 /// JSON text: objects one key per line, arrays of scalars on one line.

@@ -1,0 +1,322 @@
+"""Gazebo (gz sim Harmonic or later) files generated from the world description.
+
+    terrain-odt sim --export-gazebo DIR [--world W.yaml] [--set ...]
+    ros2 launch terrain_odt sim.launch.py          # exports, then runs gz sim + bridge + graph
+
+**Not run here**: Gazebo cannot be installed on the machine this project is developed and
+tested on, so these files are checked only by parsing them (test/test_sim.py: the SDF with
+`xml.etree`, the bridge configuration with YAML); the closed-loop result (`make sim`) comes from
+the MuJoCo engine. What DIR gets:
+
+* `world.sdf`: the world (physics step = `physics.timestep_s`, the Physics, UserCommands,
+  SceneBroadcaster, Sensors and Imu systems), including the two models below.
+* `terrain_patches/`: a static model, one link per patch with a mesh (`meshes/patchN.obj`, the
+  very heightfield `World.heightfield` gives MuJoCo, on the same grid) as collision and visual;
+  surface friction `mu = mu2 = friction`, contact stiffness from `contact_time_s` (ODE `kp`, `kd`).
+  Rolling resistance is not modelled in this export (no per-surface equivalent in gz sim).
+* `terrain_rover/`: the rover (box chassis, four sphere wheels on revolute joints, so the contact
+  geometry is MuJoCo's), the IMU sensor (rate, mounting, Gaussian noise, topic `/imu`), the
+  DiffDrive system (two joints per side, track width, wheel radius; `/cmd_vel`, `/odom`, `/tf`;
+  its odometry takes the yaw rate from the wheels, unlike the MuJoCo drive's gyro) and the
+  JointStatePublisher system. Skid steering: the wheels' friction is anisotropic (`fdir1` along
+  the axle with a lower `mu`), Gazebo's usual stand-in for the MuJoCo model's scrub hinge.
+* `bridge.yaml`: ros_gz_bridge `parameter_bridge` configuration: `/clock`, `/imu/data`,
+  `/odom`, `/tf`, `/joint_states` (Gazebo to ROS), `/cmd_vel` (ROS to Gazebo).
+* `terrain_odt_sim.yaml`: the nodes' parameters for this world (class names, map regions in the
+  odom frame, IMU rate and decimation, wheel joints: Gazebo reports the four wheel joints, so the
+  feature node averages `front_*` and `rear_*` per side).
+
+There is no ground-truth topic in Gazebo (the MuJoCo drive's `/terrain/label_truth`); the map
+regions need none.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .mujoco_sim import WHEEL_JOINTS
+from .world import World
+
+__all__ = ["MODEL_NAME", "bridge_entries", "export_gazebo"]
+
+MODEL_NAME = "terrain_rover"
+PATCHES_MODEL = "terrain_patches"
+#: Lateral/longitudinal friction ratio of the wheels (anisotropic skid-steer stand-in).
+LATERAL_FRICTION_RATIO = 0.5
+
+
+def _f(*v: float) -> str:
+    return " ".join(f"{x:.6g}" for x in v)
+
+
+def _obj(world: World, index: int) -> str:
+    """Wavefront OBJ of patch `index`'s heightfield, in the patch model's frame (world frame)."""
+    p = world.patches[index]
+    h = world.heightfield(index)
+    nr, nc = h.shape
+    xs = np.linspace(p.x[0], p.x[1], nc)
+    ys = np.linspace(p.y[0], p.y[1], nr)
+    lines = [f"# terrain_odt patch {index} ({p.terrain}), {nr} x {nc} heightfield nodes", "o patch"]
+    for r in range(nr):
+        for c in range(nc):
+            lines.append(f"v {xs[c]:.4f} {ys[r]:.4f} {h[r, c]:.5f}")
+    for r in range(nr - 1):
+        for c in range(nc - 1):
+            a = r * nc + c + 1  # OBJ indices are 1-based
+            b, d, e = a + 1, a + nc, a + nc + 1
+            lines.append(f"f {a} {b} {e}")
+            lines.append(f"f {a} {e} {d}")
+    return "\n".join(lines) + "\n"
+
+
+def _model_config(name: str, description: str) -> str:
+    return (
+        '<?xml version="1.0"?>\n<model>\n'
+        f'  <name>{name}</name>\n  <version>1.0</version>\n  <sdf version="1.9">model.sdf</sdf>\n'
+        f"  <description>{description}</description>\n</model>\n"
+    )
+
+
+def _patches_sdf(world: World) -> str:
+    links = []
+    for i, p in enumerate(world.patches):
+        t = world.terrains[p.terrain]
+        # Contact stiffness of a mass-spring with time constant contact_time_s for a quarter
+        # of the rover's weight (what MuJoCo's solref time constant means, roughly).
+        m = (world.robot.chassis_mass_kg + 4 * world.robot.wheel_mass_kg) / 4
+        kp = m * (2 * math.pi / t.contact_time_s) ** 2
+        kd = 2 * m * (2 * math.pi / t.contact_time_s)
+        uri = f"model://{PATCHES_MODEL}/meshes/patch{i}.obj"
+        links.append(
+            f"""    <link name="patch{i}_{p.terrain}">
+      <collision name="collision">
+        <geometry><mesh><uri>{uri}</uri></mesh></geometry>
+        <surface>
+          <friction><ode><mu>{t.friction:.6g}</mu><mu2>{t.friction:.6g}</mu2></ode></friction>
+          <contact><ode><kp>{kp:.6g}</kp><kd>{kd:.6g}</kd></ode></contact>
+        </surface>
+      </collision>
+      <visual name="visual">
+        <geometry><mesh><uri>{uri}</uri></mesh></geometry>
+      </visual>
+    </link>"""
+        )
+    body = "\n".join(links)
+    return f"""<?xml version="1.0"?>
+<!-- Generated by terrain-odt sim (option export-gazebo), world '{world.name}'. Not run here. -->
+<sdf version="1.9">
+  <model name="{PATCHES_MODEL}">
+    <static>true</static>
+{body}
+  </model>
+</sdf>
+"""
+
+
+def _box_inertia(m: float, x: float, y: float, z: float) -> tuple[float, float, float]:
+    return m * (y * y + z * z) / 12, m * (x * x + z * z) / 12, m * (x * x + y * y) / 12
+
+
+def _noise(std: float, bias: float) -> str:
+    return f'<noise type="gaussian"><mean>{bias:.6g}</mean><stddev>{std:.6g}</stddev></noise>'
+
+
+def _rover_sdf(world: World) -> str:
+    rb, imu = world.robot, world.imu
+    lx, ly, lz = rb.chassis_size_m
+    ixx, iyy, izz = _box_inertia(rb.chassis_mass_kg, lx, ly, lz)
+    iw = 0.4 * rb.wheel_mass_kg * rb.wheel_radius_m**2
+    wheels, joints = [], []
+    for side, ysign in (("left", 1.0), ("right", -1.0)):
+        for name, xsign in zip(WHEEL_JOINTS[side], (1.0, -1.0), strict=True):
+            pos = _f(xsign * rb.wheelbase_m / 2, ysign * rb.track_width_m / 2, -rb.axle_drop_m)
+            mu = 2.0  # the terrain's (lower) mu wins: ODE takes the smaller of the two
+            wheels.append(
+                f"""    <link name="{name}_link">
+      <pose relative_to="base_link">{pos} 0 0 0</pose>
+      <inertial><mass>{rb.wheel_mass_kg:.6g}</mass>
+        <inertia><ixx>{iw:.6g}</ixx><iyy>{iw:.6g}</iyy><izz>{iw:.6g}</izz>
+          <ixy>0</ixy><ixz>0</ixz><iyz>0</iyz></inertia></inertial>
+      <collision name="collision">
+        <geometry><sphere><radius>{rb.wheel_radius_m:.6g}</radius></sphere></geometry>
+        <surface><friction><ode>
+          <mu>{LATERAL_FRICTION_RATIO * mu:.6g}</mu><mu2>{mu:.6g}</mu2><fdir1>0 1 0</fdir1>
+        </ode></friction></surface>
+      </collision>
+      <visual name="visual">
+        <geometry><sphere><radius>{rb.wheel_radius_m:.6g}</radius></sphere></geometry>
+      </visual>
+    </link>"""
+            )
+            joints.append(
+                f"""    <joint name="{name}" type="revolute">
+      <parent>base_link</parent>
+      <child>{name}_link</child>
+      <axis><xyz>0 1 0</xyz>
+        <limit><lower>-1e16</lower><upper>1e16</upper>
+          <effort>{rb.max_wheel_torque_nm:.6g}</effort></limit>
+        <dynamics><damping>0.05</damping></dynamics></axis>
+    </joint>"""
+            )
+    left = "".join(f"<left_joint>{n}</left_joint>" for n in WHEEL_JOINTS["left"])
+    right = "".join(f"<right_joint>{n}</right_joint>" for n in WHEEL_JOINTS["right"])
+    mount = _f(*imu.mount_xyz, *(math.radians(v) for v in imu.mount_rpy_deg))
+    gyro = "".join(
+        f"<{a}>{_noise(imu.gyro_noise_std, b)}</{a}>"
+        for a, b in zip("xyz", imu.gyro_bias, strict=True)
+    )
+    acc = "".join(
+        f"<{a}>{_noise(imu.accel_noise_std, b)}</{a}>"
+        for a, b in zip("xyz", imu.accel_bias, strict=True)
+    )
+    w_links = "\n".join(wheels)
+    w_joints = "\n".join(joints)
+    return f"""<?xml version="1.0"?>
+<!-- Generated by terrain-odt sim (option export-gazebo), world '{world.name}'. Not run here. -->
+<sdf version="1.9">
+  <model name="{MODEL_NAME}">
+    <link name="base_link">
+      <inertial><mass>{rb.chassis_mass_kg:.6g}</mass>
+        <inertia><ixx>{ixx:.6g}</ixx><iyy>{iyy:.6g}</iyy><izz>{izz:.6g}</izz>
+          <ixy>0</ixy><ixz>0</ixz><iyz>0</iyz></inertia></inertial>
+      <collision name="collision">
+        <geometry><box><size>{_f(lx, ly, lz)}</size></box></geometry>
+      </collision>
+      <visual name="visual">
+        <geometry><box><size>{_f(lx, ly, lz)}</size></box></geometry>
+      </visual>
+      <sensor name="imu" type="imu">
+        <pose>{mount}</pose>
+        <always_on>true</always_on>
+        <update_rate>{imu.rate_hz:.6g}</update_rate>
+        <topic>/imu</topic>
+        <gz_frame_id>{imu.frame_id}</gz_frame_id>
+        <imu>
+          <angular_velocity>{gyro}</angular_velocity>
+          <linear_acceleration>{acc}</linear_acceleration>
+        </imu>
+      </sensor>
+    </link>
+{w_links}
+{w_joints}
+    <plugin filename="gz-sim-diff-drive-system" name="gz::sim::systems::DiffDrive">
+      {left}{right}
+      <wheel_separation>{rb.track_width_m:.6g}</wheel_separation>
+      <wheel_radius>{rb.wheel_radius_m:.6g}</wheel_radius>
+      <topic>/cmd_vel</topic>
+      <odom_topic>/odom</odom_topic>
+      <tf_topic>/tf</tf_topic>
+      <frame_id>odom</frame_id>
+      <child_frame_id>base_link</child_frame_id>
+      <odom_publish_frequency>{world.sensors.odom_rate_hz:.6g}</odom_publish_frequency>
+    </plugin>
+    <plugin filename="gz-sim-joint-state-publisher-system"
+            name="gz::sim::systems::JointStatePublisher"/>
+  </model>
+</sdf>
+"""
+
+
+def _world_sdf(world: World) -> str:
+    sx, sy, syaw = world.robot.start
+    z0 = world.robot.wheel_radius_m + world.robot.axle_drop_m + 0.02
+    return f"""<?xml version="1.0"?>
+<!-- Generated by terrain-odt sim (option export-gazebo) from world '{world.name}' (the description
+     MuJoCo also runs). gz sim Harmonic or later. Not run here: Gazebo is not installable on the
+     machine terrain_odt is developed on. -->
+<sdf version="1.9">
+  <world name="{world.name}">
+    <physics name="step" type="ignored">
+      <max_step_size>{world.timestep_s:.6g}</max_step_size>
+      <real_time_factor>1.0</real_time_factor>
+    </physics>
+    <gravity>0 0 -9.81</gravity>
+    <plugin filename="gz-sim-physics-system" name="gz::sim::systems::Physics"/>
+    <plugin filename="gz-sim-user-commands-system" name="gz::sim::systems::UserCommands"/>
+    <plugin filename="gz-sim-scene-broadcaster-system"
+            name="gz::sim::systems::SceneBroadcaster"/>
+    <plugin filename="gz-sim-sensors-system" name="gz::sim::systems::Sensors">
+      <render_engine>ogre2</render_engine>
+    </plugin>
+    <plugin filename="gz-sim-imu-system" name="gz::sim::systems::Imu"/>
+    <light type="directional" name="sun">
+      <cast_shadows>true</cast_shadows>
+      <pose>0 0 10 0 0 0</pose>
+      <direction>-0.5 0.1 -0.9</direction>
+    </light>
+    <include>
+      <uri>model://{PATCHES_MODEL}</uri>
+    </include>
+    <include>
+      <uri>model://{MODEL_NAME}</uri>
+      <pose>{_f(sx, sy, z0, 0.0, 0.0, math.radians(syaw))}</pose>
+    </include>
+  </world>
+</sdf>
+"""
+
+
+def bridge_entries(world: World) -> list[dict[str, str]]:
+    """The ros_gz_bridge configuration entries."""
+
+    def entry(ros: str, gz: str, ros_type: str, gz_type: str, direction: str) -> dict[str, str]:
+        return {
+            "ros_topic_name": ros,
+            "gz_topic_name": gz,
+            "ros_type_name": ros_type,
+            "gz_type_name": gz_type,
+            "direction": direction,
+        }
+
+    return [
+        entry("/clock", "/clock", "rosgraph_msgs/msg/Clock", "gz.msgs.Clock", "GZ_TO_ROS"),
+        entry("/imu/data", "/imu", "sensor_msgs/msg/Imu", "gz.msgs.IMU", "GZ_TO_ROS"),
+        entry("/odom", "/odom", "nav_msgs/msg/Odometry", "gz.msgs.Odometry", "GZ_TO_ROS"),
+        entry("/tf", "/tf", "tf2_msgs/msg/TFMessage", "gz.msgs.Pose_V", "GZ_TO_ROS"),
+        entry(
+            "/joint_states",
+            f"/world/{world.name}/model/{MODEL_NAME}/joint_state",
+            "sensor_msgs/msg/JointState",
+            "gz.msgs.Model",
+            "GZ_TO_ROS",
+        ),
+        entry("/cmd_vel", "/cmd_vel", "geometry_msgs/msg/Twist", "gz.msgs.Twist", "ROS_TO_GZ"),
+    ]
+
+
+def export_gazebo(
+    world: World, out: Path, *, wheels: bool = True, model: str | None = None
+) -> list[Path]:
+    """Write the Gazebo files for `world` into `out`; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def put(rel: str, text: str) -> None:
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        written.append(p)
+
+    put("world.sdf", _world_sdf(world))
+    put(f"{PATCHES_MODEL}/model.config", _model_config(PATCHES_MODEL, "terrain patches"))
+    put(f"{PATCHES_MODEL}/model.sdf", _patches_sdf(world))
+    for i in range(len(world.patches)):
+        put(f"{PATCHES_MODEL}/meshes/patch{i}.obj", _obj(world, i))
+    put(f"{MODEL_NAME}/model.config", _model_config(MODEL_NAME, "4-wheel skid-steer rover"))
+    put(f"{MODEL_NAME}/model.sdf", _rover_sdf(world))
+    header = f"# Generated by terrain-odt sim --export-gazebo from world '{world.name}'.\n"
+    put(
+        "bridge.yaml",
+        header + "# ros_gz_bridge parameter_bridge --ros-args -p config_file:=bridge.yaml "
+        "(not run here)\n" + yaml.safe_dump(bridge_entries(world), sort_keys=False),
+    )
+    params: dict[str, Any] = world.node_params(
+        wheels=wheels, model=model, joints=(WHEEL_JOINTS["left"], WHEEL_JOINTS["right"])
+    )
+    put("terrain_odt_sim.yaml", header + yaml.safe_dump(params, sort_keys=False))
+    return written
