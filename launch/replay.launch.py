@@ -19,7 +19,7 @@ The co-processor is a board (`serial_port:=/dev/ttyUSB0`) or the emulator, start
 from a source checkout, then `serial_port:=socket://127.0.0.1:5760`:
 
     cd firmware && cargo run --release -p odt-emu -- --baud 921600 \
-        --model ../models/demo_mount_shift.odtm --tcp 127.0.0.1:5760
+        --model ../models/borealtc_mlp.odtm --tcp 127.0.0.1:5760
 
 On machines without `ros2`, the equivalent is `terrain-odt replay <bag>`: the same nodes, the
 same parameter files, its own player with /clock and the emulator, and it also evaluates

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ROS2 = BIN / "ros2"
 DEMO_BAG = ROOT / "data" / "demo" / "borealtc_demo.mcap"
-MODEL = ROOT / "models" / "demo_mount_shift"
+MODEL = ROOT / "models" / "borealtc_mlp"
 #: .ci/run sets this: in CI a missing `ros2 launch` is a failure, not a skip.
 REQUIRE = os.environ.get("TERRAIN_ODT_REQUIRE_ROS2_LAUNCH") == "1"
 
@@ -356,7 +356,10 @@ def test_replay_launch_pip_install(ros2: Path, emu: Any, pip_install: PipInstall
     finally:
         listener.close()
     rc = launch.interrupt()
-    check_clean_shutdown(launch, rc, [*names, "bag_player"])
+    # config/demo.yaml (replay.launch.py's extra_params_file) keeps the co-processor's flash
+    # as it was: save_on_shutdown false.
+    check_clean_shutdown(launch, rc, [*names, "bag_player"], saved=False)
+    assert "model saved to co-processor flash" not in launch.text
     # Everything came from the venv: the default bag, the parameter files.
     share = pip_install.venv / "share" / "terrain_odt"
     assert str(share / "data" / "demo" / "borealtc_demo.mcap") in launch.text
