@@ -36,7 +36,7 @@ LAUNCH_WHEELS := ../shared/wheels/ros2-launch
 LAUNCH_PKGS := ros2launch ros2run ros2pkg ros2topic ros2node ros2param ros2service
 # Files the dev install links into .venv/share/terrain_odt and .venv/lib/terrain_odt.
 AMENT_FILES = $(wildcard package.xml resource/terrain_odt resource/*.pth resource/libexec/* \
-	launch/*.py config/*.yaml sim/* models/*.odtm models/*.json data/demo/*.mcap)
+	launch/*.py config/*.yaml sim/* models/*.odtm models/*.json models/*.windows.npz data/demo/*.mcap)
 comma := ,
 FIRMWARE := firmware
 APT_LIST := tools/apt-packages.txt
