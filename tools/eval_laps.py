@@ -42,8 +42,9 @@ if str(ROOT) not in sys.path:
 
 from terrain_odt import bagconv, borealtc  # noqa: E402
 from terrain_odt.features import FeatureConfig  # noqa: E402
+from tools import provenance  # noqa: E402
 from tools.make_models import SOURCE_VAL_FRAC, pretrain  # noqa: E402
-from tools.results_md import merge_section  # noqa: E402
+from tools.results_md import RESULTS_MD, merge_section  # noqa: E402
 
 LAP1_S = 60.0
 LAP2_S = 90.0
@@ -225,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the tuning arrangements instead: lap 2 = the previous run in recording order "
         "(settings are chosen on these, never on the protocol's own arrangements)",
     )
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
+    if args.shift != "none" and args.out == DEFAULT_OUT:
+        args.out = DEFAULT_OUT.with_name(f"laps_{args.shift}.json")
+    git = provenance.record(
+        ROOT, [args.out, RESULTS_MD] if args.md else [args.out], args.allow_dirty
+    )
     t_start = time.monotonic()
     runs = borealtc.load_runs(args.root)
     byid = {r.run_id: r for r in runs}
@@ -236,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
 
         mount = next(m for m in MOUNTS if m.name == args.shift)
         bag_runs = {r.run_id: r for r in mounted_runs(runs, mount, seed=0)}
-        if args.out == DEFAULT_OUT:
-            args.out = DEFAULT_OUT.with_name(f"laps_{args.shift}.json")
     if args.tuning:
         args.work = args.work / "tuning"
     args.work.mkdir(parents=True, exist_ok=True)
@@ -317,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['samples_trained']} trained, {s['rollbacks']} rollbacks)"
         )
     gains = [r["gain"] for r in rows]
-    out = {
+    out: dict[str, Any] = {
+        "tool": "tools/eval_laps.py",
+        **git,
         "protocol": {
             "lap1": f"one labelable run per terrain, the {LAP1_S:g} s with the most steady "
             "driving, labelled by the operator (the bag's truth)",
