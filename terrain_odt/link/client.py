@@ -204,7 +204,7 @@ class OdtClient:
     def open(self) -> Info:
         """Start the reader thread and wait for the first session (``HELLO``/``INFO``)."""
         with self._lock:
-            if self._closed or self._arq.closing:
+            if self._closed:
                 raise LinkError("client is closed")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="odt-link", daemon=True)
@@ -221,7 +221,7 @@ class OdtClient:
     def close(self) -> None:
         """Stop the reader thread, close the device and fail everything still pending."""
         with self._lock:
-            if self._closed or self._arq.closing:
+            if self._closed:
                 return
             self._arq.closing = True
             self._cond.notify_all()
