@@ -29,6 +29,15 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
 SETUP_STAMP := $(VENV)/.stamp-setup
+AMENT_STAMP := $(VENV)/.stamp-ament
+# `ros2 launch` and the ros2 CLI: pure-Python wheels built from the ROS sources (not on PyPI;
+# README there), next to the repository. Without them the `ros2 launch` tests skip (CI: fail).
+LAUNCH_WHEELS := ../shared/wheels/ros2-launch
+LAUNCH_PKGS := ros2launch ros2run ros2pkg ros2topic ros2node ros2param ros2service
+# Files the dev install links into .venv/share/terrain_odt and .venv/lib/terrain_odt.
+AMENT_FILES = $(wildcard package.xml resource/terrain_odt resource/*.pth resource/libexec/* \
+	launch/*.py config/*.yaml sim/* models/*.odtm models/*.json models/*.windows.npz data/demo/*.mcap)
+comma := ,
 FIRMWARE := firmware
 APT_LIST := tools/apt-packages.txt
 # MCU-only crates with their own [workspace] (built by tools/*.sh, not by the host workspace).
@@ -96,13 +105,28 @@ endef
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
 
-setup: $(SETUP_STAMP)
+setup: $(SETUP_STAMP) $(AMENT_STAMP)
 
 # Re-run pip only when the build definition (or this Makefile) changes; otherwise instant.
 $(SETUP_STAMP): setup.py setup.cfg package.xml Makefile
-	$(call header,setup: $(VENV) with terrain_odt[dev,ros,sim] (editable))
+	$(call header,setup: $(VENV) with terrain_odt[dev$(comma)ros$(comma)sim] (editable))
 	@if [ ! -x $(VPY) ]; then $(PYTHON) -m venv $(VENV); fi
 	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev,ros,sim]'
+	@if [ -d $(LAUNCH_WHEELS) ]; then \
+		echo "ros2 launch and the ros2 CLI from $(LAUNCH_WHEELS)"; \
+		$(VPY) -m pip install --disable-pip-version-check -q \
+			--find-links $(LAUNCH_WHEELS) $(LAUNCH_PKGS); \
+	else \
+		echo "note: $(LAUNCH_WHEELS) not found: no ros2 launch (its tests are skipped)"; \
+	fi
+	@touch $@
+
+# The editable install has no data files: link share/terrain_odt, the ament index marker and
+# lib/terrain_odt into the venv (terrain_odt/ament_layout.py), so `ros2 launch terrain_odt ...`
+# finds the package; again when files are added.
+$(AMENT_STAMP): $(SETUP_STAMP) $(AMENT_FILES) terrain_odt/ament_layout.py
+	$(call header,setup: ament layout of the editable install (python -m terrain_odt.ament_layout dev-install))
+	$(VPY) -m terrain_odt.ament_layout dev-install
 	@touch $@
 
 mcu-setup:
@@ -237,7 +261,8 @@ demo-bag: setup
 #   make eval-laps  cross-run laps on BorealTC (tools/eval_laps.py): per arrangement a model
 #                   pretrained on other runs, lap 1 labelled, lap 2 (other runs) scored, through
 #                   terrain-odt evaluate -> bench/results/laps.json, and with the robot's IMU
-#                   mounted otherwise: laps_mount-mild.json, laps_mount-severe.json (~4 min)
+#                   mounted otherwise: laps_mount-mild.json, laps_mount-severe.json, and the
+#                   IMU-only model: laps_imu.json (~5 min)
 
 eval-laps: setup
 	$(call header,cross-run laps (tools/eval_laps.py))
@@ -245,6 +270,7 @@ eval-laps: setup
 	$(VPY) tools/eval_laps.py --md
 	$(VPY) tools/eval_laps.py --md --shift mount-mild
 	$(VPY) tools/eval_laps.py --md --shift mount-severe
+	$(VPY) tools/eval_laps.py --md --features imu
 
 experiments: setup
 	$(call header,IMU only vs IMU + wheels on unseen BorealTC runs (tools/exp_features.py))

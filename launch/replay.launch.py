@@ -5,7 +5,10 @@
         serial_port:=/dev/ttyUSB0 truth_as_operator:=true
 
 Starts every node of `terrain_odt.graph.NODES` (as robot.launch.py does) with `use_sim_time`
-true, and two seconds later `ros2 bag play <bag> --clock 100 --rate <rate>`. Parameters:
+true, and two seconds later the player: `ros2 bag play <bag> --clock 100 --rate <rate>` where
+`ros2 bag` is installed, else the project's own `bag_player` node (the player of
+`terrain-odt replay`; `ros2 bag` has no pip wheel); `player:=ros2_bag|terrain_odt` chooses.
+`playback_duration:=S` plays only the first S seconds of the bag. Parameters:
 `params_file` (default: the installed config/terrain_odt.yaml), then `extra_params_file`
 (default: config/demo.yaml, the demo bag's model; empty = none), then the override arguments
 that are given. `bag` defaults to the installed demo bag (data/demo/borealtc_demo.mcap).
@@ -16,7 +19,7 @@ The co-processor is a board (`serial_port:=/dev/ttyUSB0`) or the emulator, start
 from a source checkout, then `serial_port:=socket://127.0.0.1:5760`:
 
     cd firmware && cargo run --release -p odt-emu -- --baud 921600 \
-        --model ../models/demo_mount_shift.odtm --tcp 127.0.0.1:5760
+        --model ../models/borealtc_mlp.odtm --tcp 127.0.0.1:5760
 
 On machines without `ros2`, the equivalent is `terrain-odt replay <bag>`: the same nodes, the
 same parameter files, its own player with /clock and the emulator, and it also evaluates
@@ -27,6 +30,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.launch_description import LaunchDescription
 
 from terrain_odt.launch_description import (
+    PLAYERS,
     bag_player_actions,
     declare_graph_arguments,
     graph_node_actions,
@@ -44,6 +48,18 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "rate", default_value="1.0", description="playback rate, times real time"
+            ),
+            DeclareLaunchArgument(
+                "playback_duration",
+                default_value="0",
+                description="play only this many seconds of the bag (0 = all)",
+            ),
+            DeclareLaunchArgument(
+                "player",
+                default_value="auto",
+                choices=list(PLAYERS),
+                description="bag player: ros2_bag (`ros2 bag play`), terrain_odt (the "
+                "package's bag_player node), auto = ros2_bag when installed",
             ),
             DeclareLaunchArgument(
                 "truth_as_operator",

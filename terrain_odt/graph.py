@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "BOREALTC_CLASSES",
     "NODES",
+    "TOOL_NODES",
     "NodeSpec",
     "ParamSpec",
     "TopicSpec",
@@ -600,13 +601,72 @@ NODES: tuple[NodeSpec, ...] = (IMU_FEATURES, TERRAIN_LABELER, ODT_BRIDGE)
 """The graph, in start order."""
 
 
+BAG_PLAYER = NodeSpec(
+    name="bag_player",
+    executable="bag_player",
+    factory="terrain_odt.nodes.bag_player:BagPlayerNode",
+    description="Plays a rosbag2 with /clock (replay.launch.py where `ros2 bag` is not "
+    "installed; the same player as `terrain-odt replay`); exits at the end of the bag.",
+    params=(
+        P("bag", "", "rosbag2 to play (directory, .mcap or .db3); required"),
+        P("rate", 1.0, "playback rate, times real time", min=0.001, max=1000.0),
+        P(
+            "clock_rate_hz",
+            100.0,
+            "/clock messages per second of wall time (also one right before each operator label)",
+            min=1.0,
+            max=10000.0,
+        ),
+        P(
+            "truth_topic",
+            "/terrain/label_truth",
+            "the bag's ground-truth topic (std_msgs/String, the terrain in force)",
+        ),
+        P(
+            "truth_as_operator",
+            False,
+            "republish the truth on /terrain/operator_label when it changes (the player acts "
+            "as the operator for the whole bag)",
+        ),
+        P(
+            "playback_duration_s",
+            0.0,
+            "play only this much of the bag from its start, s (0 = all)",
+            min=0.0,
+        ),
+        P(
+            "wait_for_subscribers_s",
+            10.0,
+            "before playing, wait up to this long for a subscriber of the bag's /imu/data, s "
+            "(0 = do not wait)",
+            min=0.0,
+        ),
+    ),
+    topics=(
+        T("/clock", "rosgraph_msgs/msg/Clock", "pub", "bag time, clock_rate_hz (wall)"),
+        T("(every topic of the bag)", "(as recorded)", "pub", "raw CDR as recorded, paced"),
+        T(
+            "/terrain/operator_label",
+            "std_msgs/msg/String",
+            "pub",
+            "the truth, with truth_as_operator",
+        ),
+    ),
+)
+
+TOOL_NODES: tuple[NodeSpec, ...] = (BAG_PLAYER,)
+"""Nodes that are not part of the robot's graph (players, simulation): started by the launch
+files that need them, never by robot.launch.py or the one-process launcher."""
+
+
 def node_spec(name: str) -> NodeSpec:
-    """The spec of the node called `name`."""
-    for n in NODES:
+    """The spec of the node called `name` (graph or tool node)."""
+    for n in (*NODES, *TOOL_NODES):
         if n.name == name:
             return n
     raise KeyError(
-        f"no node '{name}' in the terrain_odt graph ({', '.join(x.name for x in NODES)})"
+        f"no node '{name}' in the terrain_odt graph "
+        f"({', '.join(x.name for x in (*NODES, *TOOL_NODES))})"
     )
 
 

@@ -36,9 +36,11 @@ __all__ = [
     "LOG_LEVELS",
     "OVERRIDE_ARGUMENTS",
     "PACKAGE",
+    "PLAYERS",
     "OverrideArgument",
     "bag_play_command",
     "bag_player_actions",
+    "bag_player_node_kwargs",
     "declare_graph_arguments",
     "graph_node_actions",
     "node_action_kwargs",
@@ -217,34 +219,111 @@ def graph_node_actions(
     ]
 
 
-def bag_play_command(bag: str, rate: str, *, truth_as_operator: bool = False) -> list[str]:
-    """`ros2 bag play` with `/clock` for `bag` at `rate` × real time."""
+PLAYERS = ("auto", "ros2_bag", "terrain_odt")
+"""Values of replay.launch.py's `player` argument: `ros2 bag play`, the project's own
+`bag_player` node (`terrain_odt.bagplay`), or auto = `ros2 bag` when it is installed."""
+
+
+def ros2_bag_available() -> bool:
+    """Whether `ros2 bag` can run here: the `ros2bag` CLI extension and `ros2` on PATH (it is C++
+    underneath and has no pip wheel, so pip-only machines never have it)."""
+    import importlib.util
+    import shutil
+
+    return importlib.util.find_spec("ros2bag") is not None and shutil.which("ros2") is not None
+
+
+def _positive_rate(rate: str) -> float:
     try:
         r = float(rate)
     except ValueError:
         r = float("nan")
     if not r > 0.0:
         raise ValueError(f"launch argument 'rate' must be a number > 0, got {rate!r}")
+    return r
+
+
+def _duration(text: str) -> float:
+    try:
+        d = float(text)
+    except ValueError:
+        d = float("nan")
+    if not d >= 0.0:
+        raise ValueError(
+            f"launch argument 'playback_duration' must be a number >= 0 (s; 0 = all), got {text!r}"
+        )
+    return d
+
+
+def bag_play_command(
+    bag: str, rate: str, *, truth_as_operator: bool = False, duration: str = "0"
+) -> list[str]:
+    """`ros2 bag play` with `/clock` for `bag` at `rate` × real time."""
+    r = _positive_rate(rate)
+    d = _duration(duration)
     if not os.path.exists(bag):
         raise FileNotFoundError(f"launch argument 'bag': {bag} not found")
     cmd = ["ros2", "bag", "play", bag, "--clock", str(CLOCK_RATE_HZ), "--rate", str(r)]
+    if d > 0:
+        cmd += ["--playback-duration", str(d)]
     if truth_as_operator:
         cmd += ["--remap", f"{TRUTH_TOPIC}:={OPERATOR_TOPIC}"]
     return cmd
 
 
+def bag_player_node_kwargs(
+    bag: str, rate: str, *, truth_as_operator: bool = False, duration: str = "0"
+) -> dict[str, Any]:
+    """Keyword arguments of the `launch_ros` `Node` running the project's `bag_player`."""
+    r = _positive_rate(rate)
+    d = _duration(duration)
+    if not os.path.exists(bag):
+        raise FileNotFoundError(f"launch argument 'bag': {bag} not found")
+    spec = graph.BAG_PLAYER
+    params = {
+        "bag": bag,
+        "rate": r,
+        "clock_rate_hz": float(CLOCK_RATE_HZ),
+        "truth_as_operator": truth_as_operator,
+        "playback_duration_s": d,
+    }
+    for k, v in params.items():
+        spec.param(k).check(v)
+    return {
+        "package": PACKAGE,
+        "executable": spec.executable,
+        "name": spec.name,
+        # The player is the clock: it runs on wall time.
+        "parameters": [{**params, "use_sim_time": False}],
+        "output": "screen",
+    }
+
+
 def bag_player_actions(context: LaunchContext) -> list[TimerAction]:
-    """The bag player of replay.launch.py (arguments bag, rate, truth_as_operator), started
-    `PLAYER_START_DELAY_S` after the nodes."""
+    """The bag player of replay.launch.py (arguments bag, rate, truth_as_operator,
+    playback_duration, player), started `PLAYER_START_DELAY_S` after the nodes."""
     from launch.actions import ExecuteProcess, TimerAction
 
     configs: Mapping[str, str] = context.launch_configurations
-    cmd = bag_play_command(
-        configs["bag"],
-        configs.get("rate", "1.0"),
-        truth_as_operator=parse_bool(
+    which = configs.get("player", "auto")
+    if which not in PLAYERS:
+        raise ValueError(f"launch argument 'player' must be one of {', '.join(PLAYERS)}")
+    if which == "auto":
+        which = "ros2_bag" if ros2_bag_available() else "terrain_odt"
+    args = (configs["bag"], configs.get("rate", "1.0"))
+    kw = {
+        "truth_as_operator": parse_bool(
             "truth_as_operator", configs.get("truth_as_operator", "false")
         ),
-    )
-    player = ExecuteProcess(cmd=cmd, name="bag_player", output="screen")
+        "duration": configs.get("playback_duration", "0"),
+    }
+    player: Any
+    if which == "ros2_bag":
+        player = ExecuteProcess(
+            cmd=bag_play_command(*args, **kw), name="bag_player", output="screen"
+        )
+    else:
+        from launch_ros.actions import Node
+
+        player = Node(**bag_player_node_kwargs(*args, **kw))
     return [TimerAction(period=PLAYER_START_DELAY_S, actions=[player])]

@@ -27,7 +27,6 @@ plots (prequential accuracy over time, confusion matrices before and after).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import os
@@ -44,16 +43,24 @@ from typing import Any
 
 import numpy as np
 
+from .bagplay import OPERATOR_TOPIC, TRUTH_TOPIC, BagData, BagError, BagPlayer, read_bag, truth_at
 from .graph import ParamValue
 from .launcher import LaunchError
 from .scoring import Answer, Window, prequential, score_passes, window_key
 
-__all__ = ["PassResult", "ReplayConfig", "ReplayError", "replay", "run_pass"]
+__all__ = [
+    "OPERATOR_TOPIC",
+    "TRUTH_TOPIC",
+    "PassResult",
+    "ReplayConfig",
+    "ReplayError",
+    "replay",
+    "run_pass",
+    "truth_at",
+]
 
-TRUTH_TOPIC = "/terrain/label_truth"
 #: `imu_features.imu_poll_hz` during replays, unless the parameters set one.
 REPLAY_POLL_HZ = 500.0
-OPERATOR_TOPIC = "/terrain/operator_label"
 
 
 class ReplayError(RuntimeError):
@@ -112,63 +119,14 @@ class PassResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bag access
+# Bag access: terrain_odt.bagplay (the player is shared with the bag_player node)
 
 
-@dataclass(frozen=True)
-class _Msg:
-    t_ns: int
-    topic: str
-    raw: bytes
-
-
-def _read_bag(
-    bag: Path, truth_topic: str
-) -> tuple[list[_Msg], dict[str, str], list[tuple[int, str]]]:
-    """All messages (time order), topic → type, and the truth timeline (ns, class)."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    if not bag.exists():
-        raise ReplayError(f"bag {bag} does not exist")
-    store = get_typestore(Stores.ROS2_KILTED) if hasattr(Stores, "ROS2_KILTED") else None
-    msgs: list[_Msg] = []
-    types: dict[str, str] = {}
-    truth: list[tuple[int, str]] = []
+def _read_bag(bag: Path, truth_topic: str) -> BagData:
     try:
-        with AnyReader([bag], default_typestore=store) as reader:
-            for c in reader.connections:
-                types[c.topic] = c.msgtype
-            for conn, t_ns, raw in reader.messages():
-                msgs.append(_Msg(int(t_ns), conn.topic, bytes(raw)))
-                if conn.topic == truth_topic:
-                    truth.append((int(t_ns), str(reader.deserialize(raw, conn.msgtype).data)))
-    except Exception as exc:  # rosbags raises several unrelated types for bad files
-        raise ReplayError(f"cannot read bag {bag}: {exc}") from exc
-    if not msgs:
-        raise ReplayError(f"bag {bag} has no messages")
-    msgs.sort(key=lambda m: m.t_ns)
-    return msgs, types, truth
-
-
-def _msg_class(msgtype: str) -> Any:
-    pkg, _, name = msgtype.partition("/msg/")
-    try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError):
-        return None
-
-
-def truth_at(truth: Sequence[tuple[int, str]], t_ns: int) -> str | None:
-    """Truth in force at `t_ns` (the last truth message at or before it)."""
-    lo, hi = 0, len(truth)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if truth[mid][0] <= t_ns:
-            lo = mid + 1
-        else:
-            hi = mid
-    return truth[lo - 1][1] if lo else None
+        return read_bag(bag, truth_topic)
+    except BagError as exc:
+        raise ReplayError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,16 +211,14 @@ def run_pass(
     cfg: ReplayConfig,
     name: str,
     training: bool,
-    bag_data: tuple[list[_Msg], dict[str, str], list[tuple[int, str]]],
+    bag_data: BagData,
     log: Callable[[str], None],
 ) -> PassResult:
     """Play the bag once through a fresh graph (child process) and co-processor."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
     from rclpy.signals import SignalHandlerOptions
-    from rosgraph_msgs.msg import Clock
     from std_msgs.msg import Float32, Float64MultiArray, String
 
     from .emulator import Emulator, EmulatorError, find_emulator
@@ -270,7 +226,7 @@ def run_pass(
     from .nodes.odt_bridge import KIND_CODES, PREDICTION_WINDOW_TOPIC, parse_prediction_window
     from .paths import resolve
 
-    msgs, types, truth = bag_data
+    truth = bag_data.truth
     files = resolve_param_files(cfg.param_files)
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in cfg.overrides.items()}
     feat_ov = overrides.setdefault("imu_features", {})
@@ -327,24 +283,17 @@ def run_pass(
         spin.start()
         stack.callback(executor.shutdown)
 
-        clock_pub = player.create_publisher(Clock, "/clock", 10)
-        pubs: dict[str, Any] = {}
-        for topic, mtype in types.items():
-            cls = _msg_class(mtype)
-            if cls is None:
-                log(f"skipping {topic}: message type {mtype} is not installed")
-                continue
-            qos = (
-                QoSProfile(
-                    history=qos_profile_sensor_data.history,
-                    depth=1000,
-                    reliability=qos_profile_sensor_data.reliability,
-                )
-                if mtype == "sensor_msgs/msg/Imu"
-                else 100
-            )
-            pubs[topic] = player.create_publisher(cls, topic, qos)
-        op_pub = player.create_publisher(String, OPERATOR_TOPIC, 10)
+        bag_player = BagPlayer(
+            player,
+            bag_data,
+            rate=cfg.rate,
+            clock_rate_hz=cfg.clock_rate_hz,
+            truth_topic=cfg.truth_topic,
+            operator_until_s=cfg.operator_until,
+            log=log,
+        )
+        pubs = bag_player.pubs
+        op_pubs = [] if bag_player.operator_pub is None else [bag_player.operator_pub]
         preds: list[tuple[float, str, str | None]] = []
         accs: list[tuple[float, float]] = []
         last_msg = [time.monotonic()]
@@ -394,7 +343,7 @@ def run_pass(
                 raise ReplayError(
                     "the graph did not start (no co-processor session?):\n" + graph.tail()
                 )
-        wanted = [p for t, p in pubs.items() if t in ("/imu/data", "/odom")] + [op_pub]
+        wanted = [p for t, p in pubs.items() if t in ("/imu/data", "/odom")] + op_pubs
         deadline = time.monotonic() + 20.0
         while any(p.get_subscription_count() == 0 for p in wanted):
             if time.monotonic() > deadline:
@@ -406,52 +355,26 @@ def run_pass(
                 raise ReplayError("the graph does not publish /terrain/prediction")
             time.sleep(0.02)
 
-        t0 = msgs[0].t_ns
-        bag_s = (msgs[-1].t_ns - t0) * 1e-9
-        counts: dict[str, int] = {}
+        bag_s = bag_data.duration_s
         bar = _progress(bag_s, f"{name} pass")
-        op_state: str | None = None
-        until_ns = None if cfg.operator_until is None else t0 + int(cfg.operator_until * 1e9)
-        clock_wall = 1.0 / cfg.clock_rate_hz
-        next_clock = 0.0
-        last_clock = -(1 << 62)
-        wall0 = time.monotonic()
-        for i, m in enumerate(msgs):
-            due = wall0 + (m.t_ns - t0) * 1e-9 / cfg.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            now = time.monotonic()
-            is_op = until_ns is not None and m.topic == cfg.truth_topic
-            if (now >= next_clock or is_op) and m.t_ns != last_clock:
-                sim_now[0] = m.t_ns
-                clock_pub.publish(Clock(clock=_stamp(m.t_ns)))
-                last_clock = m.t_ns
-                next_clock = now + clock_wall
-            pub = pubs.get(m.topic)
-            if pub is not None:
-                pub.publish(m.raw)
-                counts[m.topic] = counts.get(m.topic, 0) + 1
-            if is_op:
-                label = truth_at(truth, m.t_ns) if m.t_ns < until_ns else ""
-                if label != op_state:
-                    op_pub.publish(String(data=label or ""))
-                    op_state = label
-            if bar is not None and i % 200 == 0:
-                bar.n = round((m.t_ns - t0) * 1e-9, 1)
+
+        def on_clock(t_ns: int) -> None:
+            sim_now[0] = t_ns
+
+        def on_progress(t_s: float) -> None:
+            if bar is not None:
+                bar.n = round(t_s, 1)
                 bar.refresh()
-        play_wall = time.monotonic() - wall0
+
+        played = bag_player.play(on_clock=on_clock, on_progress=on_progress)
+        played_at = time.monotonic()
+        counts = played.counts
+        play_wall = played.wall_s
         if bar is not None:
             bar.n = round(bag_s, 1)
             bar.close()
-        if until_ns is not None and op_state:
-            op_pub.publish(String(data=""))
         # Let the last windows through: advance the clock a little, wait until the answers stop.
-        end_ns = msgs[-1].t_ns
-        for k in range(1, 11):
-            sim_now[0] = end_ns + k * 10_000_000
-            clock_pub.publish(Clock(clock=_stamp(sim_now[0])))
-            time.sleep(0.01)
+        bag_player.tick_past_end(on_clock)
         deadline = time.monotonic() + cfg.drain_timeout
         while time.monotonic() < deadline:
             with lock:
@@ -459,7 +382,7 @@ def run_pass(
             if quiet > 1.0:
                 break
             time.sleep(0.05)
-        drain_wall = time.monotonic() - wall0 - play_wall
+        drain_wall = time.monotonic() - played_at
         rc = graph.stop()
         time.sleep(0.3)  # answers flushed while the bridge closed
         if rc != 0 or not stats_path.exists():
@@ -487,12 +410,6 @@ def run_pass(
 def _spin_quietly(executor: Any) -> None:
     with contextlib.suppress(Exception):
         executor.spin()
-
-
-def _stamp(t_ns: int) -> Any:
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,7 +580,7 @@ def replay(
     if not cfg.rate > 0:
         raise ReplayError(f"rate must be > 0, got {cfg.rate}")
     data = _read_bag(cfg.bag, cfg.truth_topic)
-    msgs, types, truth = data
+    msgs, types, truth = data.messages, data.types, data.truth
     if not truth:
         raise ReplayError(
             f"bag {cfg.bag} has no {cfg.truth_topic} (std_msgs/String ground truth): nothing "

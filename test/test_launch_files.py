@@ -1,6 +1,7 @@
 """The `ros2 launch` files (launch/*.launch.py) against the graph definition, without ROS launch.
 
-`launch` and `launch_ros` are not installable here, so minimal stand-ins that record their
+These run without `launch` and `launch_ros` installed (test_ros2_launch.py runs the real
+`ros2 launch`, when make setup installed it), so minimal stand-ins that record their
 constructor arguments (with the real keyword-only signatures, so a misspelt keyword fails) are
 put in `sys.modules`; each launch file is imported from its path, `generate_launch_description()`
 is called, and its entities are run the way `ros2 launch` runs them: launch arguments set from
@@ -26,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from terrain_odt import graph
-from terrain_odt.graph import NODES, NodeSpec
+from terrain_odt import ament_layout, graph, launch_description
+from terrain_odt.graph import NODES, TOOL_NODES, NodeSpec
 from terrain_odt.launch_description import OVERRIDE_ARGUMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,14 +205,10 @@ def _setup_call() -> tuple[dict[str, Any], dict[str, ast.expr]]:
 
 
 def _data_files() -> list[tuple[str, list[str]]]:
-    consts, kw = _setup_call()
-
-    def glob(pattern: str) -> list[str]:
-        return sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(pattern))
-
-    expr = ast.Expression(kw["data_files"])
-    code = compile(expr, str(SETUP), "eval")
-    return eval(code, {"__builtins__": {}, "glob": glob, **consts})
+    """What setup.py installs besides the package (terrain_odt/ament_layout.py defines it)."""
+    _, kw = _setup_call()
+    assert ast.unparse(kw["data_files"]) == "LAYOUT['data_files'](HERE)"
+    return ament_layout.data_files(ROOT)
 
 
 def _console_scripts() -> dict[str, str]:
@@ -255,6 +252,8 @@ class Launched:
     nodes: list[Node]
     processes: list[ExecuteProcess]
     timers: list[TimerAction]
+    #: The actions of the timers (started later: the bag player).
+    delayed: list[Any]
 
     def node(self, name: str) -> Node:
         (node,) = [n for n in self.nodes if n.kwargs["name"] == name]
@@ -275,7 +274,7 @@ def launch(which: str, **cli: str) -> Launched:
     desc = _load(which).generate_launch_description()
     assert isinstance(desc, LaunchDescription)
     configs = dict(cli)
-    out = Launched({}, configs, [], [], [])
+    out = Launched({}, configs, [], [], [], [])
     pending = list(desc.entities)
     while pending:
         entity = pending.pop(0)
@@ -294,7 +293,7 @@ def launch(which: str, **cli: str) -> Launched:
             pending[:0] = entity.function(ctx, *entity.args, **entity.fn_kwargs) or []
         elif isinstance(entity, TimerAction):
             out.timers.append(entity)
-            pending[:0] = entity.kwargs["actions"]
+            out.delayed += entity.kwargs["actions"]
         elif isinstance(entity, Node):
             out.nodes.append(entity)
         elif isinstance(entity, ExecuteProcess):
@@ -410,7 +409,8 @@ def test_override_arguments_declared_empty(which: str, share: Path) -> None:
     assert run.arguments["log_level"].kwargs["default_value"] == "info"
 
 
-def test_replay_defaults(share: Path) -> None:
+def test_replay_defaults(share: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch_description, "ros2_bag_available", lambda: False)
     run = launch("replay")
     main, demo = share / "config" / "terrain_odt.yaml", share / "config" / "demo.yaml"
     assert main.is_file() and demo.is_file()
@@ -419,40 +419,69 @@ def test_replay_defaults(share: Path) -> None:
         assert _overrides(node) == {"use_sim_time": True}
     assert "use_sim_time" not in run.arguments  # always on: the bag is the clock
 
+    # No `ros2 bag` (pip-only): the package's own player, on wall time.
     (timer,) = run.timers
     assert float(timer.kwargs["period"]) > 0
-    (player,) = run.processes
+    (player,) = run.delayed
+    assert isinstance(player, Node)
+    assert player.kwargs["package"] == PACKAGE
+    assert player.kwargs["executable"] == graph.BAG_PLAYER.executable == "bag_player"
     assert player.kwargs["output"] == "screen"
-    cmd = player.kwargs["cmd"]
+    (params,) = player.kwargs["parameters"]
     bag = share / "data" / "demo" / "borealtc_demo.mcap"
     assert bag.is_file()
+    assert params == {
+        "bag": str(bag),
+        "rate": 1.0,
+        "clock_rate_hz": 100.0,
+        "truth_as_operator": False,
+        "playback_duration_s": 0.0,
+        "use_sim_time": False,
+    }
+    assert set(params) - {"use_sim_time"} <= {p.name for p in graph.BAG_PLAYER.params}
+
+
+@pytest.mark.parametrize("player", ["ros2_bag", "auto"])
+def test_replay_with_ros2_bag(share: Path, player: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch_description, "ros2_bag_available", lambda: True)
+    run = launch("replay", player=player)
+    (proc,) = run.delayed
+    assert isinstance(proc, ExecuteProcess)
+    assert proc.kwargs["output"] == "screen"
+    cmd = proc.kwargs["cmd"]
+    bag = share / "data" / "demo" / "borealtc_demo.mcap"
     assert cmd[:4] == ["ros2", "bag", "play", str(bag)]
     assert cmd[cmd.index("--clock") + 1] == "100"
     assert float(cmd[cmd.index("--rate") + 1]) == 1.0
-    assert "--remap" not in cmd
+    assert "--remap" not in cmd and "--playback-duration" not in cmd
 
 
-def test_replay_arguments(share: Path, tmp_path: Path) -> None:
+def test_replay_arguments(share: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bag = tmp_path / "drive.mcap"
     bag.write_bytes(b"")
-    run = launch(
-        "replay",
-        bag=str(bag),
-        rate="2.5",
-        extra_params_file="",
-        serial_port="socket://127.0.0.1:5760",
-        truth_as_operator="true",
-    )
+    args = {
+        "bag": str(bag),
+        "rate": "2.5",
+        "extra_params_file": "",
+        "serial_port": "socket://127.0.0.1:5760",
+        "truth_as_operator": "true",
+        "playback_duration": "30",
+    }
+    run = launch("replay", player="ros2_bag", **args)
     for node in run.nodes:
         assert _files(node) == [str(share / "config" / "terrain_odt.yaml")]
     assert _overrides(run.node("odt_bridge")) == {
         "use_sim_time": True,
         "serial_port": "socket://127.0.0.1:5760",
     }
-    cmd = run.processes[0].kwargs["cmd"]
+    cmd = run.delayed[0].kwargs["cmd"]
     assert cmd[3] == str(bag) and "--clock" in cmd
     assert float(cmd[cmd.index("--rate") + 1]) == 2.5
+    assert float(cmd[cmd.index("--playback-duration") + 1]) == 30.0
     assert cmd[cmd.index("--remap") + 1] == "/terrain/label_truth:=/terrain/operator_label"
+    (params,) = launch("replay", player="terrain_odt", **args).delayed[0].kwargs["parameters"]
+    assert params["rate"] == 2.5 and params["playback_duration_s"] == 30.0
+    assert params["truth_as_operator"] is True and params["bag"] == str(bag)
 
 
 @pytest.mark.parametrize(
@@ -463,6 +492,8 @@ def test_replay_arguments(share: Path, tmp_path: Path) -> None:
         ({"bag": "/nonexistent.mcap"}, "launch argument 'bag': /nonexistent.mcap not found"),
         ({"truth_as_operator": "2"}, "launch argument 'truth_as_operator' must be true or false"),
         ({"extra_params_file": "/nonexistent.yaml"}, "extra_params_file.*not found"),
+        ({"playback_duration": "-1"}, "launch argument 'playback_duration' must be a number"),
+        ({"player": "vlc"}, "player: 'vlc' not in"),
     ],
 )
 def test_replay_bad_arguments(share: Path, cli: dict[str, str], match: str) -> None:
@@ -481,7 +512,7 @@ def test_launch_files_are_installed() -> None:
 # ---- executables and node classes --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", NODES, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", (*NODES, *TOOL_NODES), ids=lambda s: s.name)
 def test_executable_is_a_console_script_of_the_factory_module(spec: NodeSpec) -> None:
     scripts = _console_scripts()
     assert spec.executable in scripts, f"setup.py has no console script {spec.executable}"
@@ -511,10 +542,11 @@ def rclpy_context() -> Iterator[Any]:
 #: and a short connect timeout keeps close() fast.
 TEST_OVERRIDES: dict[str, dict[str, Any]] = {
     "odt_bridge": {"serial_port": "socket://127.0.0.1:1", "connect_timeout_s": 0.2},
+    "bag_player": {"bag": str(ROOT / "data" / "demo" / "borealtc_demo.mcap")},
 }
 
 
-@pytest.mark.parametrize("spec", NODES, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", (*NODES, *TOOL_NODES), ids=lambda s: s.name)
 def test_node_declares_exactly_the_graph_parameters(spec: NodeSpec, rclpy_context: Any) -> None:
     from rclpy.node import Node as RclpyNode
     from rclpy.parameter import Parameter

@@ -167,7 +167,10 @@ def test_bench_mcu_refuses_a_dirty_tree(
     ("module", "extra"),
     [
         ("exp_standard", []),
-        ("exp_learning", []),
+        ("exp_features", []),
+        ("eval_laps", []),
+        ("sim_closed_loop", []),
+        ("bench_link", []),
         ("exp_trainer_choices", []),
         ("bench_ros", []),
     ],
@@ -182,10 +185,12 @@ def test_experiment_scripts_refuse_a_dirty_tree(
     (repo / "src.py").write_text("x = 2\n")
     monkeypatch.setattr(mod, "ROOT", repo)
     out = repo / "bench" / "results" / "out.json"
-    flag = "--out" if module == "bench_ros" else "--json"
-    args = [flag, str(out), *extra]
-    if module != "bench_ros":
-        args += ["--md", str(repo / "docs" / "RESULTS.md")]
+    if module in ("exp_standard", "exp_trainer_choices"):
+        args = ["--json", str(out), "--md", str(repo / "docs" / "RESULTS.md"), *extra]
+    elif module == "sim_closed_loop":
+        args = ["--summary", str(out), *extra]
+    else:
+        args = ["--out", str(out), *extra]
     with pytest.raises(SystemExit) as exc:
         mod.main(args)
     assert exc.value.code not in (0, None)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +20,7 @@ from rclpy.executors import (
     SingleThreadedExecutor,
 )
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from ..graph import NodeSpec, ParamValue
 
@@ -117,32 +121,99 @@ def spin(executor: Executor, context: Context | None = None, log: Any = None) ->
 
 
 def run_node(
-    factory: Callable[..., Node], args: Sequence[str] | None = None, executor: str = "single"
+    factory: Callable[..., Node],
+    args: Sequence[str] | None = None,
+    executor: str = "single",
+    work: Callable[[Any, threading.Event], int | None] | None = None,
 ) -> int:
     """`main` of a node executable: init, spin, clean shutdown; clear errors, no traceback.
 
     `executor`: "single" (least overhead per message: rclpy's executors cost far more per
     callback than the nodes' own work) or "multi" (for a node whose service callbacks wait on
     a device, so its topics keep flowing meanwhile).
+
+    SIGINT and SIGTERM (Ctrl-C, `ros2 launch` forwarding a Ctrl-C, `timeout`, or a signal to
+    the whole process group, which reaches the node twice) only *request* a stop: the node
+    spins in a thread, the main thread waits for the request, then closes the node (the bridge
+    flushes and saves), destroys it and shuts rclpy down; signals arriving meanwhile are
+    ignored, so there is no KeyboardInterrupt half way through the cleanup. Exit status 0.
+
+    `work(node, stop)`: for a node that has a job to finish (a player): runs in the main thread
+    while the node spins, must return soon after `stop` is set; the node exits when it returns
+    (its result, if an int, is the exit status).
     """
-    rclpy.init(args=list(sys.argv if args is None else args))
-    node: Node | None = None
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    context = rclpy.Context()
     try:
-        node = factory()
-        ex = MultiThreadedExecutor() if executor == "multi" else SingleThreadedExecutor()
+        rclpy.init(
+            args=list(sys.argv if args is None else args),
+            context=context,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+    except RuntimeError as exc:  # RCLError: e.g. a parameter file rcl cannot parse
+        print(f"[ERROR] cannot initialise ROS: {exc}", file=sys.stderr)
+        return 2
+    node: Node | None = None
+    ex: Executor | None = None
+    spinner: threading.Thread | None = None
+    rc = 0
+    try:
+        node = factory(context=context)
+        ex = (
+            MultiThreadedExecutor(context=context)
+            if executor == "multi"
+            else SingleThreadedExecutor(context=context)
+        )
         ex.add_node(node)
-        spin(ex, log=node.get_logger())
+        spinner = threading.Thread(
+            target=_spin_until_shutdown,
+            args=(ex, context, node.get_logger()),
+            name="ros-executor",
+            daemon=True,
+        )
+        spinner.start()
+        if work is not None:
+            rc = int(work(node, stop) or 0)
+        else:
+            while not stop.wait(0.25):
+                if not spinner.is_alive():  # the context was shut down from elsewhere
+                    break
     except ParamError as exc:
         print(f"[ERROR] {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        rc = 2
     finally:
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except Exception as exc:
+                    print(f"[ERROR] closing {node.get_name()}: {exc}", file=sys.stderr)
+                    rc = rc or 1
+        if ex is not None:
+            ex.shutdown(timeout_sec=5.0)
+        if spinner is not None:
+            # A daemon thread still inside rclpy's C++ code when the interpreter exits is
+            # unwound there and aborts the process ("terminate called without an active
+            # exception"): wait until it has left the executor.
+            spinner.join(timeout=5.0)
+        if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+        if context.ok():
+            rclpy.shutdown(context=context)
+        # Exiting anyway: a late signal must not kill the interpreter while it finalizes
+        # (Python restores the default handlers then, except for ignored signals).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return rc
+
+
+def _spin_until_shutdown(executor: Executor, context: Context, log: Any) -> None:
+    with contextlib.suppress(ExternalShutdownException):
+        spin(executor, context, log=log)
