@@ -115,6 +115,120 @@ pub fn forward<Wt: Weight, const OUT: usize>(
             return;
         }
     }
+    // Convolutions on int8 weights: one patch per output position, then the same Dense kernels
+    // (packed on Armv7E-M, blocked elsewhere) over the `cout` rows.
+    if let Some(w8) = Wt::as_i8(w) {
+        let packed = crate::dense::PACKED;
+        if conv_forward_patches::<OUT>(g, w8, q, relu, x, y, ctr, scratch, packed) {
+            return;
+        }
+    }
+    forward_definition::<Wt, OUT>(g, w, q, relu, x, y, ctr, scratch);
+}
+
+/// Longest patch (`kh·kw·cin`) of [`conv_forward_patches`]; longer ones take the definition.
+pub const PATCH_MAX: usize = 256;
+
+/// Convolution forward by patches: for every output position the `kh·kw·cin` inputs under the
+/// kernel are gathered (padding as `z_x`, i.e. a centred 0) and the `cout` rows are one Dense
+/// layer over them ([`crate::dense::forward_packed_n`] with `packed`, else
+/// [`crate::dense::forward_scalar_n`]). The sums are the same integers as in
+/// [`forward_definition`] (padding contributes 0), so outputs and counts are equal. Returns
+/// `false` (doing nothing) when the shape does not fit (patch longer than [`PATCH_MAX`], too
+/// little scratch, short buffers); the caller then runs the definition.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward_patches<const OUT: usize>(
+    g: &Geom,
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+    packed: bool,
+) -> bool {
+    let fan = g.fan();
+    let rows = g.cout;
+    if fan == 0
+        || fan > PATCH_MAX
+        || rows == 0
+        || rows > OUT
+        || w.len() < rows * fan
+        || scratch.len() < fan
+        || y.len() < g.out_len()
+        || x.len() < g.in_len()
+    {
+        return false;
+    }
+    let mut buf = [0i8; PATCH_MAX];
+    let Some(patch) = buf.get_mut(..fan) else {
+        return false;
+    };
+    let run = g.kw * g.cin;
+    let zx = q.z_x;
+    let mut outs = y.chunks_exact_mut(rows);
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            let mut dst = patch.chunks_exact_mut(run.max(1));
+            for kh in 0..g.kh {
+                let Some(d) = dst.next() else {
+                    break;
+                };
+                let Some(ih) = Geom::src(oh, kh, g.sh, g.ph, g.h) else {
+                    d.fill(zx);
+                    continue;
+                };
+                // The whole kernel row inside the image: one contiguous run of the input.
+                let left = ow * g.sw;
+                if left >= g.pw && left - g.pw + g.kw <= g.w {
+                    let xo = (ih * g.w + left - g.pw) * g.cin;
+                    let src = x.get(xo..xo + run).unwrap_or(&[]);
+                    for (a, &b) in d.iter_mut().zip(src) {
+                        *a = b;
+                    }
+                    continue;
+                }
+                for (kw, dk) in d.chunks_exact_mut(g.cin.max(1)).enumerate() {
+                    match Geom::src(ow, kw, g.sw, g.pw, g.w) {
+                        Some(iw) => {
+                            let xo = (ih * g.w + iw) * g.cin;
+                            let src = x.get(xo..xo + g.cin).unwrap_or(&[]);
+                            for (a, &b) in dk.iter_mut().zip(src) {
+                                *a = b;
+                            }
+                        }
+                        None => dk.fill(zx),
+                    }
+                }
+            }
+            let Some(out) = outs.next() else {
+                return true;
+            };
+            let p = &*patch;
+            if packed {
+                crate::dense::forward_packed_n::<OUT>(fan, rows, w, q, relu, p, out, ctr, scratch);
+            } else {
+                crate::dense::forward_scalar_n::<OUT>(fan, rows, w, q, relu, p, out, ctr, scratch);
+            }
+        }
+    }
+    true
+}
+
+/// The forward definition for any geometry and weight type (docs §2): per output position and
+/// channel, `Σ w·(x − z_x)` over the taps inside the image.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_definition<Wt: Weight, const OUT: usize>(
+    g: &Geom,
+    w: &[Wt],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut Counters,
+    scratch: &mut [i32],
+) {
     let zx = q.z_x as i32;
     let xc = match scratch.get_mut(..x.len()) {
         Some(xc) => xc,
@@ -612,6 +726,99 @@ fn select_rows<const OUT: usize>(
         match best.and_then(|(b, _)| sel.get_mut(b)) {
             Some(flag) => *flag = true,
             None => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn params<const OUT: usize>(seed: u32, zx: i8, zy: i8) -> ChannelParams<OUT> {
+        let mut q = ChannelParams::<OUT>::new();
+        let mut s = seed;
+        for c in 0..OUT {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            q.m[c] = (1 << 30) + (s >> 2) as i32 % (1 << 30);
+            q.s[c] = -((s >> 27) as i8) - 4;
+            q.bias[c] = (s as i32) >> 16;
+        }
+        q.z_x = zx;
+        q.z_y = zy;
+        q
+    }
+
+    /// Geometries with padding, strides, and unit and non-unit dimensions.
+    fn geom() -> impl Strategy<Value = Geom> {
+        (
+            1usize..9,
+            1usize..9,
+            1usize..6,
+            1usize..9,
+            1usize..4,
+            1usize..4,
+            1usize..3,
+            1usize..3,
+        )
+            .prop_flat_map(|(h, w, cin, cout, kh, kw, sh, sw)| {
+                (0..kh.min(2), 0..kw.min(2)).prop_filter_map(
+                    "kernel larger than image",
+                    move |(ph, pw)| {
+                        if h + 2 * ph < kh || w + 2 * pw < kw {
+                            return None;
+                        }
+                        let oh = (h + 2 * ph - kh) / sh + 1;
+                        let ow = (w + 2 * pw - kw) / sw + 1;
+                        Some(Geom {
+                            h,
+                            w,
+                            cin,
+                            cout,
+                            kh,
+                            kw,
+                            sh,
+                            sw,
+                            ph,
+                            pw,
+                            oh,
+                            ow,
+                        })
+                    },
+                )
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn conv_forward_packed_and_scalar_equal_the_definition(
+            g in geom(),
+            data in proptest::collection::vec(any::<i8>(), 2 * 8 * 8 * 8 * 5),
+            seed in any::<u32>(),
+            relu in any::<bool>(),
+        ) {
+            const OUT: usize = 8;
+            prop_assume!(g.is_consistent());
+            let (x, w) = data.split_at(g.in_len());
+            let w = &w[..g.cout * g.fan()];
+            let q = params::<OUT>(seed, x[0], (seed >> 8) as i8);
+            let mut want = vec![0i8; g.out_len()];
+            let mut ctr0 = Counters::default();
+            let mut scratch = vec![0i32; g.in_len().max(g.fan())];
+            forward_definition::<i8, OUT>(&g, w, &q, relu, x, &mut want, &mut ctr0, &mut scratch);
+            for packed in [false, true] {
+                let mut y = vec![0i8; g.out_len()];
+                let mut ctr = Counters::default();
+                prop_assert!(conv_forward_patches::<OUT>(
+                    &g, w, &q, relu, x, &mut y, &mut ctr, &mut scratch, packed
+                ));
+                prop_assert_eq!(&y, &want, "packed={}", packed);
+                prop_assert_eq!(ctr.forward_saturations, ctr0.forward_saturations);
+            }
+            let mut y = vec![0i8; g.out_len()];
+            let mut ctr = Counters::default();
+            forward::<i8, OUT>(&g, w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
+            prop_assert_eq!(&y, &want);
         }
     }
 }
