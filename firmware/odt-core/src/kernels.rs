@@ -474,6 +474,13 @@ pub fn update<Wt: Weight, const OUT: usize>(
             for b in 0..nslots {
                 for pos in 0..npos {
                     let dv = s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
+                    if dv == 0 {
+                        // scale_sat(0, ..) is (0, no clip).
+                        if let Some(slot) = sc.rs.get_mut(b * npos + pos) {
+                            *slot = 0;
+                        }
+                        continue;
+                    }
                     let big_r = ctx.lr_m as i64 * at(&q.um, c) as i64 * dv;
                     let e = ctx.lr_e + at(&q.ue, c) as i32 + at(s.es, b) + 16;
                     let (r, clip) = scale_sat(big_r, e, R_MAX);
@@ -585,10 +592,35 @@ fn update_row_conv<Wt: Weight>(
     vacc: &mut [i64],
     ctx: &mut TrainCtx<'_>,
 ) -> (u32, u32) {
+    if !conv_row_sums(g, zx, s.xs, nslots, rs, vacc, ctx.scratch) {
+        conv_row_sums_definition(g, zx, s.xs, nslots, rs, vacc);
+    }
+    let mut clips = 0u32;
+    let mut cut = 0i32;
+    let mut rng = *ctx.rng;
+    for (wv, &v) in row.iter_mut().zip(vacc.iter()) {
+        let vc = v.clamp(-V_MAX, V_MAX);
+        clips += (vc != v) as u32;
+        cut |= wv.step(vc as i32, &mut rng);
+    }
+    *ctx.rng = rng;
+    (clips, (cut != 0) as u32)
+}
+
+/// `vacc[k] = Σ r·(x − z_x)` over every slot and output position of one row, the definition:
+/// per position, per tap inside the image, 64-bit products.
+pub fn conv_row_sums_definition(
+    g: &Geom,
+    zx: i32,
+    xs_all: &[i8],
+    nslots: usize,
+    rs: &[i32],
+    vacc: &mut [i64],
+) {
     let (in_len, npos) = (g.in_len(), g.npos());
     vacc.fill(0);
     for b in 0..nslots {
-        let xs = s.xs.get(b * in_len..(b + 1) * in_len).unwrap_or(&[]);
+        let xs = xs_all.get(b * in_len..(b + 1) * in_len).unwrap_or(&[]);
         for oh in 0..g.oh {
             for ow in 0..g.ow {
                 let r = rs.get(b * npos + oh * g.ow + ow).copied().unwrap_or(0) as i64;
@@ -617,16 +649,107 @@ fn update_row_conv<Wt: Weight>(
             }
         }
     }
-    let mut clips = 0u32;
-    let mut cut = 0i32;
-    let mut rng = *ctx.rng;
-    for (wv, &v) in row.iter_mut().zip(vacc.iter()) {
-        let vc = v.clamp(-V_MAX, V_MAX);
-        clips += (vc != v) as u32;
-        cut |= wv.step(vc as i32, &mut rng);
+}
+
+/// [`conv_row_sums_definition`] for unpadded convolutions with 32-bit sums: the positions with
+/// `r ≠ 0` are listed once in `list` (pairs `r`, input offset), then every run of `kw·cin`
+/// weights (contiguous in weights and input) is summed in blocks whose accumulators stay in
+/// registers over the list, as `Σ r·x − z_x·Σ r`. With `Σ|r| ≤ 2^24` every `Σ r·x` fits i32
+/// (`|x| ≤ 128`), so the sums are the exact integers. Returns `false` (sums not computed) when
+/// the geometry is padded, `list` is shorter than two words per position or `Σ|r|` is larger.
+pub fn conv_row_sums(
+    g: &Geom,
+    zx: i32,
+    xs: &[i8],
+    nslots: usize,
+    rs: &[i32],
+    vacc: &mut [i64],
+    list: &mut [i32],
+) -> bool {
+    let (in_len, npos) = (g.in_len(), g.npos());
+    if g.ph != 0 || g.pw != 0 || vacc.len() != g.fan() || xs.len() < nslots * in_len {
+        return false;
     }
-    *ctx.rng = rng;
-    (clips, (cut != 0) as u32)
+    let Some(list) = list.get_mut(..2 * nslots * npos) else {
+        return false;
+    };
+    let mut n = 0usize;
+    let mut sum_abs = 0u64;
+    let mut rsum = 0i64;
+    {
+        let mut slots = list.chunks_exact_mut(2);
+        for b in 0..nslots {
+            for oh in 0..g.oh {
+                for ow in 0..g.ow {
+                    let r = rs.get(b * npos + oh * g.ow + ow).copied().unwrap_or(0);
+                    if r == 0 {
+                        continue;
+                    }
+                    let base = b * in_len + (oh * g.sh * g.w + ow * g.sw) * g.cin;
+                    if let Some([lr, lb]) = slots.next() {
+                        *lr = r;
+                        *lb = base as i32;
+                        n += 1;
+                    }
+                    sum_abs += r.unsigned_abs() as u64;
+                    rsum += r as i64;
+                }
+            }
+        }
+    }
+    if sum_abs > 1 << 24 {
+        return false;
+    }
+    let live = list.get(..2 * n).unwrap_or(&[]).as_chunks::<2>().0;
+    let run = g.kw * g.cin;
+    let corr = zx as i64 * rsum;
+    for (kh, acc) in vacc.chunks_exact_mut(run.max(1)).enumerate() {
+        let ko = kh * g.w * g.cin;
+        let mut j = 0usize;
+        while j < run {
+            let left = run - j;
+            let Some(a) = acc.get_mut(j..) else {
+                break;
+            };
+            let o = ko + j;
+            j += if left >= 8 {
+                block_sums::<8>(xs, o, live, corr, a)
+            } else if left >= 4 {
+                block_sums::<4>(xs, o, live, corr, a)
+            } else if left == 3 {
+                block_sums::<3>(xs, o, live, corr, a)
+            } else if left == 2 {
+                block_sums::<2>(xs, o, live, corr, a)
+            } else {
+                block_sums::<1>(xs, o, live, corr, a)
+            };
+        }
+    }
+    true
+}
+
+/// `acc[i] = Σ r·x[base + o + i] − corr` for `i < N` over the live list; returns `N`.
+#[inline(always)]
+fn block_sums<const N: usize>(
+    xs: &[i8],
+    o: usize,
+    live: &[[i32; 2]],
+    corr: i64,
+    acc: &mut [i64],
+) -> usize {
+    let mut a = [0i32; N];
+    let xs = xs.get(o..).unwrap_or(&[]);
+    for &[r, base] in live {
+        if let Some(x) = xs.get(base as usize..).and_then(|t| t.first_chunk::<N>()) {
+            for (ai, &xv) in a.iter_mut().zip(x) {
+                *ai = ai.wrapping_add(r.wrapping_mul(xv as i32));
+            }
+        }
+    }
+    for (v, &ai) in acc.iter_mut().zip(&a) {
+        *v = ai as i64 - corr;
+    }
+    N
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -819,6 +942,33 @@ mod tests {
             let mut ctr = Counters::default();
             forward::<i8, OUT>(&g, w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
             prop_assert_eq!(&y, &want);
+        }
+
+        #[test]
+        fn conv_row_sums_equal_the_definition(
+            g in geom(),
+            nslots in 1usize..3,
+            data in proptest::collection::vec(any::<i8>(), 2 * 8 * 8 * 5),
+            rsel in proptest::collection::vec((0u8..4, -(1i32 << 20)..=(1 << 20)), 2 * 10 * 10),
+            zx in any::<i8>(),
+        ) {
+            prop_assume!(g.is_consistent());
+            let xs = &data[..nslots * g.in_len()];
+            // Mostly zero or small step factors, some at the limit (then Σ|r| may exceed 2^24).
+            let rs: Vec<i32> = rsel[..nslots * g.npos()]
+                .iter()
+                .map(|&(k, r)| match k { 0 | 1 => 0, 2 => r >> 12, _ => r })
+                .collect();
+            let mut want = vec![0i64; g.fan()];
+            conv_row_sums_definition(&g, zx as i32, xs, nslots, &rs, &mut want);
+            let mut got = vec![0i64; g.fan()];
+            let mut list = vec![0i32; 2 * nslots * g.npos()];
+            let fast = conv_row_sums(&g, zx as i32, xs, nslots, &rs, &mut got, &mut list);
+            let sum_abs: u64 = rs.iter().map(|r| r.unsigned_abs() as u64).sum();
+            prop_assert_eq!(fast, g.ph == 0 && g.pw == 0 && sum_abs <= 1 << 24);
+            if fast {
+                prop_assert_eq!(got, want);
+            }
         }
     }
 }
