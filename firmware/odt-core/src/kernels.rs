@@ -320,7 +320,7 @@ pub fn to_delta<const OUT: usize>(
     // Channel-major chunks (one per output position) instead of a cycling channel index, and
     // inactive ReLU outputs first: most of them cost a compare.
     let term = |m: i32, s: i8, yj: i8, ej: i32| -> i64 {
-        if relu && yj == zy {
+        if (relu && yj == zy) || ej == 0 {
             0
         } else {
             shr_round(ej as i64 * m as i64, smax - s as i32)
@@ -341,7 +341,7 @@ pub fn to_delta<const OUT: usize>(
     for ((dc, yc), ec) in d.chunks_mut(OUT).zip(y.chunks(OUT)).zip(e.chunks(OUT)) {
         for ((((dj, &yj), &ej), &m), &s) in dc.iter_mut().zip(yc).zip(ec).zip(&q.m).zip(&q.s) {
             // An inactive ReLU output's term is 0, and so is its δ (no shift needed).
-            *dj = if relu && yj == zy {
+            *dj = if (relu && yj == zy) || ej == 0 {
                 0
             } else {
                 shr_round(term(m, s, yj, ej), r) as i16

@@ -599,11 +599,7 @@ macro_rules! impl_pool {
                 (H / PH) * (W / PW) * C
             }
             fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], _ctr: &mut Counters, _scratch: &mut [i32]) {
-                for_windows(H, W, C, PH, PW, |o, win| {
-                    if let Some(out) = y.get_mut(o) {
-                        *out = $fwd(x, win, PH * PW);
-                    }
-                });
+                $fwd(H, W, C, PH, PW, x, y);
             }
             fn backward_data(&self, x: &[i8], _z_x: i8, e_out: &[i32], exp: i32, e_in: &mut [i32]) -> i32 {
                 $bwd(H, W, C, PH, PW, x, e_out, exp, e_in)
@@ -612,14 +608,61 @@ macro_rules! impl_pool {
     };
 }
 
-fn max_fwd(x: &[i8], win: &mut dyn Iterator<Item = usize>, _n: usize) -> i8 {
-    win.filter_map(|i| x.get(i).copied()).max().unwrap_or(-128)
+/// The window of every max-pooling output, in the order of [`for_windows`], without its
+/// iterator: `f(out_index, index of the window's first maximum (row-major), maximum)`.
+#[inline(always)]
+fn max_windows(
+    h: usize,
+    w: usize,
+    c: usize,
+    ph: usize,
+    pw: usize,
+    x: &[i8],
+    mut f: impl FnMut(usize, usize, i8),
+) {
+    let (oh, ow) = (h / ph, w / pw);
+    let mut o = 0;
+    for y in 0..oh {
+        for xo in 0..ow {
+            let base = (y * ph * w + xo * pw) * c;
+            for ch in 0..c {
+                let mut best: Option<(usize, i8)> = None;
+                for i in 0..ph {
+                    for j in 0..pw {
+                        let k = base + (i * w + j) * c + ch;
+                        if let Some(&v) = x.get(k) {
+                            if best.is_none_or(|(_, b)| v > b) {
+                                best = Some((k, v));
+                            }
+                        }
+                    }
+                }
+                if let Some((k, v)) = best {
+                    f(o, k, v);
+                }
+                o += 1;
+            }
+        }
+    }
 }
 
-fn avg_fwd(x: &[i8], win: &mut dyn Iterator<Item = usize>, n: usize) -> i8 {
-    let s: i64 = win.filter_map(|i| x.get(i).map(|&v| v as i64)).sum();
-    let n = n as i64;
-    (2 * s + n).div_euclid(2 * n).clamp(-128, 127) as i8
+#[allow(clippy::too_many_arguments)]
+fn max_fwd(h: usize, w: usize, c: usize, ph: usize, pw: usize, x: &[i8], y: &mut [i8]) {
+    max_windows(h, w, c, ph, pw, x, |o, _, v| {
+        if let Some(out) = y.get_mut(o) {
+            *out = v;
+        }
+    });
+}
+
+fn avg_fwd(h: usize, w: usize, c: usize, ph: usize, pw: usize, x: &[i8], y: &mut [i8]) {
+    for_windows(h, w, c, ph, pw, |o, win| {
+        let s: i64 = win.filter_map(|i| x.get(i).map(|&v| v as i64)).sum();
+        let n = (ph * pw) as i64;
+        if let Some(out) = y.get_mut(o) {
+            *out = (2 * s + n).div_euclid(2 * n).clamp(-128, 127) as i8;
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -635,19 +678,9 @@ fn max_bwd(
     e_in: &mut [i32],
 ) -> i32 {
     e_in.fill(0);
-    for_windows(h, w, c, ph, pw, |o, win| {
-        let mut best: Option<(usize, i8)> = None;
-        for i in win {
-            if let Some(&v) = x.get(i) {
-                if best.is_none_or(|(_, b)| v > b) {
-                    best = Some((i, v));
-                }
-            }
-        }
-        if let (Some((i, _)), Some(&e)) = (best, e_out.get(o)) {
-            if let Some(dst) = e_in.get_mut(i) {
-                *dst = e;
-            }
+    max_windows(h, w, c, ph, pw, x, |o, i, _| {
+        if let (Some(&e), Some(dst)) = (e_out.get(o), e_in.get_mut(i)) {
+            *dst = e;
         }
     });
     exp
