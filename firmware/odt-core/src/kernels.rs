@@ -315,12 +315,32 @@ pub fn to_delta<const OUT: usize>(
     exp: i32,
     d: &mut [i16],
 ) -> (i32, bool) {
+    // Convolutions (several output positions): after pooling most errors are 0, whose term is
+    // 0 without the 64-bit product; Dense keeps the loop without that test.
+    if y.len() > OUT {
+        to_delta_with::<OUT, true>(q, relu, y, e, exp, d)
+    } else {
+        to_delta_with::<OUT, false>(q, relu, y, e, exp, d)
+    }
+}
+
+/// [`to_delta`]; with `SKIP_ZERO` a zero error gives a zero term without the product (the same
+/// value: `shr_round(0, k) = 0`).
+#[inline(always)]
+fn to_delta_with<const OUT: usize, const SKIP_ZERO: bool>(
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    y: &[i8],
+    e: &[i32],
+    exp: i32,
+    d: &mut [i16],
+) -> (i32, bool) {
     let smax = q.max_s() as i32;
     let zy = q.z_y;
     // Channel-major chunks (one per output position) instead of a cycling channel index, and
     // inactive ReLU outputs first: most of them cost a compare.
     let term = |m: i32, s: i8, yj: i8, ej: i32| -> i64 {
-        if (relu && yj == zy) || ej == 0 {
+        if (relu && yj == zy) || (SKIP_ZERO && ej == 0) {
             0
         } else {
             shr_round(ej as i64 * m as i64, smax - s as i32)
@@ -341,7 +361,7 @@ pub fn to_delta<const OUT: usize>(
     for ((dc, yc), ec) in d.chunks_mut(OUT).zip(y.chunks(OUT)).zip(e.chunks(OUT)) {
         for ((((dj, &yj), &ej), &m), &s) in dc.iter_mut().zip(yc).zip(ec).zip(&q.m).zip(&q.s) {
             // An inactive ReLU output's term is 0, and so is its δ (no shift needed).
-            *dj = if (relu && yj == zy) || ej == 0 {
+            *dj = if (relu && yj == zy) || (SKIP_ZERO && ej == 0) {
                 0
             } else {
                 shr_round(term(m, s, yj, ej), r) as i16
@@ -459,89 +479,86 @@ pub fn update<Wt: Weight, const OUT: usize>(
         if !at(sc.sel, c) {
             continue;
         }
-        // A row whose δ is zero in every slot and position changes nothing: all its r are 0
-        // (weights skipped, §5.4) and its bias step and clip counts are 0. Skipping it early is
-        // exact and saves the per-row step-factor and bias arithmetic (most ReLU rows).
-        let live = (0..nslots).any(|b| {
-            let d = s.ds.get(b * out_len..b * out_len + out_len).unwrap_or(&[]);
-            d.iter().skip(c).step_by(OUT.max(1)).any(|&v| v != 0)
-        });
-        if !live {
-            continue;
-        }
-        if mode == TrainMode::All {
-            let mut any = false;
-            for b in 0..nslots {
-                for pos in 0..npos {
-                    let dv = s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
-                    if dv == 0 {
-                        // scale_sat(0, ..) is (0, no clip).
-                        if let Some(slot) = sc.rs.get_mut(b * npos + pos) {
-                            *slot = 0;
-                        }
-                        continue;
+        // One pass over the row's δ: the step factors (all weights trainable) and, per slot,
+        // the δ total and step of the bias (round to nearest, §5.3). A zero δ gives r = 0
+        // without a clip (`scale_sat(0, ..)`); a zero total a zero bias step (`bias_step(0, ..)`).
+        let all = mode == TrainMode::All;
+        let mut any = false;
+        let mut live = false;
+        let mut db = 0i64;
+        for b in 0..nslots {
+            let mut tot = 0i64;
+            for pos in 0..npos {
+                let dv = s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
+                let mut r = 0i64;
+                if dv != 0 {
+                    live = true;
+                    tot += dv;
+                    if all {
+                        let big_r = ctx.lr_m as i64 * at(&q.um, c) as i64 * dv;
+                        let e = ctx.lr_e + at(&q.ue, c) as i32 + at(s.es, b) + 16;
+                        let (rv, clip) = scale_sat(big_r, e, R_MAX);
+                        clips += clip as u32;
+                        any |= rv != 0;
+                        r = rv;
                     }
-                    let big_r = ctx.lr_m as i64 * at(&q.um, c) as i64 * dv;
-                    let e = ctx.lr_e + at(&q.ue, c) as i32 + at(s.es, b) + 16;
-                    let (r, clip) = scale_sat(big_r, e, R_MAX);
-                    clips += clip as u32;
-                    any |= r != 0;
+                }
+                if all {
                     if let Some(slot) = sc.rs.get_mut(b * npos + pos) {
                         *slot = r as i32;
                     }
                 }
             }
-            if any {
-                if npos == 1 && nslots == 1 {
-                    // Dense, batch 1: the hot path; |r·xc| < 2^28 fits i32. When |r|·max|xc|
-                    // cannot exceed V_MAX the clamp is a no-op and is left out of the loop.
-                    let r = sc.rs.first().copied().unwrap_or(0);
-                    let xc = ctx.scratch.get(..fan).unwrap_or(&[]);
-                    // A local generator stays in a register (through `ctx` it is stored per weight).
-                    let mut rng = *ctx.rng;
-                    let mut cut = 0i32;
-                    let no_clamp = (r.unsigned_abs() as i64) * (xc_max as i64) <= V_MAX;
-                    if no_clamp && Wt::STOCHASTIC && Wt::as_i8(row).is_some() {
-                        if let Some(row8) = Wt::as_i8_mut(row) {
-                            cut = crate::dense::sr_row(row8, xc, r, &mut rng) as i32;
-                        }
-                    } else if no_clamp {
-                        for (wv, &xv) in row.iter_mut().zip(xc) {
-                            cut |= wv.step(r * xv, &mut rng);
-                        }
-                    } else {
-                        for (wv, &xv) in row.iter_mut().zip(xc) {
-                            let v = r * xv;
-                            let vc = v.clamp(-(V_MAX as i32), V_MAX as i32);
-                            clips += (vc != v) as u32;
-                            cut |= wv.step(vc, &mut rng);
-                        }
-                    }
-                    wsat += (cut != 0) as u32;
-                    *ctx.rng = rng;
-                } else if sc.vacc.len() == fan {
-                    let (a, b) = update_row_conv(g, row, zx, s, nslots, sc.rs, sc.vacc, ctx);
-                    clips += a;
-                    wsat += b;
-                } else {
-                    let (a, b) = update_row_general(g, row, zx, s, nslots, sc.rs, in_len, ctx);
-                    clips += a;
-                    wsat += b;
-                }
+            if tot != 0 {
+                let t = ctx.lr_m as i64 * at(&q.ubm, c) as i64 * tot;
+                let e = ctx.lr_e + at(&q.ube, c) as i32 + at(s.es, b);
+                let (d, clip) = bias_step(t, e);
+                clips += clip as u32;
+                db += d;
             }
         }
-        // Bias (round to nearest, §5.3).
-        let mut db = 0i64;
-        for b in 0..nslots {
-            let mut tot = 0i64;
-            for pos in 0..npos {
-                tot += s.ds.get(b * out_len + pos * OUT + c).copied().unwrap_or(0) as i64;
+        // A row whose δ is zero in every slot and position changes nothing (weights skipped,
+        // §5.4; bias step and clip counts 0).
+        if !live {
+            continue;
+        }
+        if all && any {
+            if npos == 1 && nslots == 1 {
+                // Dense, batch 1: the hot path; |r·xc| < 2^28 fits i32. When |r|·max|xc|
+                // cannot exceed V_MAX the clamp is a no-op and is left out of the loop.
+                let r = sc.rs.first().copied().unwrap_or(0);
+                let xc = ctx.scratch.get(..fan).unwrap_or(&[]);
+                // A local generator stays in a register (through `ctx` it is stored per weight).
+                let mut rng = *ctx.rng;
+                let mut cut = 0i32;
+                let no_clamp = (r.unsigned_abs() as i64) * (xc_max as i64) <= V_MAX;
+                if no_clamp && Wt::STOCHASTIC && Wt::as_i8(row).is_some() {
+                    if let Some(row8) = Wt::as_i8_mut(row) {
+                        cut = crate::dense::sr_row(row8, xc, r, &mut rng) as i32;
+                    }
+                } else if no_clamp {
+                    for (wv, &xv) in row.iter_mut().zip(xc) {
+                        cut |= wv.step(r * xv, &mut rng);
+                    }
+                } else {
+                    for (wv, &xv) in row.iter_mut().zip(xc) {
+                        let v = r * xv;
+                        let vc = v.clamp(-(V_MAX as i32), V_MAX as i32);
+                        clips += (vc != v) as u32;
+                        cut |= wv.step(vc, &mut rng);
+                    }
+                }
+                wsat += (cut != 0) as u32;
+                *ctx.rng = rng;
+            } else if sc.vacc.len() == fan {
+                let (a, b) = update_row_conv(g, row, zx, s, nslots, sc.rs, sc.vacc, ctx);
+                clips += a;
+                wsat += b;
+            } else {
+                let (a, b) = update_row_general(g, row, zx, s, nslots, sc.rs, in_len, ctx);
+                clips += a;
+                wsat += b;
             }
-            let t = ctx.lr_m as i64 * at(&q.ubm, c) as i64 * tot;
-            let e = ctx.lr_e + at(&q.ube, c) as i32 + at(s.es, b);
-            let (d, clip) = bias_step(t, e);
-            clips += clip as u32;
-            db += d;
         }
         if let Some(bias) = q.bias.get_mut(c) {
             *bias = sat_i32(*bias as i64 - db);
