@@ -315,13 +315,20 @@ pub fn to_delta<const OUT: usize>(
     exp: i32,
     d: &mut [i16],
 ) -> (i32, bool) {
-    // Convolutions (several output positions): after pooling most errors are 0, whose term is
-    // 0 without the 64-bit product; Dense keeps the loop without that test.
-    if y.len() > OUT {
-        to_delta_with::<OUT, true>(q, relu, y, e, exp, d)
-    } else {
-        to_delta_with::<OUT, false>(q, relu, y, e, exp, d)
-    }
+    to_delta_with::<OUT, false>(q, relu, y, e, exp, d)
+}
+
+/// [`to_delta`] for layers with several output positions (convolutions): after pooling most
+/// errors are 0, and their term is 0 without the 64-bit product (the same result).
+pub fn to_delta_positions<const OUT: usize>(
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    y: &[i8],
+    e: &[i32],
+    exp: i32,
+    d: &mut [i16],
+) -> (i32, bool) {
+    to_delta_with::<OUT, true>(q, relu, y, e, exp, d)
 }
 
 /// [`to_delta`]; with `SKIP_ZERO` a zero error gives a zero term without the product (the same

@@ -69,6 +69,9 @@ macro_rules! impl_param_layer {
                     copy(xs, x);
                 }
                 let (e, nz) = match self.ds.flatten_all_mut().chunks_exact_mut(n_out.max(1)).nth(slot) {
+                    Some(d) if Self::GEOM.npos() > 1 => {
+                        kernels::to_delta_positions::<$out>(&self.q, $relu, y, e_out, exp, d)
+                    }
                     Some(d) => kernels::to_delta::<$out>(&self.q, $relu, y, e_out, exp, d),
                     None => (exp, false),
                 };
@@ -646,7 +649,8 @@ fn max_windows(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Not inlined: one copy for every max-pooling layer (the loops do not unroll per shape).
+#[inline(never)]
 fn max_fwd(h: usize, w: usize, c: usize, ph: usize, pw: usize, x: &[i8], y: &mut [i8]) {
     max_windows(h, w, c, ph, pw, x, |o, _, v| {
         if let Some(out) = y.get_mut(o) {
@@ -665,7 +669,9 @@ fn avg_fwd(h: usize, w: usize, c: usize, ph: usize, pw: usize, x: &[i8], y: &mut
     });
 }
 
+/// Not inlined, as [`max_fwd`].
 #[allow(clippy::too_many_arguments)]
+#[inline(never)]
 fn max_bwd(
     h: usize,
     w: usize,
