@@ -1379,6 +1379,15 @@ pub fn sr_row_clamped(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> (u32
     if RV32 {
         return sr_row_clamped_rv32(row, xc, r, rng);
     }
+    if THUMB1 {
+        // Steps clamped to ±8 (equal to clamping v first, see `sr_row_clamped_packed`), the
+        // clips counted as |xc| > V_MAX / |r|.
+        let t = (V_MAX as u32)
+            .checked_div(r.unsigned_abs())
+            .unwrap_or(u32::MAX);
+        let clips = count_above(xc.get(..row.len()).unwrap_or(xc), t);
+        return (clips, sr_row_thumb1(row, xc, r, rng, true));
+    }
     sr_row_clamped_portable(row, xc, r, rng)
 }
 
@@ -1625,6 +1634,8 @@ pub fn sr_row(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
         cut
     } else if RV32 {
         sr_row_rv32(row, xc, r, rng)
+    } else if THUMB1 {
+        sr_row_thumb1(row, xc, r, rng, false)
     } else {
         sr_row_scalar(row, xc, r, rng)
     }
@@ -1765,6 +1776,206 @@ fn sr_row_rv32(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg) -> u32 {
     #[cfg(not(target_arch = "riscv32"))]
     {
         sr_row_scalar(row, xc, r, rng)
+    }
+}
+
+/// One weight of the Armv6-M stochastic-rounding row at byte offset `$o`; r0 = xc (`LDM`), r1
+/// scratch, r2 = weight, r3 = generator, r4/r5 = pointers; r8 = end, r9 = multiplier,
+/// r10 = increment, r11 = `r`, r12 = flag, in high registers (Thumb-1 `MULS` takes low ones: one `MOV` each). Out of the int8 range
+/// (sign-extending the low byte changes the value) it branches to `$slow`, which clamps and
+/// returns to `$back`. With `clamp`, steps beyond ±8 (`v` beyond ±V_MAX) go to `$hi`/`$lo`.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+macro_rules! t1_weight {
+    ($o:literal, $slow:literal, $back:literal $(, $hi:literal, $lo:literal, $cback:literal)?) => {
+        concat!(
+            "ldm r4!, {{r0}}\n",
+            "mov r1, r9\n",
+            "muls r3, r1, r3\n",
+            "add r3, r10\n",
+            "mov r1, r11\n",
+            "muls r0, r1, r0\n",
+            "lsrs r1, r3, #16\n",
+            "adds r0, r0, r1\n",
+            "asrs r0, r0, #16\n",
+            $("cmp r0, #8\n",
+            "bgt ", $hi, "f\n",
+            "movs r1, #8\n",
+            "cmn r0, r1\n",
+            "blt ", $lo, "f\n",
+            $cback, ":\n",)?
+            "ldrb r2, [r5, #", $o, "]\n",
+            "sxtb r2, r2\n",
+            "subs r2, r2, r0\n",
+            "sxtb r1, r2\n",
+            "cmp r1, r2\n",
+            "bne ", $slow, "f\n",
+            $back, ":\n",
+            "strb r2, [r5, #", $o, "]\n",
+        )
+    };
+}
+
+/// The out-of-line clamp of [`t1_weight!`]: `±128 ^ 127` from the sign, the flag set.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+macro_rules! t1_slow {
+    ($slow:literal, $back:literal) => {
+        concat!(
+            $slow,
+            ":\n",
+            "asrs r2, r2, #31\n",
+            "movs r1, #127\n",
+            "eors r2, r1\n",
+            "mov r12, r1\n",
+            "b ",
+            $back,
+            "b\n",
+        )
+    };
+}
+
+/// The out-of-line step clamp of a clamped row: ±8.
+#[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+macro_rules! t1_clamp {
+    ($hi:literal, $lo:literal, $cback:literal) => {
+        concat!(
+            $hi,
+            ":\n",
+            "movs r0, #8\n",
+            "b ",
+            $cback,
+            "b\n",
+            $lo,
+            ":\n",
+            "movs r0, #8\n",
+            "negs r0, r0\n",
+            "b ",
+            $cback,
+            "b\n",
+        )
+    };
+}
+
+/// [`sr_row`] (or, with `clamp`, the steps of [`sr_row_clamped`], whose clips the caller
+/// counts) in assembly on Armv6-M, two weights per loop iteration; elsewhere the scalar loop.
+#[inline(always)]
+fn sr_row_thumb1(row: &mut [i8], xc: &[i32], r: i32, rng: &mut Lcg, clamp: bool) -> u32 {
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb2")))]
+    {
+        let n = row.len().min(xc.len());
+        let mut cut = 0u32;
+        let mut state = rng.state;
+        let mut xp = xc.as_ptr();
+        let mut wp = row.as_mut_ptr();
+        let pairs = n / 2;
+        // SAFETY (all blocks): reads `xc[..n]` (word aligned), reads and writes `row[..n]`,
+        // in bounds (the loop runs `n / 2` pairs, the single block the last odd weight);
+        // `row` is exclusively borrowed; r0–r5 named for Thumb-1's low-register forms. The high
+        // registers (only clobbers in Thumb-1 asm) are loaded from a parameter array that r0
+        // points to (end, multiplier, increment, r, flag); the flag comes back in r0.
+        macro_rules! run {
+            ($pair0:expr, $pair1:expr, $tail:expr, $($extra:expr),*) => {
+                if pairs > 0 {
+                    unsafe {
+                        core::arch::asm!(
+                            "ldr r1, [r0, #0]",
+                            "mov r8, r1",
+                            "ldr r1, [r0, #4]",
+                            "mov r9, r1",
+                            "ldr r1, [r0, #8]",
+                            "mov r10, r1",
+                            "ldr r1, [r0, #12]",
+                            "mov r11, r1",
+                            "ldr r1, [r0, #16]",
+                            "mov r12, r1",
+                            "2:",
+                            $pair0,
+                            $pair1,
+                            "adds r5, #2",
+                            "cmp r5, r8",
+                            "bne 2b",
+                            "b 9f",
+                            $($extra,)*
+                            "9:",
+                            "mov r0, r12",
+                            inout("r0") [wp.wrapping_add(2 * pairs) as u32, 1_664_525, 1_013_904_223, r as u32, cut].as_ptr() => cut,
+                            inout("r3") state,
+                            inout("r4") xp,
+                            inout("r5") wp,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r8") _,
+                            out("r9") _,
+                            out("r10") _,
+                            out("r11") _,
+                            out("r12") _,
+                            options(nostack)
+                        );
+                    }
+                }
+                if n % 2 == 1 {
+                    unsafe {
+                        core::arch::asm!(
+                            "ldr r1, [r0, #0]",
+                            "mov r8, r1",
+                            "ldr r1, [r0, #4]",
+                            "mov r9, r1",
+                            "ldr r1, [r0, #8]",
+                            "mov r10, r1",
+                            "ldr r1, [r0, #12]",
+                            "mov r11, r1",
+                            "ldr r1, [r0, #16]",
+                            "mov r12, r1",
+                            $tail,
+                            "b 9f",
+                            $($extra,)*
+                            "9:",
+                            "mov r0, r12",
+                            inout("r0") [0, 1_664_525, 1_013_904_223, r as u32, cut].as_ptr() => cut,
+                            inout("r3") state,
+                            inout("r4") xp => _,
+                            inout("r5") wp => _,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r8") _,
+                            out("r9") _,
+                            out("r10") _,
+                            out("r11") _,
+                            out("r12") _,
+                            options(nostack)
+                        );
+                    }
+                }
+            };
+        }
+        if clamp {
+            run!(
+                t1_weight!("0", "3", "4", "20", "21", "22"),
+                t1_weight!("1", "5", "6", "23", "24", "25"),
+                t1_weight!("0", "3", "4", "20", "21", "22"),
+                t1_slow!("3", "4"),
+                t1_slow!("5", "6"),
+                t1_clamp!("20", "21", "22"),
+                t1_clamp!("23", "24", "25")
+            );
+        } else {
+            run!(
+                t1_weight!("0", "3", "4"),
+                t1_weight!("1", "5", "6"),
+                t1_weight!("0", "3", "4"),
+                t1_slow!("3", "4"),
+                t1_slow!("5", "6")
+            );
+        }
+        rng.state = state;
+        cut
+    }
+    #[cfg(not(all(target_arch = "arm", not(target_feature = "thumb2"))))]
+    {
+        if clamp {
+            sr_row_clamped_portable(row, xc, r, rng).1
+        } else {
+            sr_row_scalar(row, xc, r, rng)
+        }
     }
 }
 
