@@ -1231,6 +1231,27 @@ fn back4_rv32(rows: [&[i8]; 4], d: [i32; 4], e: &mut [i32]) -> usize {
     }
 }
 
+/// `a·b` exactly. On Armv6-M (no long multiply, `__aeabi_lmul` otherwise) an `a` in the i32
+/// range takes [`mul_i16_split`]; elsewhere the 64-bit product.
+#[inline(always)]
+fn mul_i16(a: i64, b: i16) -> i64 {
+    if THUMB1 {
+        if let Ok(a) = i32::try_from(a) {
+            return mul_i16_split(a, b);
+        }
+    }
+    a * b as i64
+}
+
+/// `a·b` as two 32-bit products of the halves of `a`: `a = h·2^16 + l` with `l ∈ [0, 2^16)`,
+/// `|h·b| ≤ 2^30` and `|l·b| < 2^31` fit i32, so `(h·b)·2^16 + l·b` is the exact product.
+#[inline(always)]
+pub fn mul_i16_split(a: i32, b: i16) -> i64 {
+    let hi = (a >> 16) * b as i32;
+    let lo = (a & 0xffff) * b as i32;
+    ((hi as i64) << 16) + lo as i64
+}
+
 /// The update of a Dense layer with int8 weights (stochastic rounding), batch of one, all
 /// parameters trainable (docs §5.1 to §5.4): `n` inputs, stored input `xs`, δ `ds` with
 /// exponent `e_slot`, rows selected by `sel`. The same arithmetic as the general update, with the
@@ -1260,13 +1281,13 @@ pub fn update_b1<const OUT: usize>(
         if dv == 0 || !sel.get(c).copied().unwrap_or(false) {
             continue;
         }
-        let dv = dv as i64;
+        let dv16 = dv;
         let (um, ue) = (
             q.um.get(c).copied().unwrap_or(0),
             q.ue.get(c).copied().unwrap_or(0),
         );
         let e = ctx.lr_e + ue as i32 + e_slot + 16;
-        let (r, clip) = scale_sat(lr_m * um as i64 * dv, e, R_MAX);
+        let (r, clip) = scale_sat(mul_i16(mul_i16(lr_m, um), dv16), e, R_MAX);
         clips += clip as u32;
         let r = r as i32;
         if r != 0 {
@@ -1288,7 +1309,8 @@ pub fn update_b1<const OUT: usize>(
             q.ubm.get(c).copied().unwrap_or(0),
             q.ube.get(c).copied().unwrap_or(0),
         );
-        let (d, clip) = bias_step(lr_m * ubm as i64 * dv, ctx.lr_e + ube as i32 + e_slot);
+        let t = mul_i16(mul_i16(lr_m, ubm), dv16);
+        let (d, clip) = bias_step(t, ctx.lr_e + ube as i32 + e_slot);
         clips += clip as u32;
         if let Some(b) = q.bias.get_mut(c) {
             *b = sat_i32(*b as i64 - d);
@@ -2301,6 +2323,12 @@ mod tests {
                 want_cut |= wv.step(vc, &mut rb);
             }
             prop_assert_eq!((a, clips, cut != 0, ra.state), (b, want_clips, want_cut != 0, rb.state));
+        }
+
+        #[test]
+        fn split_product_is_exact(a in any::<i32>(), b in any::<i16>()) {
+            prop_assert_eq!(mul_i16_split(a, b), a as i64 * b as i64);
+            prop_assert_eq!(mul_i16(a as i64, b), a as i64 * b as i64);
         }
 
         #[test]
