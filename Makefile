@@ -261,7 +261,8 @@ demo-bag: setup
 #   make eval-laps  cross-run laps on BorealTC (tools/eval_laps.py): per arrangement a model
 #                   pretrained on other runs, lap 1 labelled, lap 2 (other runs) scored, through
 #                   terrain-odt evaluate -> bench/results/laps.json, and with the robot's IMU
-#                   mounted otherwise: laps_mount-mild.json, laps_mount-severe.json (~4 min)
+#                   mounted otherwise: laps_mount-mild.json, laps_mount-severe.json, and the
+#                   IMU-only model: laps_imu.json (~5 min)
 
 eval-laps: setup
 	$(call header,cross-run laps (tools/eval_laps.py))
@@ -269,6 +270,7 @@ eval-laps: setup
 	$(VPY) tools/eval_laps.py --md
 	$(VPY) tools/eval_laps.py --md --shift mount-mild
 	$(VPY) tools/eval_laps.py --md --shift mount-severe
+	$(VPY) tools/eval_laps.py --md --features imu
 
 experiments: setup
 	$(call header,IMU only vs IMU + wheels on unseen BorealTC runs (tools/exp_features.py))

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 from terrain_odt.emulator import emulator, find_emulator  # noqa: E402
 from terrain_odt.link import LinkTimeout, OdtClient  # noqa: E402
+from tools import provenance  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "link.json"
 
@@ -320,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--no-build", action="store_true", help="use the existing odt-emu binary")
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
+    git = provenance.record(ROOT, [args.out], args.allow_dirty)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -337,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fault = bench_fault(binary, args.fault_samples, args.seed, log, args.whole_frames_cap)
     result = {
         "tool": "tools/bench_link.py",
+        **git,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": {
             "machine": platform.machine(),

@@ -14,12 +14,16 @@ Checks:
   with ``-singlestep -d exec,nochain`` and the trace lines between marker hits must equal the
   plugin's counts (``--no-crosscheck`` skips it);
 * soft float: the ``int-only`` image (no f32 baseline) must link no soft-float helper
-  (``__aeabi_f*``, ``__aeabi_d*``, ``__addsf3``-style, compiler_builtins::float) and call none; the
-  ``full`` image is the positive control. On the Cortex-M4F the int-only image must contain no
-  VFP instruction.
+  (``__aeabi_f*``, ``__aeabi_d*``, ``__addsf3``-style, compiler_builtins::float) and call none, else
+  the script fails (exit code 3) and writes nothing; the ``full`` image is the positive control
+  (it must show soft-float helpers on the FPU-less targets, else the check itself is broken). On
+  the Cortex-M4F the int-only image must contain no VFP instruction (also fatal).
+* provenance: the results record the git revision; from a work tree with uncommitted changes
+  the script refuses to run unless given ``--allow-dirty``, and then records the diff (hash and
+  stat, ``tools/provenance.py``).
 
-Usage: ``python3 tools/bench_mcu.py [--skip-build] [--runs N] [--targets T ...] [--out PATH]``
-Python 3.11 standard library only.
+Usage: ``python3 tools/bench_mcu.py [--skip-build] [--runs N] [--targets T ...] [--out PATH]
+[--allow-dirty]``. Python 3.11 standard library only.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tools import provenance  # noqa: E402
+
 BENCH_DIR = ROOT / "firmware" / "bench-mcu"
 PLUGIN_DIR = ROOT / "tools" / "qemu_icount"
 PLUGIN = PLUGIN_DIR / "libicount.so"
@@ -411,6 +420,38 @@ def soft_float_callees(dis: Disasm) -> list[str]:
     return sorted(c for c in dis.calls if SOFT_FLOAT_RE.match(c) or "compiler_builtins::float" in c)
 
 
+class SoftFloatError(RuntimeError):
+    """An integer-only image links or calls floating point (or the check cannot be trusted)."""
+
+
+def check_int_image(
+    triple: str,
+    symbols: list[str],
+    calls: list[str],
+    control_symbols: int,
+    vfp: dict[str, int] | None = None,
+) -> None:
+    """Fail unless the int-only image is free of soft-float helpers (and, on the M4F, of VFP
+    instructions). `control_symbols` counts the soft-float symbols of the full image, which links
+    the f32 baseline: none found there means the detection itself is broken."""
+    problems = []
+    if symbols:
+        problems.append(f"links soft-float helpers {', '.join(symbols)}")
+    if calls:
+        problems.append(f"calls soft-float helpers {', '.join(calls)}")
+    if vfp:
+        problems.append(f"contains VFP instructions {vfp}")
+    if control_symbols <= 0:
+        problems.append(
+            "the positive control (full image with the f32 baseline) shows no soft-float "
+            "symbol, so the detection cannot be trusted"
+        )
+    if problems:
+        raise SoftFloatError(
+            f"{triple}: integer-only image (soft-float check) " + "; ".join(problems)
+        )
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 
@@ -486,6 +527,7 @@ def bench_target(
         f"{target.triple}: soft-float symbols in int-only image: {sf_int_syms or 'none'}; "
         f"in full image (control): {len(sf_full_syms)}"
     )
+    check_int_image(target.triple, sf_int_syms, sf_int_calls, len(sf_full_syms), vfp_int)
 
     entries = []
     int_results: dict[str, list[str]] = {}
@@ -607,7 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=[t.triple for t in TARGETS],
     )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
+    git = provenance.record(ROOT, [args.out], args.allow_dirty)
 
     for tool in (
         "make",
@@ -642,9 +686,14 @@ def main(argv: list[str] | None = None) -> int:
     int_results: dict[str, dict[str, list[str]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_mcu_") as tmp:
         for target in targets:
-            target_entries, results = bench_target(
-                target, args.runs, crosscheck, not args.no_profile, Path(tmp)
-            )
+            try:
+                target_entries, results = bench_target(
+                    target, args.runs, crosscheck, not args.no_profile, Path(tmp)
+                )
+            except SoftFloatError as exc:
+                log(f"FAILED: {exc}")
+                log(f"nothing written to {args.out}")
+                return 3
             entries.extend(target_entries)
             int_results[target.triple] = results
     # The integer arithmetic is exact: every target must print the same results (class, loss).
@@ -654,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     for e in entries:
         e["int_results_identical_across_targets"] = same
         e["versions"] = versions
+        e.update(git)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(entries, indent=2) + "\n")

@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from terrain_odt.emulator import Emulator, find_emulator  # noqa: E402
+from tools import provenance  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "ros.json"
 PARAMS = ROOT / "config" / "terrain_odt.yaml"
@@ -296,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay-rates", type=float, nargs="+", default=[20.0, 40.0])
     ap.add_argument("--baud", type=int, default=921600)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
+    git = provenance.record(ROOT, [args.out], args.allow_dirty)
     emu_bin = find_emulator(build=True, log=log)
     if emu_bin is None:
         raise SystemExit("odt-emu not available (cargo missing?)")
@@ -307,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "loadavg_at_start": os.getloadavg(),
         },
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        **git,
         "emulated_baud": args.baud,
         "live": [],
         "replay": [],

@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
 from terrain_odt import borealtc  # noqa: E402
 from terrain_odt.features import FeatureConfig  # noqa: E402
 from terrain_odt.toolbox import convert  # noqa: E402
-from tools.results_md import merge_section  # noqa: E402
+from tools import provenance  # noqa: E402
+from tools.results_md import RESULTS_MD, merge_section  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "features.json"
 SETS = {"imu": FeatureConfig(wheels=False), "imu_wheels": FeatureConfig(wheels=True)}
@@ -71,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-frac", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--md", action="store_true", help="also write the docs/RESULTS.md section")
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
+    git = provenance.record(
+        ROOT, [args.out, RESULTS_MD] if args.md else [args.out], args.allow_dirty
+    )
     t0 = time.monotonic()
     runs = borealtc.load_runs()
     names = np.asarray(borealtc.CLASSES)
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {
         "tool": "tools/exp_features.py",
+        **git,
         "protocol": f"{args.seeds} seeds, per class {args.test_frac:.0%} of the runs held out "
         "(split by run), shipped recipe, scored per window",
         "per_seed": rows,

@@ -67,6 +67,7 @@ from terrain_odt.quantize import (  # noqa: E402
     lr_to_fixed,
     quantize_model,
 )
+from tools import provenance  # noqa: E402
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "learning.json"
 DEFAULT_MD = ROOT / "docs" / "RESULTS.md"
@@ -820,18 +821,6 @@ def findings(recs: list[dict[str, Any]]) -> str:
     return "\n\nFindings:\n\n" + "\n".join(f"* {x}" for x in lines) if lines else ""
 
 
-def git_revision() -> str:
-    import subprocess
-
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return rev or "unknown"
-
-
 def make_plot(recs: list[dict[str, Any]], path: Path) -> str | None:
     try:
         import matplotlib
@@ -900,11 +889,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
     ap.add_argument("--json", type=Path, help="JSON to merge-update (key 'standard')")
     ap.add_argument("--md", type=Path, help="results page to update (between the markers)")
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out_json = args.json or (QUICK_DIR / "learning.json" if cfg.quick else DEFAULT_JSON)
     out_md = args.md or (QUICK_DIR / "RESULTS.md" if cfg.quick else DEFAULT_MD)
     img = (QUICK_DIR / "img" if cfg.quick else DEFAULT_IMG) / "standard_accuracy.png"
+    # At the start (others may commit while it runs); the outputs themselves do not count.
+    git = provenance.record(ROOT, [out_json, out_md, img], args.allow_dirty)
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
@@ -915,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": wall,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "git": git_revision(),
+        **git,
         "command": "python tools/exp_standard.py" + (" --quick" if cfg.quick else ""),
         "config": asdict(cfg),
         "only": list(args.only),

@@ -62,6 +62,7 @@ from terrain_odt.quantize import (  # noqa: E402
     quantize_model,
     quantize_weights,
 )
+from tools import provenance  # noqa: E402
 
 Rounding = Literal["sr", "rtn"]
 Scaling = Literal["qas", "uniform", "plain"]
@@ -572,22 +573,6 @@ def dump_json(payload: dict[str, Any]) -> str:
     head = json.dumps({k: v for k, v in payload.items() if k != "runs"}, indent=1)
     body = ",\n".join("  " + json.dumps(r) for r in runs)
     return head[:-2] + ',\n "runs": [\n' + body + "\n ]\n}\n"
-
-
-def git_revision() -> str:
-    """`HEAD` of the work tree, with "-dirty" when it has local changes ("unknown" without git)."""
-    import subprocess
-
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (rev or "unknown") + ("-dirty" if dirty else "")
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
@@ -1275,11 +1260,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="output JSON")
     ap.add_argument("--md", type=Path, help="output results page")
     ap.add_argument("--img-dir", type=Path, help="directory of the PNG plots")
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out_json = args.json or (QUICK_DIR / "trainer_choices.json" if cfg.quick else DEFAULT_JSON)
     out_md = args.md or (QUICK_DIR / "trainer_choices.md" if cfg.quick else DEFAULT_MD)
     img_dir = args.img_dir or (QUICK_DIR / "img" if cfg.quick else DEFAULT_IMG)
+    plots = [img_dir / f"trainer_choices_{k}.png" for k in ("lr_sweep", "curves")]
+    git = provenance.record(ROOT, [out_json, out_md, *plots], args.allow_dirty)
 
     from threadpoolctl import threadpool_limits
 
@@ -1302,7 +1290,7 @@ def main(argv: list[str] | None = None) -> int:
         "scipy": scipy.__version__,
         "scikit-learn": sklearn.__version__,
         "machine": platform.machine(),
-        "git": git_revision(),
+        **git,
         "img_rel": img_rel,
         "threads": 1,
     }

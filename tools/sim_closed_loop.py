@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from terrain_odt import cli  # noqa: E402
+from tools import provenance  # noqa: E402
 
 PRETRAIN_SET = ("seed=2", "route.speed_mps=0.6", "imu.mount_rpy_deg=[0,0,90]")
 
@@ -213,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--summary", default="bench/results/sim.json")
     ap.add_argument("--coprocessor", choices=("emulator", "qnn"), default="emulator")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
+    git = provenance.record(ROOT, [Path(args.summary)], args.allow_dirty)
     res = closed_loop(
         Path(args.out_dir),
         world=args.world,
@@ -223,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = Path(args.summary)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    out.write_text(json.dumps({"tool": "tools/sim_closed_loop.py", **git, **res}, indent=2) + "\n")
     print(
         f"sim closed loop ({res['engine']} {res['engine_version']}, {res['coprocessor']}): "
         f"lap 2 accuracy {100 * res['acc_before']:.1f} % -> {100 * res['acc_after']:.1f} % "
