@@ -48,6 +48,7 @@ import numpy as np
 
 from .bridge import BridgeCore, ModelFileError, Outcome, load_model_files
 from .cdr import CdrError, imu_sample
+from .feature_msg import description_from_label, pack_features, parse_features
 from .graph import NODES, ParamValue
 from .labeling import Labeler, UnknownLabel
 from .node_config import (
@@ -103,6 +104,16 @@ class EvalConfig:
     #: A bag without the truth topic is an error (evaluation); `terrain-odt dataset` with
     #: labeler labels needs no truth.
     require_truth: bool = True
+
+
+def bridge_input(
+    t_start: float, t_end: float, features: np.ndarray, description: str
+) -> tuple[float, float, list[float], str | None]:
+    """A window as odt_bridge receives it from imu_features: packed and parsed by the
+    /terrain/features layout (`feature_msg`), description included."""
+    p = pack_features(t_start, t_end, features, description)
+    t0, t1, x = parse_features(p.data, p.data_offset)
+    return t0, t1, x, description_from_label(p.label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,7 +444,8 @@ def _run_pass(
                     core.on_label(e[1], e[2])
                 else:
                     try:
-                        core.on_features(e[1], e[2], e[3], description=front.description)
+                        t0, t1, x, desc = bridge_input(e[1], e[2], e[3], front.description)
+                        core.on_features(t0, t1, x, description=desc)
                     except ValueError as exc:  # the features do not fit the model
                         raise EvalError(f"odt_bridge: {exc}") from exc
         core.finish()

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .bagplay import OPERATOR_TOPIC, TRUTH_TOPIC, BagData, BagError, BagPlayer, read_bag, truth_at
+from .feature_msg import KIND_CODES, PREDICTION_WINDOW_TOPIC, parse_prediction_window
 from .graph import ParamValue
 from .launcher import LaunchError
 from .scoring import Answer, Window, prequential, score_passes, window_key
@@ -223,7 +224,6 @@ def run_pass(
 
     from .emulator import Emulator, EmulatorError, find_emulator
     from .launcher import param_value, resolve_param_files
-    from .nodes.odt_bridge import KIND_CODES, PREDICTION_WINDOW_TOPIC, parse_prediction_window
     from .paths import resolve
 
     truth = bag_data.truth

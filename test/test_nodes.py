@@ -33,10 +33,10 @@ from std_msgs.msg import Float32, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from terrain_odt.emulator import Emulator, free_port
+from terrain_odt.feature_msg import features_message
 from terrain_odt.features import FeatureConfig, WindowEvent, extract_windows
 from terrain_odt.graph import IMU_FEATURES, NODES, ODT_BRIDGE, TERRAIN_LABELER, NodeSpec
 from terrain_odt.launcher import LaunchError, running_graph
-from terrain_odt.nodes.imu_features import features_message
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "terrain_odt.yaml"

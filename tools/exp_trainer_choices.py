@@ -32,10 +32,8 @@ linear algebra runs on one thread.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,15 +43,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+try:
+    from tools import _common as common
+except ModuleNotFoundError:  # run as `python tools/<name>.py`: the root is not on sys.path yet
+    import _common as common  # type: ignore[no-redef]
 
-from terrain_odt.blob import LayerDesc  # noqa: E402
-from terrain_odt.datasets import load_mnist  # noqa: E402
-from terrain_odt.floatref import FloatMLP, FloatParams  # noqa: E402
-from terrain_odt.qnn import Lcg, QModel, Storage, TrainConfig  # noqa: E402
-from terrain_odt.quantize import (  # noqa: E402
+from terrain_odt.blob import LayerDesc
+from terrain_odt.datasets import load_mnist
+from terrain_odt.floatref import FloatMLP, FloatParams
+from terrain_odt.qnn import Lcg, QModel, Storage, TrainConfig
+from terrain_odt.quantize import (
     QParams,
     activation_qparams,
     calibrate_ranges,
@@ -62,11 +61,12 @@ from terrain_odt.quantize import (  # noqa: E402
     quantize_model,
     quantize_weights,
 )
-from tools import provenance  # noqa: E402
+from tools import provenance
 
 Rounding = Literal["sr", "rtn"]
 Scaling = Literal["qas", "uniform", "plain"]
 
+ROOT = common.ROOT
 ALL3 = ("all", "all", "all")
 DEFAULT_JSON = ROOT / "bench" / "results" / "trainer_choices.json"
 DEFAULT_MD = ROOT / "docs" / "trainer_choices.md"
@@ -74,8 +74,7 @@ DEFAULT_IMG = ROOT / "docs" / "img"
 QUICK_DIR = ROOT / "build" / "trainer_choices_quick"
 
 
-def log(msg: str) -> None:
-    print(f"[exp_trainer_choices] {msg}", flush=True)
+log = common.logger("exp_trainer_choices")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,17 +553,6 @@ def run_float(
 
 # ---------------------------------------------------------------------------------------------
 # Aggregation
-
-
-def rounded(obj: Any, digits: int = 6) -> Any:
-    """`obj` with every float rounded to `digits` significant digits (a smaller JSON)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}")
-    if isinstance(obj, dict):
-        return {k: rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [rounded(v, digits) for v in obj]
-    return obj
 
 
 def dump_json(payload: dict[str, Any]) -> str:
@@ -1255,12 +1243,11 @@ def make_plots(cfg: ExpConfig, res: Results, best: dict[str, float], img_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="short smoke run (< 2 min)")
     ap.add_argument("--json", type=Path, help="output JSON")
     ap.add_argument("--md", type=Path, help="output results page")
     ap.add_argument("--img-dir", type=Path, help="directory of the PNG plots")
-    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out_json = args.json or (QUICK_DIR / "trainer_choices.json" if cfg.quick else DEFAULT_JSON)
@@ -1311,10 +1298,8 @@ def main(argv: list[str] | None = None) -> int:
         "plots": [str(Path(p).relative_to(ROOT)) if ROOT in Path(p).parents else p for p in plots],
         "runs": res.runs,
     }
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(dump_json(rounded(payload)))
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(summ.markdown)
+    common.write_text(out_json, dump_json(common.rounded(payload, 6)))
+    common.write_text(out_md, summ.markdown)
     log(f"wrote {out_json}, {out_md}" + (f", {len(plots)} plots in {img_dir}" if plots else ""))
     print("\n" + summ.section7 + "\n", flush=True)
     log(f"wall time {wall:.0f} s ({wall / 60:.1f} min); default lr {fmt_lr(summ.lr_default)}")
