@@ -1,4 +1,4 @@
-"""The /terrain/features and /terrain/prediction_window layouts (`terrain_odt.feature_msg`):
+"""The /terrain/features and /terrain/prediction_window layouts (`terrain_odt.signals.feature_msg`):
 packing and parsing agree, malformed messages are refused, the ROS messages carry the same
 fields. The plain part needs no ROS."""
 
@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from terrain_odt import feature_msg as fm
-from terrain_odt.features import WindowEvent
+from terrain_odt.signals import feature_msg as fm
+from terrain_odt.signals.features import WindowEvent
 
 
 def fake_msg(data: list[float], offset: int, labels: list[str]) -> SimpleNamespace:

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from terrain_odt import bagconv, borealtc  # noqa: E402
-from terrain_odt.features import FeatureConfig  # noqa: E402
+from terrain_odt.data import bagconv, borealtc  # noqa: E402
+from terrain_odt.signals.features import FeatureConfig  # noqa: E402
 from tools import provenance  # noqa: E402
 from tools.make_models import SOURCE_VAL_FRAC, pretrain  # noqa: E402
 from tools.results_md import RESULTS_MD, merge_section  # noqa: E402

@@ -7,7 +7,7 @@ Per seed: the runs of each class are split (stratified, by run, never by window)
 training and 25 % test runs (`borealtc.split_by_run`); for each feature set a model is made with
 the shipped recipe (`tools/make_models.py`: MLP 64-32, float pretraining, int8 quantization) on
 the training runs, and scored window by window, in int8 (the bit-exact reference of the
-co-processor, `terrain_odt.qnn`), on the test runs. The same split serves both feature sets.
+co-processor, `terrain_odt.model.qnn`), on the test runs. The same split serves both feature sets.
 The JSON gives per seed and in the mean the int8 and float accuracy per feature set and the
 paired difference. (With on-device fine-tuning: `tools/eval_laps.py`, bench/results/laps.json.)
 """
@@ -25,9 +25,9 @@ try:
 except ModuleNotFoundError:  # run as `python tools/<name>.py`: the root is not on sys.path yet
     import _common as common  # type: ignore[no-redef]
 
-from terrain_odt import borealtc
-from terrain_odt.features import FeatureConfig
-from terrain_odt.toolbox import convert
+from terrain_odt.data import borealtc
+from terrain_odt.model.toolbox import convert
+from terrain_odt.signals.features import FeatureConfig
 from tools import provenance
 from tools.results_md import RESULTS_MD, merge_section
 

@@ -3,14 +3,14 @@
 
     python tools/exp_standard.py [--quick] [--only NAME ...] [--json PATH] [--md PATH]
 
-Every setting compares the bit-exact integer trainer (`terrain_odt.qnn.QModel.train_step`, the
+Every setting compares the bit-exact integer trainer (`terrain_odt.model.qnn.QModel.train_step`, the
 reference of `firmware/odt-core`: i8 weights + stochastic rounding, QAS factors, batch 1) with
 float32 SGD (batch 1) of the SAME model (same float pretrained weights; the integer model is
 their int8 quantization) on the SAME samples in the SAME order. One pass over the on-device
 samples; accuracy on held-out test data never trained on.
 
 Model: features → MLP F-64-32-C (ReLU), pretrained in float (scikit-learn `MLPClassifier`,
-Adam), quantized with `terrain_odt.quantize` (calibration on the pretraining features).
+Adam), quantized with `terrain_odt.model.quantize` (calibration on the pretraining features).
 Features (the frozen "feature extractor", computed on the host in float):
 * MNIST / Fashion-MNIST / CIFAR-10: pixels/255 → PCA to 102 dims fit on the pretraining images;
 * HAPT: 46 hand-made statistics per 128-sample window, standardised on the pretraining subjects.
@@ -55,11 +55,11 @@ try:
 except ModuleNotFoundError:  # run as `python tools/<name>.py`: the root is not on sys.path yet
     import _common as common  # type: ignore[no-redef]
 
-from terrain_odt.blob import LayerDesc
-from terrain_odt.datasets import data_root, load_idx_images
-from terrain_odt.floatref import FloatMLP, FloatParams
-from terrain_odt.qnn import QModel, TrainConfig
-from terrain_odt.quantize import (
+from terrain_odt.data.datasets import data_root, load_idx_images
+from terrain_odt.model.blob import LayerDesc
+from terrain_odt.model.floatref import FloatMLP, FloatParams
+from terrain_odt.model.qnn import QModel, TrainConfig
+from terrain_odt.model.quantize import (
     QParams,
     activation_qparams,
     calibrate_ranges,
@@ -726,7 +726,7 @@ def markdown(recs: list[dict[str, Any]], meta: dict[str, Any], cfg: Config) -> s
         "(`make experiments-standard`); raw numbers under key `standard` of "
         f"`bench/results/learning.json`. Wall time {meta['wall_seconds'] / 60:.1f} min, "
         f"one thread, git {meta['git']}.\n\n"
-        "**What is compared.** The bit-exact integer trainer (`terrain_odt.qnn`, = "
+        "**What is compared.** The bit-exact integer trainer (`terrain_odt.model.qnn`, = "
         "`firmware/odt-core`: int8 weights with stochastic rounding, QAS factors, batch 1) against "
         "float32 SGD (batch 1) of the same model from the same pretrained float weights (the "
         "integer model is their int8 quantization), on the same samples in the same order, one "
@@ -734,7 +734,8 @@ def markdown(recs: list[dict[str, Any]], meta: dict[str, Any], cfg: Config) -> s
         "`tools/exp_trainer_choices.py`, not tuned here) except CIFAR-10, where it is chosen "
         f"from {list(cfg.cifar_lrs)} on held-out decoded training images (validation). "
         "Model: host-side frozen features → MLP "
-        "F-64-32-C (ReLU) pretrained in float (Adam) and quantized with `terrain_odt.quantize`. "
+        "F-64-32-C (ReLU) pretrained in float (Adam) and quantized with "
+        "`terrain_odt.model.quantize`. "
         "Nothing was trained from scratch on device: every setting is on-device fine-tuning of a "
         "pretrained model. "
         f"Seeds {seeds} (each: its own on-device sample order/draw and LCG seed; one pretrained "

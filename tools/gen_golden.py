@@ -28,9 +28,9 @@ try:
 except ModuleNotFoundError:  # run as `python tools/<name>.py`: the root is not on sys.path yet
     import _common as common  # type: ignore[no-redef]
 
-from terrain_odt.blob import Capacity, LayerDesc, decode_blob, encode_blob, fix_crc
-from terrain_odt.qnn import QModel, Storage, TrainConfig
-from terrain_odt.quantize import (
+from terrain_odt.model.blob import Capacity, LayerDesc, decode_blob, encode_blob, fix_crc
+from terrain_odt.model.qnn import QModel, Storage, TrainConfig
+from terrain_odt.model.quantize import (
     QParams,
     activation_qparams,
     calibrate_ranges,

@@ -15,12 +15,12 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
 
-from ..cdr import CdrError, imu_sample
-from ..feature_msg import FEATURES_TOPIC, features_message
-from ..features import WindowEvent
-from ..graph import IMU_FEATURES
-from ..node_config import ConfigError, stream_config, wheel_joints
-from ..streaming import FeatureStream, joint_wheel_sample
+from ..data.cdr import CdrError, imu_sample
+from ..pipeline.node_config import ConfigError, stream_config, wheel_joints
+from ..ros.graph import IMU_FEATURES
+from ..signals.feature_msg import FEATURES_TOPIC, features_message
+from ..signals.features import WindowEvent
+from ..signals.streaming import FeatureStream, joint_wheel_sample
 from .common import OK, WARN, ParamError, counts, declare_params, run_node, status
 
 #: Polling mode: longest sleep between drains (bounds the queue it needs), and how long before
@@ -63,7 +63,7 @@ class ImuFeaturesNode(Node):
             durability=qos_profile_sensor_data.durability,
         )
         self.pub = self.create_publisher(Float64MultiArray, FEATURES_TOPIC, 10)
-        # raw=True: the callback decodes the three fields it needs (terrain_odt.cdr), which is
+        # raw=True: the callback decodes the three fields it needs (terrain_odt.data.cdr), which is
         # much cheaper than a full Python message per sample.
         poll_hz = float(p["imu_poll_hz"])
         if poll_hz > 0:

@@ -16,17 +16,17 @@ from rclpy.task import Future as RclpyFuture
 from std_msgs.msg import Float32, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..bridge import BridgeCore, ModelFileError, Outcome, load_model_files
-from ..feature_msg import (
+from ..paths import resolve
+from ..pipeline.bridge import BridgeCore, ModelFileError, Outcome, load_model_files
+from ..pipeline.node_config import ConfigError, bridge_config
+from ..ros.graph import ODT_BRIDGE
+from ..signals.feature_msg import (
     FEATURES_TOPIC,
     PREDICTION_WINDOW_TOPIC,
     features_description,
     parse_features_message,
     prediction_window_message,
 )
-from ..graph import ODT_BRIDGE
-from ..node_config import ConfigError, bridge_config
-from ..paths import resolve
 from .common import ERROR, OK, WARN, ParamError, declare_params, run_node, status
 
 LABEL_QOS = QoSProfile(

@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from terrain_odt.blob import BlobError, LayerDesc, ParamSection, decode_blob, f32_bits
-from terrain_odt.qnn import ModelMeta, QModel, Storage
-from terrain_odt.quantize import (
+from terrain_odt.model.blob import BlobError, LayerDesc, ParamSection, decode_blob, f32_bits
+from terrain_odt.model.qnn import ModelMeta, QModel, Storage
+from terrain_odt.model.quantize import (
     mant_exp16,
     quantize_multiplier,
     section_from_factors,

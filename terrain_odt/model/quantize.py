@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from terrain_odt.blob import Kind, LayerDesc, ParamSection, f32_bits
-from terrain_odt.qnn import ModelMeta, QModel, Storage
+from terrain_odt.model.blob import Kind, LayerDesc, ParamSection, f32_bits
+from terrain_odt.model.qnn import ModelMeta, QModel, Storage
 
 LOG2_E = 1.0 / math.log(2.0)
 

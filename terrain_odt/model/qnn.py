@@ -5,8 +5,9 @@ where every partial sum is an integer below 2^53 (so the result is exact whateve
 order); the bounds are noted at each use. Python's `>>` on numpy `int64` is an arithmetic (floor)
 shift, as the document requires; `/` is never applied to integers.
 
-The reference is in three modules: `terrain_odt.qnn_fixed` (fixed-point helpers, softmax, LCG),
-`terrain_odt.qnn_layers` (the layers) and this one (training configuration, counters and the
+The reference is in three modules: `terrain_odt.model.qnn_fixed` (fixed-point helpers, softmax,
+LCG),
+`terrain_odt.model.qnn_layers` (the layers) and this one (training configuration, counters and the
 model, `QModel`). Every public name of the other two is importable from here as well.
 """
 
@@ -20,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from terrain_odt.blob import (
+from terrain_odt.model.blob import (
     Blob,
     BlobArch,
     Kind,
@@ -29,7 +30,7 @@ from terrain_odt.blob import (
     decode_blob,
     encode_blob,
 )
-from terrain_odt.qnn_fixed import (
+from terrain_odt.model.qnn_fixed import (
     DELTA_BITS,
     ERR_BITS,
     I32_MAX,
@@ -56,7 +57,7 @@ from terrain_odt.qnn_fixed import (
     shr_round_scalar_shift,
     softmax_ce,
 )
-from terrain_odt.qnn_layers import (
+from terrain_odt.model.qnn_layers import (
     AvgPool2d,
     Conv1d,
     Conv2d,
@@ -496,7 +497,8 @@ class QModel:
         return crc
 
 
-# The names of this module and the public names of terrain_odt.qnn_layers and terrain_odt.qnn_fixed.
+# The names of this module and the public names of terrain_odt.model.qnn_layers and
+# terrain_odt.model.qnn_fixed.
 __all__ = [
     "DELTA_BITS",
     "ERR_BITS",

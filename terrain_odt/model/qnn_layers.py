@@ -1,4 +1,4 @@
-"""The layers of the bit-exact numpy reference (`terrain_odt.qnn`): Dense, Conv1d, Conv2d,
+"""The layers of the bit-exact numpy reference (`terrain_odt.model.qnn`): Dense, Conv1d, Conv2d,
 MaxPool2d, AvgPool2d, ReLU and Flatten, each with its forward pass and its error back-propagation
 (`docs/integer_training.md` §2, §4). Matrix products are taken in `float64` where every partial sum
 is an integer below 2^53 (so the result is exact whatever the summation order); the bounds are
@@ -11,8 +11,8 @@ from typing import Literal
 
 import numpy as np
 
-from terrain_odt.blob import LayerDesc, ParamSection
-from terrain_odt.qnn_fixed import (
+from terrain_odt.model.blob import LayerDesc, ParamSection
+from terrain_odt.model.qnn_fixed import (
     DELTA_BITS,
     ERR_BITS,
     I32_MAX,

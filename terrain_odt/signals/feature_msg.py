@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from std_msgs.msg import Float64MultiArray
 
-    from .bridge import Outcome
+    from ..pipeline.bridge import Outcome
     from .features import WindowEvent
 
 FEATURES_TOPIC = "/terrain/features"

@@ -1,6 +1,7 @@
 """Fixed-point helpers of `docs/integer_training.md`: rounding shifts, saturation, requantisation,
 block-floating-point renormalisation (§1, §4), the fixed-point softmax cross-entropy (§3) and the
-stochastic-rounding generator (§5.2). Part of the bit-exact numpy reference (`terrain_odt.qnn`).
+stochastic-rounding generator (§5.2). Part of the bit-exact numpy reference
+(`terrain_odt.model.qnn`).
 
 Every quantity is an integer held in `int64` arrays (or an exact Python int). Python's `>>` on numpy
 `int64` is an arithmetic (floor) shift, as the document requires; `/` is never applied to integers.

@@ -1,7 +1,8 @@
 """Node settings from the graph's parameters: one translation, used by the nodes and `evaluate`.
 
-`terrain_odt.graph` declares every parameter once; a node (or the deterministic evaluation,
-`terrain_odt.evaluate`, which runs the same logic without ROS) gets its effective values from
+`terrain_odt.ros.graph` declares every parameter once; a node (or the deterministic evaluation,
+`terrain_odt.evaluation.evaluate`, which runs the same logic without ROS) gets its effective values
+from
 `effective_params` (defaults < parameter files < overrides, each checked against its
 `ParamSpec`) and turns them into the plain-Python configuration of its logic here. No ROS import:
 the nodes call these with the values rclpy handed them.
@@ -16,11 +17,11 @@ from typing import Any
 
 import yaml
 
+from ..ros.graph import NodeSpec, ParamValue, node_spec
+from ..signals.features import FeatureConfig
+from ..signals.streaming import StreamConfig
 from .bridge import BridgeConfig
-from .features import FeatureConfig
-from .graph import NodeSpec, ParamValue, node_spec
 from .labeling import LabelerConfig, parse_joy_mapping, parse_regions
-from .streaming import StreamConfig
 
 __all__ = [
     "ConfigError",
