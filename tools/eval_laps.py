@@ -112,7 +112,13 @@ def recipe_hash() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for f in ("features.py", "toolbox.py", "quantize.py", "borealtc.py", "finetune.py"):
+    for f in (
+        "signals/features.py",
+        "model/toolbox.py",
+        "model/quantize.py",
+        "data/borealtc.py",
+        "pipeline/finetune.py",
+    ):
         h.update((ROOT / "terrain_odt" / f).read_bytes())
     h.update((ROOT / "tools" / "make_models.py").read_bytes())
     return h.hexdigest()[:16]
