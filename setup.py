@@ -86,7 +86,7 @@ setup(
     entry_points={
         # colcon installs these to lib/terrain_odt (setup.cfg), where `ros2 run` and
         # `ros2 launch` look for them; pip to bin/, and lib/terrain_odt gets launchers
-        # (resource/libexec, one per node of terrain_odt.graph) that exec them.
+        # (resource/libexec, one per node of terrain_odt.ros.graph) that exec them.
         "console_scripts": [
             "terrain-odt = terrain_odt.cli:main",
             "imu_features = terrain_odt.nodes.imu_features:main",

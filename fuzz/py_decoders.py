@@ -18,10 +18,10 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from terrain_odt.blob import BlobError, decode_blob
-    from terrain_odt.cdr import CdrError, imu_sample
+    from terrain_odt.data.cdr import CdrError, imu_sample
     from terrain_odt.link import FrameDecoder
-    from terrain_odt.sidecar import ModelFileError, load_model_files
+    from terrain_odt.model.blob import BlobError, decode_blob
+    from terrain_odt.model.sidecar import ModelFileError, load_model_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDECAR = json.loads((ROOT / "models" / "borealtc_imu_mlp.json").read_text())

@@ -4,7 +4,7 @@
     ros2 launch terrain_odt replay.launch.py bag:=/path/to/drive.mcap rate:=2.0 \\
         serial_port:=/dev/ttyUSB0 truth_as_operator:=true
 
-Starts every node of `terrain_odt.graph.NODES` (as robot.launch.py does) with `use_sim_time`
+Starts every node of `terrain_odt.ros.graph.NODES` (as robot.launch.py does) with `use_sim_time`
 true, and two seconds later the player: `ros2 bag play <bag> --clock 100 --rate <rate>` where
 `ros2 bag` is installed, else the project's own `bag_player` node (the player of
 `terrain-odt replay`; `ros2 bag` has no pip wheel); `player:=ros2_bag|terrain_odt` chooses.
@@ -29,7 +29,7 @@ same parameter files, its own player with /clock and the emulator, and it also e
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.launch_description import LaunchDescription
 
-from terrain_odt.launch_description import (
+from terrain_odt.ros.launch_description import (
     PLAYERS,
     bag_player_actions,
     declare_graph_arguments,

@@ -1,4 +1,4 @@
-"""The terrain_odt graph on a robot: every node of `terrain_odt.graph.NODES`, one process each.
+"""The terrain_odt graph on a robot: every node of `terrain_odt.ros.graph.NODES`, one process each.
 
     ros2 launch terrain_odt robot.launch.py serial_port:=/dev/ttyUSB0
     ros2 launch terrain_odt robot.launch.py params_file:=/path/to/my_robot.yaml
@@ -15,7 +15,7 @@ same parameter files in one process.
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.launch_description import LaunchDescription
 
-from terrain_odt.launch_description import (
+from terrain_odt.ros.launch_description import (
     declare_graph_arguments,
     graph_node_actions,
     share_path,

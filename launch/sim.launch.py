@@ -31,7 +31,7 @@ from launch.actions import (
 from launch.launch_description import LaunchDescription
 from launch_ros.actions import Node
 
-from terrain_odt.launch_description import (
+from terrain_odt.ros.launch_description import (
     declare_graph_arguments,
     graph_node_actions,
     share_path,

@@ -101,7 +101,7 @@ exec python3 -m {module} "$@"
 
 def libexec_scripts() -> dict[str, str]:
     """File name → text of every launcher: one per node of the graph and per tool node."""
-    graph = importlib.import_module(f"{PACKAGE}.graph")
+    graph = importlib.import_module(f"{PACKAGE}.ros.graph")
     out = {}
     for spec in (*graph.NODES, *graph.TOOL_NODES):
         module = spec.factory.partition(":")[0]

@@ -17,7 +17,7 @@ from typing import Any
 
 
 def _add_bag_from_borealtc(sub: argparse._SubParsersAction) -> None:
-    from .bagconv import DEFAULT_BASE_EPOCH_S, TRACK_WIDTH_M
+    from .data.bagconv import DEFAULT_BASE_EPOCH_S, TRACK_WIDTH_M
 
     p = sub.add_parser(
         "bag-from-borealtc",
@@ -57,7 +57,7 @@ def _add_bag_from_borealtc(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bag_from_borealtc(args: argparse.Namespace) -> int:
-    from .bagconv import Segment, convert
+    from .data.bagconv import Segment, convert
 
     try:
         segments = [Segment.parse(s) for s in args.segments]
@@ -79,7 +79,7 @@ def cmd_bag_from_borealtc(args: argparse.Namespace) -> int:
 
 
 def _add_bag_from_csv(sub: argparse._SubParsersAction) -> None:
-    from .bagconv import DEFAULT_BASE_EPOCH_S
+    from .data.bagconv import DEFAULT_BASE_EPOCH_S
 
     p = sub.add_parser(
         "bag-from-csv",
@@ -89,7 +89,7 @@ def _add_bag_from_csv(sub: argparse._SubParsersAction) -> None:
             "columns, any order) and optionally <CLASS>/pro_<RUN>.csv (time, curL, curR, velL, "
             "velR: effort and wheel ground speed per side). The segments are laid end to end "
             "into one drive: /imu/data, and with wheel files /odom and /joint_states, plus "
-            "/terrain/label_truth (the segment's class). See terrain_odt/csvdata.py."
+            "/terrain/label_truth (the segment's class). See terrain_odt/data/csvdata.py."
         ),
     )
     p.add_argument("root", help="directory with one folder per class")
@@ -125,8 +125,8 @@ def _add_bag_from_csv(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bag_from_csv(args: argparse.Namespace) -> int:
-    from .bagconv import Segment, convert
-    from .csvdata import CsvError, list_recordings, load_recording
+    from .data.bagconv import Segment, convert
+    from .data.csvdata import CsvError, list_recordings, load_recording
 
     root = Path(args.root)
     try:
@@ -172,10 +172,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
         description=(
             "Extract feature windows from bags with the imu_features logic and parameters, "
             "label them from the truth topic or the labeler's cues, and write X, y, groups, "
-            "class_names and the feature configuration (see terrain_odt/dataset.py)."
+            "class_names and the feature configuration (see terrain_odt/data/dataset.py)."
         ),
     )
-    from .launcher import add_parameter_args
+    from .ros.launcher import add_parameter_args
 
     p.add_argument("bags", nargs="+", metavar="BAG")
     p.add_argument("-o", "--out", required=True, help="output .npz")
@@ -188,9 +188,9 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from .dataset import build_dataset
-    from .evaluate import EvalConfig, EvalError
-    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
+    from .data.dataset import build_dataset
+    from .evaluation.evaluate import EvalConfig, EvalError
+    from .ros.launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
 
     try:
         cfg = EvalConfig(
@@ -213,7 +213,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Model toolbox: convert, import-tflite, inspect (terrain_odt.toolbox, terrain_odt.tflite_import)
+# Model toolbox: convert, import-tflite, inspect (terrain_odt.model.toolbox,
+# terrain_odt.model.tflite_import)
 
 
 class _CliError(Exception):
@@ -310,7 +311,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 def _load_features(path: str, test_frac: float, seed: int) -> dict[str, Any]:
     import numpy as np
 
-    from .toolbox import group_split
+    from .model.toolbox import group_split
 
     f = Path(path)
     if not f.is_file():
@@ -350,7 +351,7 @@ def _load_features(path: str, test_frac: float, seed: int) -> dict[str, Any]:
 
         try:
             fc = json.loads(str(d["feature_config"]))
-            from .features import FeatureConfig
+            from .signals.features import FeatureConfig
 
             FeatureConfig.describe_dict(fc)
         except ValueError as exc:
@@ -365,7 +366,7 @@ def _load_features(path: str, test_frac: float, seed: int) -> dict[str, Any]:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .toolbox import convert
+    from .model.toolbox import convert
 
     try:
         d = _load_features(args.features, args.test_frac, args.seed)
@@ -399,7 +400,7 @@ def _add_import_tflite(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import-tflite",
         help="convert an int8 .tflite model to blob + sidecar",
-        description="Supported operators: see terrain_odt/tflite_import.py.",
+        description="Supported operators: see terrain_odt/model/tflite_import.py.",
     )
     p.add_argument("model", help=".tflite file (int8, full-integer quantized)")
     _export_args(p)
@@ -409,8 +410,8 @@ def _add_import_tflite(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import_tflite(args: argparse.Namespace) -> int:
-    from .tflite_import import TFLiteImportError, read_tflite
-    from .toolbox import export
+    from .model.tflite_import import TFLiteImportError, read_tflite
+    from .model.toolbox import export
 
     try:
         r = read_tflite(args.model, model_id=args.model_id, storage=args.storage)
@@ -447,8 +448,8 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .blob import BlobError, error_name
-    from .toolbox import describe_blob
+    from .model.blob import BlobError, error_name
+    from .model.toolbox import describe_blob
 
     f = Path(args.blob)
     try:
@@ -466,7 +467,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _add_launch(sub: argparse._SubParsersAction) -> None:
-    from .launcher import build_parser as launch_parser
+    from .ros.launcher import build_parser as launch_parser
 
     p = sub.add_parser(
         "launch",
@@ -478,7 +479,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from .launcher import run
+    from .ros.launcher import run
 
     return run(args)
 
@@ -494,7 +495,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
             "fine-tuning, prequential accuracy, confusion matrices and link statistics."
         ),
     )
-    from .launcher import add_parameter_args
+    from .ros.launcher import add_parameter_args
 
     p.add_argument("bag", help="rosbag2 directory or .mcap/.db3 file")
     add_parameter_args(p)
@@ -522,8 +523,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
 
-    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
-    from .replay import ReplayConfig, ReplayError, replay, summary
+    from .evaluation.replay import ReplayConfig, ReplayError, replay, summary
+    from .ros.launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
 
     try:
         cfg = ReplayConfig(
@@ -574,7 +575,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "The same bags and parameters give identical reports on any machine."
         ),
     )
-    from .launcher import add_parameter_args
+    from .ros.launcher import add_parameter_args
 
     p.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 directory or .mcap/.db3 file")
     add_parameter_args(p)
@@ -633,8 +634,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluate import EvalConfig, EvalError, evaluate, summary
-    from .launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
+    from .evaluation.evaluate import EvalConfig, EvalError, evaluate, summary
+    from .ros.launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
 
     try:
         cfg = EvalConfig(

@@ -23,7 +23,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)
 def emu_bin() -> Path:
     """The co-processor emulator (firmware/odt-emu), built with cargo if needed; the tests that
     need it skip only when cargo is missing and no binary exists."""
-    from terrain_odt.emulator import EMU_BIN, find_emulator
+    from terrain_odt.link.emulator import EMU_BIN, find_emulator
 
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
     if not Path(cargo).exists():

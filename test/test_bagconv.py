@@ -10,9 +10,10 @@ import pytest
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
-from terrain_odt import bagconv, borealtc, cli
-from terrain_odt.bagconv import IMU_TOPIC, JOINT_TOPIC, LABEL_TOPIC, ODOM_TOPIC, Segment
-from terrain_odt.features import Reject, WindowBuffer, extract_windows
+from terrain_odt import cli
+from terrain_odt.data import bagconv, borealtc
+from terrain_odt.data.bagconv import IMU_TOPIC, JOINT_TOPIC, LABEL_TOPIC, ODOM_TOPIC, Segment
+from terrain_odt.signals.features import Reject, WindowBuffer, extract_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo" / "borealtc_demo.mcap"

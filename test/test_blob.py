@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from terrain_odt import blob as B
-from terrain_odt.blob import (
+from terrain_odt.model import blob as B
+from terrain_odt.model.blob import (
     BlobArch,
     BlobError,
     LayerDesc,

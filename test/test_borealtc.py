@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from terrain_odt import borealtc
-from terrain_odt.borealtc import CLASSES, Run, split_by_run, windows_by_run
-from terrain_odt.features import FeatureConfig
+from terrain_odt.data import borealtc
+from terrain_odt.data.borealtc import CLASSES, Run, split_by_run, windows_by_run
+from terrain_odt.signals.features import FeatureConfig
 
 
 def write_run(root: Path, cls: str, num: int, seconds: float, speed: float, seed: int) -> None:

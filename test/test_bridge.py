@@ -1,4 +1,5 @@
-"""terrain_odt.bridge.BridgeCore (all logic of the odt_bridge node, no ROS) against the real
+"""terrain_odt.pipeline.bridge.BridgeCore (all logic of the odt_bridge node, no ROS) against the
+real
 co-processor emulator (firmware/odt-emu over TCP) and the in-process fake co-processor.
 
 Shown: labelled windows train (prequential "train" outcomes), unlabelled ones infer; bad labels
@@ -23,7 +24,8 @@ import pytest
 from fake_coprocessor import FakeCoprocessor
 from polling import wait_for
 
-from terrain_odt.bridge import (
+from terrain_odt.link.emulator import Emulator, free_port
+from terrain_odt.pipeline.bridge import (
     BridgeConfig,
     BridgeCore,
     ModelFileError,
@@ -31,7 +33,6 @@ from terrain_odt.bridge import (
     Outcome,
     load_model_files,
 )
-from terrain_odt.emulator import Emulator, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The IMU-only model (the emulator runs any shape; these tests need no wheels).

@@ -1,4 +1,5 @@
-"""terrain_odt.cdr: the hand-written Imu decoder against rclpy's own serializer, and bad bytes."""
+"""terrain_odt.data.cdr: the hand-written Imu decoder against rclpy's own serializer, and bad
+bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Imu
 
-from terrain_odt.cdr import CdrError, imu_sample
+from terrain_odt.data.cdr import CdrError, imu_sample
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False, width=64)
 # Any text but NUL (rosidl strings are C strings); non-ASCII characters make the UTF-8 byte length

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from terrain_odt import cli
-from terrain_odt.qnn import QModel
+from terrain_odt.model.qnn import QModel
 
 ROOT = Path(__file__).resolve().parent.parent
 

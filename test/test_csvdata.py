@@ -11,7 +11,13 @@ import pytest
 from synthetic_robot import CLASSES, params_yaml, write_recordings
 
 from terrain_odt import cli
-from terrain_odt.csvdata import IMU_FIELDS, CsvError, list_recordings, load_recording, read_table
+from terrain_odt.data.csvdata import (
+    IMU_FIELDS,
+    CsvError,
+    list_recordings,
+    load_recording,
+    read_table,
+)
 
 
 def test_columns_any_order_aliases_and_map(tmp_path: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from terrain_odt.datasets import DatasetError, data_root, load_idx_images, load_mnist, read_idx
+from terrain_odt.data.datasets import DatasetError, data_root, load_idx_images, load_mnist, read_idx
 
 
 def _write_idx(path: Path, arr: np.ndarray, type_code: int, dtype: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from terrain_odt.cli import main as cli_main
-from terrain_odt.evaluate import TIMING_KEYS
+from terrain_odt.evaluation.evaluate import TIMING_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 BAG = ROOT / "data" / "demo" / "borealtc_demo.mcap"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from terrain_odt.features import (
+from terrain_odt.signals.features import (
     AXES,
     DEFAULT_BANDS,
     STATS,

@@ -1,4 +1,5 @@
-"""terrain_odt.finetune: mixed replay, held-out blocks, the validation score, the accept/rollback
+"""terrain_odt.pipeline.finetune: mixed replay, held-out blocks, the validation score, the
+accept/rollback
 rule, the source-window file; and the bridge's accept/rollback check against the emulator
 (a model that training makes worse on the validation windows is rolled back to the accepted one,
 bit for bit)."""
@@ -13,9 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from terrain_odt.bridge import BridgeConfig, BridgeCore, ModelFileError, Outcome, load_model_files
-from terrain_odt.emulator import emulator
-from terrain_odt.finetune import (
+from terrain_odt.link.emulator import emulator
+from terrain_odt.model.qnn import QModel
+from terrain_odt.pipeline.bridge import (
+    BridgeConfig,
+    BridgeCore,
+    ModelFileError,
+    Outcome,
+    load_model_files,
+)
+from terrain_odt.pipeline.finetune import (
     Guard,
     Holdout,
     ReplayPlanner,
@@ -25,7 +33,6 @@ from terrain_odt.finetune import (
     save_source_windows,
     score,
 )
-from terrain_odt.qnn import QModel
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDECAR = ROOT / "models" / "borealtc_imu_mlp.json"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from terrain_odt.blob import (
+from terrain_odt.model.blob import (
     CAPACITY_NOUNS,
     ArchMismatch,
     BadQuant,
@@ -27,7 +27,7 @@ from terrain_odt.blob import (
     decode_blob,
     error_name,
 )
-from terrain_odt.qnn import QModel, TrainConfig
+from terrain_odt.model.qnn import QModel, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "firmware" / "odt-core" / "golden"

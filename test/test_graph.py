@@ -1,4 +1,5 @@
-"""The graph definition (`terrain_odt.graph`): parameter checking, and the files generated from it
+"""The graph definition (`terrain_odt.ros.graph`): parameter checking, and the files generated from
+it
 (config/terrain_odt.yaml, the README's ROS interface section) and written against it
 (config/demo.yaml) staying in sync."""
 
@@ -11,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from terrain_odt import graph
-from terrain_odt.graph import NODES, ParamSpec, node_spec
+from terrain_odt.ros import graph
+from terrain_odt.ros.graph import NODES, ParamSpec, node_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 README_BEGIN = "<!-- ros-interface:begin -->\n"
@@ -149,8 +150,8 @@ def test_defaults_pass_their_own_check(spec: graph.NodeSpec) -> None:
 def test_yaml_config_is_generated_from_the_graph() -> None:
     text = (ROOT / "config" / "terrain_odt.yaml").read_text()
     assert text == graph.yaml_config(), (
-        "config/terrain_odt.yaml is out of date with terrain_odt/graph.py; regenerate with "
-        "python -m terrain_odt.graph --yaml > config/terrain_odt.yaml"
+        "config/terrain_odt.yaml is out of date with terrain_odt/ros/graph.py; regenerate with "
+        "python -m terrain_odt.ros.graph --yaml > config/terrain_odt.yaml"
     )
 
 
@@ -181,9 +182,9 @@ def test_readme_ros_interface_is_generated_from_the_graph() -> None:
     assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1, "README markers"
     section = text[text.index(README_BEGIN) + len(README_BEGIN) : text.index(README_END)]
     assert section == graph.markdown_tables(), (
-        "README.md's ROS interface section is out of date with terrain_odt/graph.py: replace "
+        "README.md's ROS interface section is out of date with terrain_odt/ros/graph.py: replace "
         f"the lines between '{README_BEGIN.strip()}' and '{README_END}' with the output of "
-        "python -m terrain_odt.graph --markdown"
+        "python -m terrain_odt.ros.graph --markdown"
     )
 
 

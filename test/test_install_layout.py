@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from terrain_odt import ament_env, ament_layout, graph
+from terrain_odt import ament_env, ament_layout
+from terrain_odt.ros import graph
 
 ROOT = Path(__file__).resolve().parent.parent
 

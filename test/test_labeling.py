@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from terrain_odt.labeling import (
+from terrain_odt.pipeline.labeling import (
     COUNTERS,
     REASONS,
     SOURCES,

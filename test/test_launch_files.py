@@ -27,9 +27,10 @@ from typing import Any
 
 import pytest
 
-from terrain_odt import ament_layout, graph, launch_description
-from terrain_odt.graph import NODES, TOOL_NODES, NodeSpec
-from terrain_odt.launch_description import OVERRIDE_ARGUMENTS
+from terrain_odt import ament_layout
+from terrain_odt.ros import graph, launch_description
+from terrain_odt.ros.graph import NODES, TOOL_NODES, NodeSpec
+from terrain_odt.ros.launch_description import OVERRIDE_ARGUMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "setup.py"

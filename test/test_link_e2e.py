@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from terrain_odt.emulator import Emulator, emulator
 from terrain_odt.link import OdtClient
+from terrain_odt.link.emulator import Emulator, emulator
 from tools.bench_link import synthetic_samples, train_run
 
 N = 1000

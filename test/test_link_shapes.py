@@ -1,8 +1,8 @@
 """Models of other shapes on the emulated co-processor (firmware/odt-emu).
 
 The firmware's model is an MLP whose shape comes from the blob, within a compile-time capacity
-(`odt_core::models::FirmwareMlp`, `terrain_odt.blob.FIRMWARE_CAPACITY`). Here another robot's
-model (90 inputs, hidden 32-16, 4 classes, made by `terrain_odt.toolbox.convert` from random
+(`odt_core::models::FirmwareMlp`, `terrain_odt.model.blob.FIRMWARE_CAPACITY`). Here another robot's
+model (90 inputs, hidden 32-16, 4 classes, made by `terrain_odt.model.toolbox.convert` from random
 data) runs on `odt-emu` from `--model` and by upload, trains and infers over the link bit for
 bit like the numpy reference, and blobs over the capacity are refused with the loader's reason.
 """
@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from terrain_odt.blob import (
+from terrain_odt.link import BlobErrorCode, ErrorCode, OdtClient, RemoteError, SetParams
+from terrain_odt.link.emulator import EmulatorError, emulator
+from terrain_odt.model.blob import (
     FIRMWARE_CAPACITY,
     LayerDesc,
     OverCapacity,
     decode_blob,
 )
-from terrain_odt.emulator import EmulatorError, emulator
-from terrain_odt.link import BlobErrorCode, ErrorCode, OdtClient, RemoteError, SetParams
-from terrain_odt.qnn import QModel, TrainConfig
-from terrain_odt.toolbox import convert, load_sidecar, quantize_with_sidecar
+from terrain_odt.model.qnn import QModel, TrainConfig
+from terrain_odt.model.toolbox import convert, load_sidecar, quantize_with_sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 N_IN, HIDDEN, CLASSES = 90, (32, 16), 4

@@ -1,4 +1,4 @@
-"""The three rclpy nodes, started by terrain_odt.launcher.running_graph (real rclpy, real DDS on
+"""The three rclpy nodes, started by terrain_odt.ros.launcher.running_graph (real rclpy, real DDS on
 localhost, see conftest.py), driven by a probe node with real publishers and subscribers in the
 same context; odt_bridge talks to the co-processor emulator (firmware/odt-emu) over TCP.
 
@@ -32,11 +32,11 @@ from sensor_msgs.msg import Imu
 from std_msgs.msg import Float32, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
-from terrain_odt.emulator import Emulator, free_port
-from terrain_odt.features import FeatureConfig, WindowEvent, extract_windows
-from terrain_odt.graph import IMU_FEATURES, NODES, ODT_BRIDGE, TERRAIN_LABELER, NodeSpec
-from terrain_odt.launcher import LaunchError, running_graph
-from terrain_odt.nodes.imu_features import features_message
+from terrain_odt.link.emulator import Emulator, free_port
+from terrain_odt.ros.graph import IMU_FEATURES, NODES, ODT_BRIDGE, TERRAIN_LABELER, NodeSpec
+from terrain_odt.ros.launcher import LaunchError, running_graph
+from terrain_odt.signals.feature_msg import features_message
+from terrain_odt.signals.features import FeatureConfig, WindowEvent, extract_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "terrain_odt.yaml"

@@ -1,4 +1,4 @@
-"""The in-process co-processor (`terrain_odt.qnn_coprocessor`, for experiments) against the
+"""The in-process co-processor (`terrain_odt.model.qnn_coprocessor`, for experiments) against the
 real one: the deterministic evaluation of the demo bag gives the same report with both, window
 by window and counter by counter (the bit-exact reference is the firmware's arithmetic)."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from terrain_odt.cli import main as cli_main
 from terrain_odt.link import SetParams
-from terrain_odt.qnn_coprocessor import QnnCoprocessor
+from terrain_odt.model.qnn_coprocessor import QnnCoprocessor
 
 ROOT = Path(__file__).resolve().parent.parent
 BAG = ROOT / "data" / "demo" / "borealtc_demo.mcap"

@@ -1,7 +1,7 @@
-"""Unit tests of the numpy reference (`terrain_odt.qnn`) and a second, independent reference.
+"""Unit tests of the numpy reference (`terrain_odt.model.qnn`) and a second, independent reference.
 
 `Naive` below is a slow, literal, loop-by-loop transcription of docs/integer_training.md in plain
-Python ints. It shares nothing with `terrain_odt.qnn` except the blob reader, so its agreement
+Python ints. It shares nothing with `terrain_odt.model.qnn` except the blob reader, so its agreement
 with the vectorised model and with the golden files is evidence that both are right.
 """
 
@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from terrain_odt import qnn
-from terrain_odt.blob import Kind, LayerDesc, ParamSection, decode_blob
-from terrain_odt.qnn import ModelMeta, QModel, TrainConfig
-from terrain_odt.quantize import (
+from terrain_odt.model import qnn
+from terrain_odt.model.blob import Kind, LayerDesc, ParamSection, decode_blob
+from terrain_odt.model.qnn import ModelMeta, QModel, TrainConfig
+from terrain_odt.model.quantize import (
     activation_qparams,
     calibrate_ranges,
     lr_to_fixed,
     quantize_model,
     quantize_multiplier,
 )
-from terrain_odt.quantize import softmax_a as qnn_softmax_a
+from terrain_odt.model.quantize import softmax_a as qnn_softmax_a
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 

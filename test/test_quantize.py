@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from terrain_odt.blob import LayerDesc, decode_blob
-from terrain_odt.quantize import (
+from terrain_odt.model.blob import LayerDesc, decode_blob
+from terrain_odt.model.quantize import (
     activation_qparams,
     calibrate_ranges,
     float_forward,

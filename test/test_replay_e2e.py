@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from terrain_odt.cli import main as cli_main
-from terrain_odt.replay import ReplayConfig, ReplayError, replay, summary
+from terrain_odt.evaluation.replay import ReplayConfig, ReplayError, replay, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 BAG = ROOT / "data" / "demo" / "borealtc_demo.mcap"

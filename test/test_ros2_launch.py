@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import pytest
 
 from terrain_odt import ament_layout
-from terrain_odt.graph import NODES
+from terrain_odt.ros.graph import NODES
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -195,7 +195,7 @@ def check_clean_shutdown(launch: Launch, rc: int, names: list[str], saved: bool 
 
 @pytest.fixture
 def emu(emu_bin: Path, tmp_path: Path) -> Iterator[Any]:
-    from terrain_odt.emulator import emulator
+    from terrain_odt.link.emulator import emulator
 
     with emulator(emu_bin, baud=921600, tcp_port=0, model=MODEL.with_suffix(".odtm")) as e:
         yield e
@@ -209,7 +209,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_robot_launch_editable_install(ros2: Path, emu: Any) -> None:
-    from terrain_odt.bagplay import BagPlayer, read_bag
+    from terrain_odt.data.bagplay import BagPlayer, read_bag
 
     # The editable install's own layout (make setup), found through the .pth in site-packages:
     # nothing set up in the environment.

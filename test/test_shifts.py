@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from terrain_odt.borealtc import Run
+from terrain_odt.data.borealtc import Run
 from tools.shifts import MOUNTS, Mount, mount_imu, mounted_runs
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from terrain_odt.sidecar import ModelFileError, load_model_files
+from terrain_odt.model.sidecar import ModelFileError, load_model_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDECAR = ROOT / "models" / "borealtc_imu_mlp.json"

@@ -66,7 +66,7 @@ def test_shipped_world_loads_and_gives_regions() -> None:
     # Regions are in the odom frame: the start pose (2, -2) is the origin.
     assert lab["regions"][1] == "GRAVEL: 8,-2; 18,-2; 18,6; 8,6"
     assert params["imu_features"]["ros__parameters"]["input_decimation"] == 2
-    from terrain_odt.labeling import parse_regions
+    from terrain_odt.pipeline.labeling import parse_regions
 
     assert len(parse_regions(lab["regions"], lab["class_names"])) == 5
 

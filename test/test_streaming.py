@@ -1,4 +1,4 @@
-"""terrain_odt.streaming.FeatureStream (the imu_features node's logic): equal to the offline
+"""terrain_odt.signals.streaming.FeatureStream (the imu_features node's logic): equal to the offline
 extractor, decimation, clock jumps, non-finite and out-of-order samples."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from terrain_odt.features import FeatureConfig, Reject, WindowEvent, extract_windows
-from terrain_odt.streaming import Decimator, FeatureStream, StreamConfig
+from terrain_odt.signals.features import FeatureConfig, Reject, WindowEvent, extract_windows
+from terrain_odt.signals.streaming import Decimator, FeatureStream, StreamConfig
 
 CFG = FeatureConfig()
 FS = CFG.sample_rate_hz

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from terrain_odt.blob import Kind, decode_blob
-from terrain_odt.qnn import QModel, TrainConfig
-from terrain_odt.tflite_import import (
+from terrain_odt.model.blob import Kind, decode_blob
+from terrain_odt.model.qnn import QModel, TrainConfig
+from terrain_odt.model.tflite_import import (
     SUPPORTED_OPS,
     TFLiteImportError,
     UnsupportedLayer,

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from terrain_odt.blob import BlobError, LayerDesc, decode_blob
-from terrain_odt.qnn import QModel
-from terrain_odt.toolbox import (
+from terrain_odt.model.blob import BlobError, LayerDesc, decode_blob
+from terrain_odt.model.qnn import QModel
+from terrain_odt.model.toolbox import (
     FloatModel,
     convert,
     describe_blob,

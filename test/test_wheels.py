@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
-from terrain_odt.features import (
+from terrain_odt.signals.features import (
     DEFAULT_BANDS,
     WHEEL_STATS,
     FeatureConfig,
@@ -21,7 +21,7 @@ from terrain_odt.features import (
     feature_names,
     wheel_features,
 )
-from terrain_odt.streaming import FeatureStream, StreamConfig, joint_wheel_sample
+from terrain_odt.signals.streaming import FeatureStream, StreamConfig, joint_wheel_sample
 
 CFG = FeatureConfig(wheels=True)
 

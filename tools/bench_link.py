@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from terrain_odt.emulator import emulator, find_emulator  # noqa: E402
 from terrain_odt.link import LinkTimeout, OdtClient  # noqa: E402
+from terrain_odt.link.emulator import emulator, find_emulator  # noqa: E402
 from tools import provenance  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "link.json"

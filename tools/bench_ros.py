@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from terrain_odt.emulator import Emulator, find_emulator  # noqa: E402
+from terrain_odt.link.emulator import Emulator, find_emulator  # noqa: E402
 from tools import provenance  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "ros.json"
@@ -257,7 +257,7 @@ def live(
 
 
 def replay_speed(rate: float) -> dict[str, Any]:
-    from terrain_odt.replay import ReplayConfig, replay
+    from terrain_odt.evaluation.replay import ReplayConfig, replay
 
     cfg = ReplayConfig(
         bag=BAG,

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from terrain_odt import bagconv, borealtc  # noqa: E402
-from terrain_odt.features import FeatureConfig  # noqa: E402
+from terrain_odt.data import bagconv, borealtc  # noqa: E402
+from terrain_odt.signals.features import FeatureConfig  # noqa: E402
 from tools import provenance  # noqa: E402
 from tools.make_models import SOURCE_VAL_FRAC, pretrain  # noqa: E402
 from tools.results_md import RESULTS_MD, merge_section  # noqa: E402
@@ -112,7 +112,13 @@ def recipe_hash() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for f in ("features.py", "toolbox.py", "quantize.py", "borealtc.py", "finetune.py"):
+    for f in (
+        "signals/features.py",
+        "model/toolbox.py",
+        "model/quantize.py",
+        "data/borealtc.py",
+        "pipeline/finetune.py",
+    ):
         h.update((ROOT / "terrain_odt" / f).read_bytes())
     h.update((ROOT / "tools" / "make_models.py").read_bytes())
     return h.hexdigest()[:16]

@@ -7,38 +7,36 @@ Per seed: the runs of each class are split (stratified, by run, never by window)
 training and 25 % test runs (`borealtc.split_by_run`); for each feature set a model is made with
 the shipped recipe (`tools/make_models.py`: MLP 64-32, float pretraining, int8 quantization) on
 the training runs, and scored window by window, in int8 (the bit-exact reference of the
-co-processor, `terrain_odt.qnn`), on the test runs. The same split serves both feature sets.
+co-processor, `terrain_odt.model.qnn`), on the test runs. The same split serves both feature sets.
 The JSON gives per seed and in the mean the int8 and float accuracy per feature set and the
 paired difference. (With on-device fine-tuning: `tools/eval_laps.py`, bench/results/laps.json.)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+try:
+    from tools import _common as common
+except ModuleNotFoundError:  # run as `python tools/<name>.py`: the root is not on sys.path yet
+    import _common as common  # type: ignore[no-redef]
 
-from terrain_odt import borealtc  # noqa: E402
-from terrain_odt.features import FeatureConfig  # noqa: E402
-from terrain_odt.toolbox import convert  # noqa: E402
-from tools import provenance  # noqa: E402
-from tools.results_md import RESULTS_MD, merge_section  # noqa: E402
+from terrain_odt.data import borealtc
+from terrain_odt.model.toolbox import convert
+from terrain_odt.signals.features import FeatureConfig
+from tools import provenance
+from tools.results_md import RESULTS_MD, merge_section
 
+ROOT = common.ROOT
 DEFAULT_OUT = ROOT / "bench" / "results" / "features.json"
 SETS = {"imu": FeatureConfig(wheels=False), "imu_wheels": FeatureConfig(wheels=True)}
 
 
-def log(msg: str) -> None:
-    print(f"[exp_features] {msg}", flush=True)
+log = common.logger("exp_features")
 
 
 def markdown(out: dict[str, Any]) -> str:
@@ -67,12 +65,11 @@ def markdown(out: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--test-frac", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--md", action="store_true", help="also write the docs/RESULTS.md section")
-    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
     git = provenance.record(
         ROOT, [args.out, RESULTS_MD] if args.md else [args.out], args.allow_dirty
@@ -128,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "int8_gain_wheels": stat([r["int8_gain_wheels"] for r in rows]),
         "wall_s": round(time.monotonic() - t0, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    common.write_json(args.out, out)
     if args.md:
         merge_section("features", markdown(out))
     m = out["mean"]

@@ -3,14 +3,14 @@
 
     python tools/exp_standard.py [--quick] [--only NAME ...] [--json PATH] [--md PATH]
 
-Every setting compares the bit-exact integer trainer (`terrain_odt.qnn.QModel.train_step`, the
+Every setting compares the bit-exact integer trainer (`terrain_odt.model.qnn.QModel.train_step`, the
 reference of `firmware/odt-core`: i8 weights + stochastic rounding, QAS factors, batch 1) with
 float32 SGD (batch 1) of the SAME model (same float pretrained weights; the integer model is
 their int8 quantization) on the SAME samples in the SAME order. One pass over the on-device
 samples; accuracy on held-out test data never trained on.
 
 Model: features → MLP F-64-32-C (ReLU), pretrained in float (scikit-learn `MLPClassifier`,
-Adam), quantized with `terrain_odt.quantize` (calibration on the pretraining features).
+Adam), quantized with `terrain_odt.model.quantize` (calibration on the pretraining features).
 Features (the frozen "feature extractor", computed on the host in float):
 * MNIST / Fashion-MNIST / CIFAR-10: pixels/255 → PCA to 102 dims fit on the pretraining images;
 * HAPT: 46 hand-made statistics per 128-sample window, standardised on the pretraining subjects.
@@ -37,11 +37,9 @@ writes to build/standard_quick/ instead.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import platform
-import sys
 import tarfile
 import time
 import warnings
@@ -52,23 +50,25 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+try:
+    from tools import _common as common
+except ModuleNotFoundError:  # run as `python tools/<name>.py`: the root is not on sys.path yet
+    import _common as common  # type: ignore[no-redef]
 
-from terrain_odt.blob import LayerDesc  # noqa: E402
-from terrain_odt.datasets import data_root, load_idx_images  # noqa: E402
-from terrain_odt.floatref import FloatMLP, FloatParams  # noqa: E402
-from terrain_odt.qnn import QModel, TrainConfig  # noqa: E402
-from terrain_odt.quantize import (  # noqa: E402
+from terrain_odt.data.datasets import data_root, load_idx_images
+from terrain_odt.model.blob import LayerDesc
+from terrain_odt.model.floatref import FloatMLP, FloatParams
+from terrain_odt.model.qnn import QModel, TrainConfig
+from terrain_odt.model.quantize import (
     QParams,
     activation_qparams,
     calibrate_ranges,
     lr_to_fixed,
     quantize_model,
 )
-from tools import provenance  # noqa: E402
+from tools import provenance
 
+ROOT = common.ROOT
 DEFAULT_JSON = ROOT / "bench" / "results" / "learning.json"
 DEFAULT_MD = ROOT / "docs" / "RESULTS.md"
 DEFAULT_IMG = ROOT / "docs" / "img"
@@ -82,8 +82,7 @@ MODES = {"all": ("all", "all", "all"), "last2": ("frozen", "all", "all")}
 MODES["last1"] = ("frozen", "frozen", "all")
 
 
-def log(msg: str) -> None:
-    print(f"[exp_standard] {msg}", flush=True)
+log = common.logger("exp_standard")
 
 
 @dataclass(frozen=True)
@@ -666,18 +665,6 @@ def pct(v: float) -> str:
     return f"{100.0 * v:.1f}"
 
 
-def rounded(obj: Any, digits: int = 5) -> Any:
-    if isinstance(obj, float):
-        return obj if obj != obj else float(f"{obj:.{digits}g}")
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, dict):
-        return {k: rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [rounded(v, digits) for v in obj]
-    return obj
-
-
 def merge_json(path: Path, value: Any) -> None:
     """Replace only `KEY` in the JSON object at `path` (re-read just before writing)."""
     data: dict[str, Any] = {}
@@ -688,10 +675,7 @@ def merge_json(path: Path, value: Any) -> None:
             log(f"warning: {path} is not valid JSON; keeping a copy in {path}.bak")
             path.with_suffix(".json.bak").write_text(path.read_text())
     data[KEY] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+    common.write_json(path, data, atomic=True)
 
 
 def merge_md(path: Path, section: str) -> None:
@@ -704,8 +688,7 @@ def merge_md(path: Path, section: str) -> None:
         text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
     pre, rest = text.split(BEGIN, 1)
     _, post = rest.split(END, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{pre}{BEGIN}\n{section.strip()}\n{END}{post}")
+    common.write_text(path, f"{pre}{BEGIN}\n{section.strip()}\n{END}{post}")
 
 
 def fmt_range(rec: dict[str, Any]) -> str:
@@ -743,7 +726,7 @@ def markdown(recs: list[dict[str, Any]], meta: dict[str, Any], cfg: Config) -> s
         "(`make experiments-standard`); raw numbers under key `standard` of "
         f"`bench/results/learning.json`. Wall time {meta['wall_seconds'] / 60:.1f} min, "
         f"one thread, git {meta['git']}.\n\n"
-        "**What is compared.** The bit-exact integer trainer (`terrain_odt.qnn`, = "
+        "**What is compared.** The bit-exact integer trainer (`terrain_odt.model.qnn`, = "
         "`firmware/odt-core`: int8 weights with stochastic rounding, QAS factors, batch 1) against "
         "float32 SGD (batch 1) of the same model from the same pretrained float weights (the "
         "integer model is their int8 quantization), on the same samples in the same order, one "
@@ -751,7 +734,8 @@ def markdown(recs: list[dict[str, Any]], meta: dict[str, Any], cfg: Config) -> s
         "`tools/exp_trainer_choices.py`, not tuned here) except CIFAR-10, where it is chosen "
         f"from {list(cfg.cifar_lrs)} on held-out decoded training images (validation). "
         "Model: host-side frozen features → MLP "
-        "F-64-32-C (ReLU) pretrained in float (Adam) and quantized with `terrain_odt.quantize`. "
+        "F-64-32-C (ReLU) pretrained in float (Adam) and quantized with "
+        "`terrain_odt.model.quantize`. "
         "Nothing was trained from scratch on device: every setting is on-device fine-tuning of a "
         "pretrained model. "
         f"Seeds {seeds} (each: its own on-device sample order/draw and LCG seed; one pretrained "
@@ -884,12 +868,11 @@ def run(cfg: Config, only: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = common.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="short smoke run (about 2 min)")
     ap.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
     ap.add_argument("--json", type=Path, help="JSON to merge-update (key 'standard')")
     ap.add_argument("--md", type=Path, help="results page to update (between the markers)")
-    ap.add_argument("--allow-dirty", action="store_true", help=provenance.ALLOW_DIRTY_HELP)
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out_json = args.json or (QUICK_DIR / "learning.json" if cfg.quick else DEFAULT_JSON)
@@ -920,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             rel = Path(plot).resolve()
         md += f"\n![accuracy before / after, float32 vs int8]({rel})\n"
-    merge_json(out_json, rounded({"meta": meta, "runs": recs}))
+    merge_json(out_json, common.rounded({"meta": meta, "runs": recs}, 5))
     merge_md(out_md, md)
     log(f"wrote {out_json} (key '{KEY}'), {out_md}; wall {wall:.0f} s")
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+try:
+    from tools import _common as common
+except ModuleNotFoundError:  # run as `python tools/<name>.py`: the root is not on sys.path yet
+    import _common as common  # type: ignore[no-redef]
 
-from terrain_odt.blob import Capacity, LayerDesc, decode_blob, encode_blob, fix_crc  # noqa: E402
-from terrain_odt.qnn import QModel, Storage, TrainConfig  # noqa: E402
-from terrain_odt.quantize import (  # noqa: E402
+from terrain_odt.model.blob import Capacity, LayerDesc, decode_blob, encode_blob, fix_crc
+from terrain_odt.model.qnn import QModel, Storage, TrainConfig
+from terrain_odt.model.quantize import (
     QParams,
     activation_qparams,
     calibrate_ranges,
@@ -38,6 +38,7 @@ from terrain_odt.quantize import (  # noqa: E402
     quantize_model,
 )
 
+ROOT = common.ROOT
 GOLDEN_DIR = ROOT / "firmware" / "odt-core" / "golden"
 
 L = LayerDesc
@@ -393,7 +394,7 @@ def write_json(path: Path, obj: Any) -> None:
     else:
         text = dumps(obj) + "\n"
     assert json.loads(text) == obj
-    path.write_text(text)
+    common.write_text(path, text)
 
 
 def generate(out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
@@ -416,11 +417,20 @@ def generate(out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
     return written
 
 
-def main(argv: Sequence[str]) -> int:
-    out = Path(argv[1]) if len(argv) > 1 else GOLDEN_DIR
-    generate(out)
+def main(argv: Sequence[str] | None = None) -> int:
+    # Deterministic output, not a recorded result: no provenance, hence no --allow-dirty.
+    ap = common.parser(__doc__, allow_dirty=False)
+    ap.add_argument(
+        "out_dir",
+        nargs="?",
+        type=Path,
+        default=GOLDEN_DIR,
+        metavar="OUT_DIR",
+        help="(default: %(default)s)",
+    )
+    generate(ap.parse_args(argv).out_dir)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    raise SystemExit(main())

@@ -3,7 +3,7 @@
 
     python tools/make_models.py [--root ../shared/data/borealtc] [--out models]
 
-Both are MLPs pretrained in float and quantized with `terrain_odt.toolbox.convert`, on every
+Both are MLPs pretrained in float and quantized with `terrain_odt.model.toolbox.convert`, on every
 BorealTC run **except the ten runs the demo bag is cut from** (`data/demo/README.md`), so the
 demo replays data neither model saw:
 
@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from terrain_odt import borealtc  # noqa: E402
-from terrain_odt.bagconv import Segment  # noqa: E402
-from terrain_odt.features import FeatureConfig  # noqa: E402
-from terrain_odt.toolbox import convert  # noqa: E402
+from terrain_odt.data import borealtc  # noqa: E402
+from terrain_odt.data.bagconv import Segment  # noqa: E402
+from terrain_odt.model.toolbox import convert  # noqa: E402
+from terrain_odt.signals.features import FeatureConfig  # noqa: E402
 
 #: Share of the pretraining runs (per class) held out for the source validation windows: 0,
 #: measured on the tuning laps (tools/eval_laps.py --tuning): holding out 15 % cost the

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from terrain_odt.borealtc import CLASSES, Run  # noqa: E402
+from terrain_odt.data.borealtc import CLASSES, Run  # noqa: E402
 
 
 @dataclass(frozen=True)

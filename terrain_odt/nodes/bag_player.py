@@ -10,9 +10,9 @@ from typing import Any
 
 from rclpy.node import Node
 
-from ..bagplay import IMU_TYPE, BagError, BagPlayer, read_bag
-from ..graph import BAG_PLAYER
+from ..data.bagplay import IMU_TYPE, BagError, BagPlayer, read_bag
 from ..paths import resolve
+from ..ros.graph import BAG_PLAYER
 from .common import ParamError, declare_params, run_node
 
 

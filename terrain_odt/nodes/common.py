@@ -22,7 +22,7 @@ from rclpy.executors import (
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from ..graph import NodeSpec, ParamValue
+from ..ros.graph import NodeSpec, ParamValue
 
 OK: bytes = DiagnosticStatus.OK
 WARN: bytes = DiagnosticStatus.WARN

@@ -13,57 +13,21 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray
 
-from ..cdr import CdrError, imu_sample
-from ..features import WindowEvent
-from ..graph import IMU_FEATURES
-from ..node_config import ConfigError, stream_config, wheel_joints
-from ..streaming import FeatureStream, joint_wheel_sample
+from ..data.cdr import CdrError, imu_sample
+from ..pipeline.node_config import ConfigError, stream_config, wheel_joints
+from ..ros.graph import IMU_FEATURES
+from ..signals.feature_msg import FEATURES_TOPIC, features_message
+from ..signals.features import WindowEvent
+from ..signals.streaming import FeatureStream, joint_wheel_sample
 from .common import OK, WARN, ParamError, counts, declare_params, run_node, status
 
-FEATURES_TOPIC = "/terrain/features"
-#: Leading elements of a features message: window start and end time (s).
-STAMP_ELEMENTS = 2
 #: Polling mode: longest sleep between drains (bounds the queue it needs), and how long before
 #: the sample that completes the next window is expected to switch to one callback per sample.
 POLL_MAX_PERIOD_S = 0.2
 POLL_EVENT_LEAD_S = 0.02
 POLL_EVENT_LEAD_SAMPLES = 8
-
-
-def features_message(ev: WindowEvent, description: str = "") -> Float64MultiArray:
-    """A window as published on /terrain/features (see `graph.IMU_FEATURES`); `description`
-    (`FeatureConfig.describe()`) says what the features are."""
-    assert ev.features is not None
-    msg = Float64MultiArray()
-    n = int(ev.features.shape[0])
-    msg.layout.data_offset = STAMP_ELEMENTS
-    label = f"features; {description}" if description else "features"
-    msg.layout.dim = [MultiArrayDimension(label=label, size=n, stride=n)]
-    msg.data = [ev.t_start, ev.t_end, *ev.features.tolist()]
-    return msg
-
-
-def features_description(msg: Float64MultiArray) -> str | None:
-    """What the features of a /terrain/features message are (None: the sender did not say)."""
-    dims = msg.layout.dim
-    if not dims:
-        return None
-    _, sep, desc = dims[0].label.partition("; ")
-    return desc if sep else None
-
-
-def parse_features_message(msg: Float64MultiArray) -> tuple[float, float, list[float]]:
-    """(t_start, t_end, features) of a /terrain/features message; `ValueError` if malformed."""
-    off = int(msg.layout.data_offset)
-    data = msg.data
-    if off != STAMP_ELEMENTS or len(data) <= off:
-        raise ValueError(
-            f"features message with data_offset {off} and {len(data)} values "
-            f"(expected offset {STAMP_ELEMENTS} and at least one feature)"
-        )
-    return float(data[0]), float(data[1]), list(data[off:])
 
 
 class ImuFeaturesNode(Node):
@@ -99,7 +63,7 @@ class ImuFeaturesNode(Node):
             durability=qos_profile_sensor_data.durability,
         )
         self.pub = self.create_publisher(Float64MultiArray, FEATURES_TOPIC, 10)
-        # raw=True: the callback decodes the three fields it needs (terrain_odt.cdr), which is
+        # raw=True: the callback decodes the three fields it needs (terrain_odt.data.cdr), which is
         # much cheaper than a full Python message per sample.
         poll_hz = float(p["imu_poll_hz"])
         if poll_hz > 0:

@@ -13,44 +13,21 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future as RclpyFuture
-from std_msgs.msg import Float32, Float64MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Float32, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
-from ..bridge import BridgeCore, ModelFileError, Outcome, load_model_files
-from ..graph import ODT_BRIDGE
-from ..node_config import ConfigError, bridge_config
 from ..paths import resolve
+from ..pipeline.bridge import BridgeCore, ModelFileError, Outcome, load_model_files
+from ..pipeline.node_config import ConfigError, bridge_config
+from ..ros.graph import ODT_BRIDGE
+from ..signals.feature_msg import (
+    FEATURES_TOPIC,
+    PREDICTION_WINDOW_TOPIC,
+    features_description,
+    parse_features_message,
+    prediction_window_message,
+)
 from .common import ERROR, OK, WARN, ParamError, declare_params, run_node, status
-from .imu_features import FEATURES_TOPIC, features_description, parse_features_message
-
-PREDICTION_WINDOW_TOPIC = "/terrain/prediction_window"
-#: Codes of the answer kind in a /terrain/prediction_window message (its element 4).
-KIND_CODES = {"infer": 0.0, "train": 1.0, "heldout": 2.0}
-WINDOW_FIELDS = ("t_start", "t_end", "class_index", "confidence", "kind", "label_index")
-
-
-def prediction_window_message(o: Outcome) -> Float64MultiArray:
-    """One answer with the window it is for (see `graph.ODT_BRIDGE`): the key for matching
-    predictions to windows (and to truth at the window, not at arrival)."""
-    msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=",".join(WINDOW_FIELDS), size=6, stride=6)]
-    msg.data = [
-        float(o.t_start),
-        float(o.t_end),
-        float(o.predicted) if o.predicted is not None else -1.0,
-        float(o.confidence) if o.confidence is not None else math.nan,
-        KIND_CODES.get(o.kind, -1.0),
-        float(o.label) if o.label is not None else -1.0,
-    ]
-    return msg
-
-
-def parse_prediction_window(msg: Float64MultiArray) -> dict[str, float]:
-    """The fields of a /terrain/prediction_window message; `ValueError` if malformed."""
-    if len(msg.data) != len(WINDOW_FIELDS):
-        raise ValueError(f"prediction window with {len(msg.data)} values, expected 6")
-    return dict(zip(WINDOW_FIELDS, (float(v) for v in msg.data), strict=True))
-
 
 LABEL_QOS = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL

@@ -14,9 +14,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Joy
 from std_msgs.msg import String
 
-from ..graph import TERRAIN_LABELER
-from ..labeling import Labeler, UnknownLabel
-from ..node_config import ConfigError, labeler_config
+from ..pipeline.labeling import Labeler, UnknownLabel
+from ..pipeline.node_config import ConfigError, labeler_config
+from ..ros.graph import TERRAIN_LABELER
 from .common import OK, WARN, ParamError, counts, declare_params, run_node, status
 
 LABEL_QOS = QoSProfile(

@@ -36,9 +36,9 @@ use odt_core as odt;
 
 use core::ptr::addr_of_mut;
 use io::LineBuf;
-use odt::models::{MnistCnn, TerrainMlp};
 #[cfg(feature = "real")]
 use odt::models::FirmwareMlp;
+use odt::models::{MnistCnn, TerrainMlp};
 
 /// Warm-up runs (not measured) before the measured ones.
 const WARMUP: u32 = 2;
@@ -355,7 +355,13 @@ pub extern "C" fn bench_main() -> ! {
         let fw: &mut FirmwareMlp = unsafe { &mut *addr_of_mut!(FW) };
         fw.load_blob(FW_BLOB).or_exit();
         let sh = *fw.shape();
-        let biases: usize = sh.widths.iter().skip(1).take(sh.layers).map(|&v| v as usize).sum();
+        let biases: usize = sh
+            .widths
+            .iter()
+            .skip(1)
+            .take(sh.layers)
+            .map(|&v| v as usize)
+            .sum();
         print_model(
             "fwmlp",
             sh.input_len(),

@@ -730,79 +730,94 @@ fn avg_bwd(
 impl_pool!(MaxPool2d, Kind::MaxPool2d, max_fwd, max_bwd);
 impl_pool!(AvgPool2d, Kind::AvgPool2d, avg_fwd, avg_bwd);
 
-/// Stand-alone ReLU on `LEN` elements: `y = max(x, z_x)`.
-pub struct Relu<const LEN: usize, const B: usize, Wt>(PhantomData<fn() -> Wt>);
+/// The parameterless layers that keep the length (`LEN` elements in and out): one definition of
+/// the marker type, `new`/`Default`, the shape and the [`Layer`] methods they share
+/// (`desc`, `in_len`, `out_len`), around the layer's own `forward` (and `backward_data` where
+/// the trait's default does not fit).
+macro_rules! same_len_layer {
+    ($(#[$attr:meta])* $name:ident, $kind:expr, { $($methods:tt)* }) => {
+        $(#[$attr])*
+        pub struct $name<const LEN: usize, const B: usize, Wt>(PhantomData<fn() -> Wt>);
 
-/// Flatten `LEN` elements (identity on the flat HWC buffer).
-pub struct Flatten<const LEN: usize, const B: usize, Wt>(PhantomData<fn() -> Wt>);
+        impl<const LEN: usize, const B: usize, Wt> $name<LEN, B, Wt> {
+            /// The layer.
+            pub const fn new() -> Self {
+                Self(PhantomData)
+            }
+        }
+        impl<const LEN: usize, const B: usize, Wt> Default for $name<LEN, B, Wt> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+        impl_shape_no_params!([const LEN: usize, const B: usize, Wt] $name<LEN, B, Wt>, LEN, LEN);
 
-impl<const LEN: usize, const B: usize, Wt> Relu<LEN, B, Wt> {
-    /// The layer.
-    pub const fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-impl<const LEN: usize, const B: usize, Wt> Flatten<LEN, B, Wt> {
-    /// The layer.
-    pub const fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-impl<const LEN: usize, const B: usize, Wt> Default for Relu<LEN, B, Wt> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-impl<const LEN: usize, const B: usize, Wt> Default for Flatten<LEN, B, Wt> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-impl_shape_no_params!([const LEN: usize, const B: usize, Wt] Relu<LEN, B, Wt>, LEN, LEN);
-impl_shape_no_params!([const LEN: usize, const B: usize, Wt] Flatten<LEN, B, Wt>, LEN, LEN);
-
-impl<const LEN: usize, const B: usize, Wt> Layer for Relu<LEN, B, Wt> {
-    fn desc(&self) -> LayerDesc {
-        LayerDesc {
-            kind: Kind::Relu,
-            relu: false,
-            dims: dims([LEN]),
+        impl<const LEN: usize, const B: usize, Wt> Layer for $name<LEN, B, Wt> {
+            fn desc(&self) -> LayerDesc {
+                LayerDesc {
+                    kind: $kind,
+                    relu: false,
+                    dims: dims([LEN]),
+                }
+            }
+            fn in_len(&self) -> usize {
+                LEN
+            }
+            fn out_len(&self) -> usize {
+                LEN
+            }
+            $($methods)*
         }
-    }
-    fn in_len(&self) -> usize {
-        LEN
-    }
-    fn out_len(&self) -> usize {
-        LEN
-    }
-    fn forward(&self, x: &[i8], z_x: i8, y: &mut [i8], _ctr: &mut Counters, _scratch: &mut [i32]) {
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = v.max(z_x);
-        }
-    }
-    fn backward_data(&self, x: &[i8], z_x: i8, e_out: &[i32], exp: i32, e_in: &mut [i32]) -> i32 {
-        for ((o, &e), &v) in e_in.iter_mut().zip(e_out).zip(x) {
-            *o = if v > z_x { e } else { 0 };
-        }
-        exp
-    }
+    };
 }
 
-impl<const LEN: usize, const B: usize, Wt> Layer for Flatten<LEN, B, Wt> {
-    fn desc(&self) -> LayerDesc {
-        LayerDesc {
-            kind: Kind::Flatten,
-            relu: false,
-            dims: dims([LEN]),
+same_len_layer!(
+    /// Stand-alone ReLU on `LEN` elements: `y = max(x, z_x)`.
+    Relu,
+    Kind::Relu,
+    {
+        fn forward(
+            &self,
+            x: &[i8],
+            z_x: i8,
+            y: &mut [i8],
+            _ctr: &mut Counters,
+            _scratch: &mut [i32],
+        ) {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v.max(z_x);
+            }
+        }
+        fn backward_data(
+            &self,
+            x: &[i8],
+            z_x: i8,
+            e_out: &[i32],
+            exp: i32,
+            e_in: &mut [i32],
+        ) -> i32 {
+            for ((o, &e), &v) in e_in.iter_mut().zip(e_out).zip(x) {
+                *o = if v > z_x { e } else { 0 };
+            }
+            exp
         }
     }
-    fn in_len(&self) -> usize {
-        LEN
+);
+
+same_len_layer!(
+    /// Flatten `LEN` elements (identity on the flat HWC buffer).
+    Flatten,
+    Kind::Flatten,
+    {
+        fn forward(
+            &self,
+            x: &[i8],
+            _z_x: i8,
+            y: &mut [i8],
+            _ctr: &mut Counters,
+            _scratch: &mut [i32],
+        ) {
+            copy(y, x);
+        }
     }
-    fn out_len(&self) -> usize {
-        LEN
-    }
-    fn forward(&self, x: &[i8], _z_x: i8, y: &mut [i8], _ctr: &mut Counters, _scratch: &mut [i32]) {
-        copy(y, x);
-    }
-}
+);

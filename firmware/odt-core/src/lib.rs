@@ -11,7 +11,7 @@
 //! (`RAM_BYTES`, `MEMORY`). [`DynMlp`] is the other kind of model type: an MLP whose layer
 //! shapes come from the blob at load time, within a compile-time capacity (every buffer still
 //! fixed); the co-processor firmware runs one ([`models::FirmwareMlp`]). The arithmetic is specified in `docs/integer_training.md` and the
-//! model file format in `firmware/FORMAT.md`; a numpy reference (`terrain_odt.qnn`) computes
+//! model file format in `firmware/FORMAT.md`; a numpy reference (`terrain_odt.model.qnn`) computes
 //! the same bits, checked by shared golden vectors.
 //!
 //! Nothing in this crate panics on any input: malformed blobs, labels, inputs and

@@ -1,4 +1,4 @@
-//! Golden vectors shared with the numpy reference (`terrain_odt.qnn`, `tools/gen_golden.py`):
+//! Golden vectors shared with the numpy reference (`terrain_odt.model.qnn`, `tools/gen_golden.py`):
 //! every step's logits, probabilities, losses and prediction, the counters, the trained blob and
 //! the state checksum must match bit for bit.
 

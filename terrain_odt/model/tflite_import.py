@@ -36,9 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from terrain_odt.blob import BlobError, LayerDesc, ParamSection, decode_blob, f32_bits
-from terrain_odt.qnn import ModelMeta, QModel, Storage
-from terrain_odt.quantize import mant_exp16, quantize_multiplier, softmax_a
+from terrain_odt.model.blob import BlobError, LayerDesc, ParamSection, decode_blob, f32_bits
+from terrain_odt.model.qnn import ModelMeta, QModel, Storage
+from terrain_odt.model.quantize import (
+    mant_exp16,
+    quantize_multiplier,
+    section_from_factors,
+    softmax_a,
+)
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "FULLY_CONNECTED",
@@ -583,18 +588,7 @@ def _section(p: _Param, s_logit: float) -> ParamSection:
         raise TFLiteImportError(f"operator {p.op_index}: zero point outside int8")
     if np.any(p.bias < -(2**31)) or np.any(p.bias >= 2**31):
         raise TFLiteImportError(f"operator {p.op_index}: bias outside int32")
-    return ParamSection(
-        z_x=p.z_x,
-        z_y=p.z_y,
-        m=[m for m, _ in mult],
-        s=[s for _, s in mult],
-        ue=[e for _, e in upd],
-        ube=[e for _, e in bupd],
-        um=[m for m, _ in upd],
-        ubm=[m for m, _ in bupd],
-        bias=p.bias,
-        weights=p.weights,
-    )
+    return section_from_factors(p.z_x, p.z_y, mult, upd, bupd, p.bias, p.weights)
 
 
 __all__ = [

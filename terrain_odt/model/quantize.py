@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from terrain_odt.blob import Kind, LayerDesc, ParamSection, f32_bits
-from terrain_odt.qnn import ModelMeta, QModel, Storage
+from terrain_odt.model.blob import Kind, LayerDesc, ParamSection, f32_bits
+from terrain_odt.model.qnn import ModelMeta, QModel, Storage
 
 LOG2_E = 1.0 / math.log(2.0)
 
@@ -51,6 +51,33 @@ def mant_exp16(real: float) -> tuple[int, int]:
     if not -128 <= ue <= 127:
         raise ValueError(f"{real} out of range (exponent {ue})")
     return um, ue
+
+
+def section_from_factors(
+    z_x: int,
+    z_y: int,
+    mult: Sequence[tuple[int, int]],
+    upd: Sequence[tuple[int, int]],
+    bupd: Sequence[tuple[int, int]],
+    bias: np.ndarray,
+    weights: np.ndarray,
+) -> ParamSection:
+    """The blob section of one parameter layer from its per-channel factors: requantization
+    multipliers `(m, s)` (§1.2), weight and bias update factors `(um, ue)` and `(ubm, ube)` (§5),
+    as `quantize_multiplier` and `mant_exp16` return them. Shared by `quantize_model` and the
+    TFLite importer."""
+    return ParamSection(
+        z_x=z_x,
+        z_y=z_y,
+        m=[m for m, _ in mult],
+        s=[s for _, s in mult],
+        ue=[e for _, e in upd],
+        ube=[e for _, e in bupd],
+        um=[m for m, _ in upd],
+        ubm=[m for m, _ in bupd],
+        bias=bias,
+        weights=weights,
+    )
 
 
 def lr_to_fixed(lr: float) -> tuple[int, int]:
@@ -222,17 +249,8 @@ def quantize_model(
         upd = [mant_exp16(float(s_logit / sw**2)) for sw in s_w]
         bupd = [mant_exp16(float(s_logit / v**2)) for v in acc_scale]
         sections.append(
-            ParamSection(
-                z_x=cur.zero_point,
-                z_y=out_q.zero_point,
-                m=[m for m, _ in mult],
-                s=[s for _, s in mult],
-                ue=[e for _, e in upd],
-                ube=[e for _, e in bupd],
-                um=[m for m, _ in upd],
-                ubm=[m for m, _ in bupd],
-                bias=bias.astype(np.int64),
-                weights=q,
+            section_from_factors(
+                cur.zero_point, out_q.zero_point, mult, upd, bupd, bias.astype(np.int64), q
             )
         )
         cur = out_q

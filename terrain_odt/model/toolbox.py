@@ -19,7 +19,7 @@ Calibration: the input and every Dense/Conv output get an asymmetric int8 range 
 `X_calib` (min/max, or the `percentile`/`100 − percentile` points to ignore outliers; ranges
 always contain 0). The logits always use the full min/max: clipping them would flatten the
 softmax gradient exactly on the confidently wrong samples fine-tuning needs. Weights are
-symmetric per output channel (`terrain_odt.quantize`).
+symmetric per output channel (`terrain_odt.model.quantize`).
 
 The sidecar (JSON) carries what the host and the firmware build need beyond the blob: input
 quantization and standardisation, class names, the blob's `model_id`, length and CRC, the
@@ -28,7 +28,7 @@ quantization and standardisation, class names, the blob's `model_id`, length and
 **Source windows.** With `source=(X, y)` (the pretraining data), `export` also writes
 `<blob stem>.windows.npz`: a class-balanced sample of those windows as int8 model inputs, some
 for replay on the device next to the robot's own windows, distinct ones for validation
-(`terrain_odt.finetune`), named in the sidecar (`source_windows`, with the file's CRC-32).
+(`terrain_odt.pipeline.finetune`), named in the sidecar (`source_windows`, with the file's CRC-32).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from terrain_odt import quantize as q
-from terrain_odt.blob import (
+from terrain_odt.model import quantize as q
+from terrain_odt.model.blob import (
     FIRMWARE_CAPACITY,
     Blob,
     BlobError,
@@ -53,9 +53,9 @@ from terrain_odt.blob import (
     LayerDesc,
     decode_blob,
 )
-from terrain_odt.finetune import save_source_windows
-from terrain_odt.qnn import QModel, Storage
-from terrain_odt.sidecar import SIDECAR_FORMAT, quantize_features, quantize_with_sidecar
+from terrain_odt.model.qnn import QModel, Storage
+from terrain_odt.model.sidecar import SIDECAR_FORMAT, quantize_features, quantize_with_sidecar
+from terrain_odt.pipeline.finetune import save_source_windows
 
 SIDECAR_VERSION = 1
 Progress = Callable[[str], None]

@@ -4,7 +4,8 @@ product's fine-tuning path (`bridge.BridgeCore`) many times, fast.
 `QnnCoprocessor` answers the calls `BridgeCore` makes on `terrain_odt.link.OdtClient` (session,
 `SET_PARAMS`, `TRAIN` with its prequential prediction, `INFER`, `STATS`, model download and
 upload, save / restore / reset) the way `firmware/odt-app` does, computing with
-`terrain_odt.qnn.QModel` (bit-exact with `firmware/odt-core`, golden vectors). There is no link
+`terrain_odt.model.qnn.QModel` (bit-exact with `firmware/odt-core`, golden vectors). There is no
+link
 and no timing: every answer is immediate. `test/test_qnn_coprocessor.py` checks that the
 deterministic evaluation gives the same report with it as with `odt-emu`; the measurements the
 project reports (`terrain-odt evaluate`, `make eval-laps`, the demo) use the emulator.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .link import TOPK_OFF, Info, LinkStats, Prediction, SetParams, Stats, TrainResult
+from ..link import TOPK_OFF, Info, LinkStats, Prediction, SetParams, Stats, TrainResult
 from .qnn import QModel, TrainConfig, softmax_ce
 
 __all__ = ["QnnCoprocessor", "factory"]

@@ -15,17 +15,18 @@ Robustness, as a robot needs it:
   rejected it or the link was closed), dropped (the hold queue was full, or the co-processor runs
   a different model) or still pending; `counters()` always satisfies
   `labelled == trained + held_out + failed + dropped + pending` (held-out windows are
-  validation windows, predicted and never trained on, see `terrain_odt.finetune`).
+  validation windows, predicted and never trained on, see `terrain_odt.pipeline.finetune`).
 * Inference requests that cannot be served in time are skipped and counted (a stale
   prediction is worth nothing).
 * Training parameters are sent at every new session (a co-processor that restarted forgets
   them), and the model is checked against the sidecar (id, input length, classes).
 
 What trains, and the accept/rollback check that keeps fine-tuning from making things worse, is
-`terrain_odt.finetune` (mixed replay of this robot's and the model's source windows, held-out
+`terrain_odt.pipeline.finetune` (mixed replay of this robot's and the model's source windows,
+held-out
 validation blocks, rollback to the last accepted model). With `synchronous=True` nothing runs in
 a thread of its own: every call that queues work also does it, in order, before it returns (the
-deterministic evaluation, `terrain_odt.evaluate`).
+deterministic evaluation, `terrain_odt.evaluation.evaluate`).
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..link import TOPK_OFF, LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
+from ..model.quantize import lr_to_fixed
+from ..model.sidecar import ModelFileError, ModelFiles, load_model_files
 from .finetune import Guard, Holdout, ReplayPlanner, Stored, score
 from .labeling import LabelTimeline
-from .link import TOPK_OFF, LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
-from .quantize import lr_to_fixed
-from .sidecar import ModelFileError, ModelFiles, load_model_files
 
 __all__ = [
     "BridgeConfig",
@@ -193,7 +194,7 @@ class BridgeCore:
         self.synchronous = synchronous
         self.model = model
         self._emit = emit
-        self.log: _Log = log or logging.getLogger("terrain_odt.bridge")
+        self.log: _Log = log or logging.getLogger("terrain_odt.pipeline.bridge")
         self._factory = client_factory
         self._throttle = _Throttle()
         # The labeler re-publishes at least every 0.1 s (publish_rate_hz): a label not heard of
@@ -729,7 +730,8 @@ class BridgeCore:
             )
         )
 
-    # ---- accept / roll back (terrain_odt.finetune) -------------------------------------------
+    # ---- accept / roll back (terrain_odt.pipeline.finetune)
+    # -------------------------------------------
 
     def _guard_active(self) -> bool:
         return self._training and self.guard.every > 0

@@ -1,7 +1,8 @@
 """Node settings from the graph's parameters: one translation, used by the nodes and `evaluate`.
 
-`terrain_odt.graph` declares every parameter once; a node (or the deterministic evaluation,
-`terrain_odt.evaluate`, which runs the same logic without ROS) gets its effective values from
+`terrain_odt.ros.graph` declares every parameter once; a node (or the deterministic evaluation,
+`terrain_odt.evaluation.evaluate`, which runs the same logic without ROS) gets its effective values
+from
 `effective_params` (defaults < parameter files < overrides, each checked against its
 `ParamSpec`) and turns them into the plain-Python configuration of its logic here. No ROS import:
 the nodes call these with the values rclpy handed them.
@@ -9,18 +10,20 @@ the nodes call these with the values rclpy handed them.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..ros.graph import NodeSpec, ParamValue, node_spec
+from ..signals.features import FeatureConfig
+from ..signals.streaming import StreamConfig
 from .bridge import BridgeConfig
-from .features import FeatureConfig
-from .graph import NodeSpec, ParamValue, node_spec
 from .labeling import LabelerConfig, parse_joy_mapping, parse_regions
-from .streaming import StreamConfig
 
 __all__ = [
     "ConfigError",
@@ -70,6 +73,19 @@ def effective_params(
             errors.append(str(exc))
     if errors:
         raise ConfigError(f"{spec.name}: " + "; ".join(errors))
+    return out
+
+
+def same_named(cls: type, p: Params, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """The fields of dataclass `cls` that a parameter of the same name sets, converted to the
+    field's type (the parameter's `ParamSpec` already checked it): one definition per setting,
+    the graph's, not a copy per node."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in p and f.name not in skip:
+            v, t = p[f.name], hints.get(f.name)
+            out[f.name] = t(v) if t in (int, float, bool, str) else v
     return out
 
 
@@ -128,20 +144,8 @@ def labeler_config(p: Params) -> LabelerConfig:
 
     try:
         return LabelerConfig(
+            **same_named(LabelerConfig, p, skip=("class_names", "regions")),
             class_names=tuple(names),
-            settle_s=float(p["settle_s"]),  # type: ignore[arg-type]
-            operator_timeout_s=float(p["operator_timeout_s"]),  # type: ignore[arg-type]
-            require_motion=bool(p["require_motion"]),
-            min_speed=float(p["min_speed"]),  # type: ignore[arg-type]
-            max_speed=float(p["max_speed"]),  # type: ignore[arg-type]
-            max_yaw_rate=float(p["max_yaw_rate"]),  # type: ignore[arg-type]
-            max_accel=float(p["max_accel"]),  # type: ignore[arg-type]
-            steady_window_s=float(p["steady_window_s"]),  # type: ignore[arg-type]
-            odom_timeout_s=float(p["odom_timeout_s"]),  # type: ignore[arg-type]
-            slip_max=float(p["slip_max"]),  # type: ignore[arg-type]
-            slip_min_cmd=float(p["slip_min_cmd"]),  # type: ignore[arg-type]
-            cmd_timeout_s=float(p["cmd_timeout_s"]),  # type: ignore[arg-type]
-            operator_overrides_regions=bool(p["operator_overrides_regions"]),
             regions=parsed("regions", parse_regions),
             joy_mapping=parsed("joy_buttons", parse_joy_mapping),
         )
@@ -149,36 +153,9 @@ def labeler_config(p: Params) -> LabelerConfig:
         raise ConfigError(f"terrain_labeler: {exc}") from exc
 
 
-#: `odt_bridge` parameters whose `BridgeConfig` field has the same name.
-_BRIDGE_SAME = (
-    "baud_rate",
-    "training_enabled",
-    "learning_rate",
-    "batch_size",
-    "train_layers",
-    "partial_update_topk",
-    "accuracy_window",
-    "max_pending_samples",
-    "connect_timeout_s",
-    "link_window",
-    "upload_model",
-    "autosave_period_s",
-    "rehearsal_per_class",
-    "rehearsal_ratio",
-    "replay_robot_share",
-    "replay_error_share",
-    "source_replay",
-    "validation_share",
-    "validation_block",
-    "checkpoint_every",
-    "rollback_tolerance",
-    "validation_source_weight",
-)
-
-
 def bridge_config(p: Params, url: str | None = None) -> BridgeConfig:
     """`odt_bridge` parameters → `BridgeConfig` (`url` overrides `serial_port`)."""
-    kwargs: dict[str, Any] = {k: p[k] for k in _BRIDGE_SAME}
+    kwargs: dict[str, Any] = same_named(BridgeConfig, p, skip=("url",))
     kwargs["url"] = str(p["serial_port"]) if url is None else url
     kwargs["stats_period_s"] = float(p["diagnostics_period_s"])  # type: ignore[arg-type]
     try:

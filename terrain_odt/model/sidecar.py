@@ -1,6 +1,6 @@
 """The model sidecar at run time: read it, check every field the host uses, quantize inputs.
 
-`terrain-odt convert` (`terrain_odt.toolbox`) writes a JSON sidecar next to each model blob;
+`terrain-odt convert` (`terrain_odt.model.toolbox`) writes a JSON sidecar next to each model blob;
 the bridge only reads it, with this module (no training code: numpy only). Each value the host
 relies on is checked when the file is loaded, and a bad one is refused with a `ModelFileError`
 naming the field: a wrong input scale or zero point would quantize every window wrongly, and a
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..pipeline.finetune import SourceWindows, SourceWindowsError, load_source_windows
+from ..signals.features import FeatureConfig
 from .blob import BlobError, decode_blob
-from .features import FeatureConfig
-from .finetune import SourceWindows, SourceWindowsError, load_source_windows
 
 __all__ = [
     "SIDECAR_FORMAT",

@@ -10,7 +10,7 @@ left/right wheel ground speed [m/s]. Common other spellings are recognised (`ALI
 case-insensitively); `column_map` names the rest (`{"wx": "gyro_x_rad_s", ...}`). Times may be in
 another unit (`time_scale`, e.g. 1e-9 for nanoseconds).
 
-BorealTC (`terrain_odt.borealtc`) is read with the same code: its files are one such layout.
+BorealTC (`terrain_odt.data.borealtc`) is read with the same code: its files are one such layout.
 """
 
 from __future__ import annotations

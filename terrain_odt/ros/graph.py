@@ -2,10 +2,10 @@
 
 Everything that starts the graph reads it from here: `launch/robot.launch.py` and
 `launch/replay.launch.py` (for `ros2 launch`), the one-process launcher
-(`terrain-odt launch`, `terrain_odt.launcher`) and the replay evaluation
+(`terrain-odt launch`, `terrain_odt.ros.launcher`) and the replay evaluation
 (`terrain-odt replay`). Each node declares exactly the parameters listed here (with these
 descriptions), and the README's parameter tables are generated from it
-(`python -m terrain_odt.graph --markdown`; a test keeps them in sync).
+(`python -m terrain_odt.ros.graph --markdown`; a test keeps them in sync).
 
 This module imports no ROS package, so launch files, docs and tests can use it anywhere.
 """
@@ -713,8 +713,8 @@ def yaml_config(nodes: Sequence[NodeSpec] = NODES) -> str:
     """`config/terrain_odt.yaml`: every parameter at its default, with its description."""
     lines = [
         "# terrain_odt parameters: every parameter of every node, at its default.",
-        "# Generated from terrain_odt/graph.py (python -m terrain_odt.graph --yaml); copy and",
-        "# edit for your robot, or override single values (ros2 launch ... name:=value).",
+        "# Generated from terrain_odt/ros/graph.py (python -m terrain_odt.ros.graph --yaml);",
+        "# copy and edit for your robot, or override single values (ros2 launch ... name:=value).",
         "# Relative paths are looked up in the current directory, then in the package's share",
         "# directory.",
     ]

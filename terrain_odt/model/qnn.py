@@ -4,6 +4,11 @@ Every quantity is an integer held in `int64` arrays. Matrix products are taken i
 where every partial sum is an integer below 2^53 (so the result is exact whatever the summation
 order); the bounds are noted at each use. Python's `>>` on numpy `int64` is an arithmetic (floor)
 shift, as the document requires; `/` is never applied to integers.
+
+The reference is in three modules: `terrain_odt.model.qnn_fixed` (fixed-point helpers, softmax,
+LCG),
+`terrain_odt.model.qnn_layers` (the layers) and this one (training configuration, counters and the
+model, `QModel`). Every public name of the other two is importable from here as well.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from terrain_odt.blob import (
+from terrain_odt.model.blob import (
     Blob,
     BlobArch,
     Kind,
@@ -25,486 +30,48 @@ from terrain_odt.blob import (
     decode_blob,
     encode_blob,
 )
+from terrain_odt.model.qnn_fixed import (
+    DELTA_BITS,
+    ERR_BITS,
+    I32_MAX,
+    I32_MIN,
+    LCG_A,
+    LCG_C,
+    R_MAX,
+    V_MAX,
+    IntArray,
+    Lcg,
+    ShiftPlan,
+    SoftmaxOut,
+    clip,
+    exp2_frac,
+    log2_q16,
+    normalize,
+    requant_arr,
+    sat_i32,
+    scale_sat_arr,
+    scale_sat_planned,
+    shift_plan,
+    shr_round,
+    shr_round_arr,
+    shr_round_scalar_shift,
+    softmax_ce,
+)
+from terrain_odt.model.qnn_layers import (
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool2d,
+    ParamLayer,
+    ReLU,
+    Storage,
+)
 
-DELTA_BITS = 12
-ERR_BITS = 24
-R_MAX = 1 << 20
-V_MAX = 8 << 16
-I32_MIN = -(1 << 31)
-I32_MAX = (1 << 31) - 1
-LCG_A = 1664525
-LCG_C = 1013904223
-_MASK32 = np.uint64(0xFFFFFFFF)
-
-Storage = Literal["i8", "i16"]
 Mode = Literal["frozen", "bias", "all"]
 MODES: tuple[str, ...] = ("frozen", "bias", "all")
-
-IntArray = np.ndarray
-
-
-# ---------------------------------------------------------------------------------------------
-# §1.1 helpers (scalar, exact Python ints) and their vectorised forms
-
-
-def shr_round(x: int, r: int) -> int:
-    """Round-half-up shift right by `r` (left shift if `r < 0`); 0 for `r >= 63` (§1.1)."""
-    if r >= 63:
-        return 0
-    if r > 0:
-        return (x + (1 << (r - 1))) >> r
-    if r == 0:
-        return x
-    return x << (-r)
-
-
-def sat_i32(x: int) -> int:
-    """Saturate to the `i32` range."""
-    return min(max(x, I32_MIN), I32_MAX)
-
-
-def clip(x: IntArray, lo: int | IntArray, hi: int | IntArray) -> IntArray:
-    """`np.clip` without its per-call overhead."""
-    return np.minimum(np.maximum(x, lo), hi)
-
-
-def shr_round_arr(x: IntArray, r: IntArray | int) -> IntArray:
-    """Element-wise `shr_round` on `int64` arrays; `r` broadcasts against `x`."""
-    x = np.asarray(x, dtype=np.int64)
-    if np.ndim(r) == 0:
-        return shr_round_scalar_shift(x, int(r))
-    r = np.asarray(r, dtype=np.int64)
-    if r.size and r.min() >= 0 and r.max() <= 62:
-        # (1 << r) >> 1 is 2^(r-1) for r >= 1 and 0 for r == 0
-        return (x + ((np.int64(1) << r) >> 1)) >> r
-    rr = clip(r, 0, 62)
-    right = (x + ((np.int64(1) << rr) >> 1)) >> rr
-    left = x << clip(-r, 0, 62)
-    out = np.where(r >= 0, right, left)
-    return np.where(r >= 63, np.int64(0), out)
-
-
-def shr_round_scalar_shift(x: IntArray, r: int) -> IntArray:
-    """`shr_round` of an array by one shift amount."""
-    if r >= 63:
-        return np.zeros_like(x)
-    if r > 0:
-        return (x + np.int64(1 << (r - 1))) >> np.int64(r)
-    if r == 0:
-        return x.copy()
-    return x << np.int64(-r)
-
-
-def requant_arr(acc: IntArray, m: IntArray, s: IntArray) -> IntArray:
-    """`requant` of §1.2 on `acc` (already in the i32 range), per channel along the last axis."""
-    t = 31 - s  # in [1, 62]
-    out = (acc * m + (np.int64(1) << (t - 1))) >> t  # |acc·m| < 2^62
-    return clip(out, I32_MIN, I32_MAX)
-
-
-ShiftPlan = tuple[IntArray, IntArray, IntArray, IntArray, IntArray]
-
-
-def shift_plan(k: IntArray, lo: int, hi: int) -> ShiftPlan:
-    """The `k`-only part of `scale_sat_arr` (cacheable): left shift, right shift, rounding half,
-    and the bounds that keep `x << k` inside `i64`."""
-    k = np.asarray(k, dtype=np.int64)
-    sl = clip(k, 0, 62)
-    sr = clip(-k, 0, 63)  # a right shift of 63 gives 0 for every |x| < 2^62, as §1.1 requires
-    bnd = np.where(k >= 0, (np.int64(max(hi, -lo)) >> sl) + 1, np.int64(1 << 62))
-    half = (np.int64(1) << clip(sr - 1, 0, 62)) * (sr > 0)
-    return sl, sr, half, -bnd, bnd
-
-
-def scale_sat_planned(x: IntArray, plan: ShiftPlan, lo: int, hi: int) -> tuple[IntArray, IntArray]:
-    sl, sr, half, nbnd, bnd = plan
-    val = ((clip(x, nbnd, bnd) << sl) + half) >> sr
-    out = clip(val, lo, hi)
-    return out, out != val
-
-
-def scale_sat_arr(x: IntArray, k: IntArray, lo: int, hi: int) -> tuple[IntArray, IntArray]:
-    """`clamp(x·2^k, lo, hi)` exactly for `k >= 0`, `clamp(shr_round(x, -k), lo, hi)` for
-    `k < 0` (§5.1, §5.3); `lo <= 0 <= hi`, `|x| < 2^62`. Returns the values and a bool mask of
-    the clamped elements. `k` broadcasts against `x` (pass it unbroadcast: it is cheaper).
-
-    One branch-free path: for `k >= 0`, `x` is first limited to `±((max(hi, −lo) >> k) + 1)`,
-    which changes only values that clamp anyway and keeps `x << k` inside `i64`."""
-    return scale_sat_planned(np.asarray(x, dtype=np.int64), shift_plan(k, lo, hi), lo, hi)
-
-
-def normalize(t: IntArray, e: int, bits: int) -> tuple[IntArray, int, bool]:
-    """Block-floating-point renormalisation of §4. Returns `(mantissas, E', all_zero)`."""
-    mx = int(np.max(np.abs(t))) if t.size else 0
-    if mx == 0:
-        return np.zeros_like(t), e, True
-    r = mx.bit_length() - bits
-    return shr_round_scalar_shift(t, r), e + r, False
-
-
-# ---------------------------------------------------------------------------------------------
-# §3 softmax cross-entropy
-
-
-def exp2_frac(f: int) -> int:
-    """`2^(-f/65536)` in Q16 for `f` in [0, 65536)."""
-    p = (2648 * f) >> 16
-    p = ((15212 - p) * f) >> 16
-    p = ((45340 - p) * f) >> 16
-    return 65536 - p
-
-
-def log2_q16(x: int) -> int:
-    """`log2(x)` in Q16 for `x >= 1`."""
-    k = x.bit_length() - 1
-    m = (x << 16) >> k
-    fr = m - 65536
-    return (k << 16) + fr + ((22610 * fr * (65536 - fr)) >> 32)
-
-
-@dataclass(frozen=True)
-class SoftmaxOut:
-    p_q15: list[int]
-    g_q15: list[int]
-    loss_q15: int
-    ce_q16: int
-    pred: int
-
-
-def softmax_ce(logits: Sequence[int], label: int, softmax_a: int) -> SoftmaxOut:
-    """Fixed-point softmax, its Q15 gradient and the loss figures of §3 (exact Python ints)."""
-    ys = [int(v) for v in logits]
-    ymax = max(ys)
-    vs = [softmax_a * (y - ymax) for y in ys]
-    es = []
-    for v in vs:
-        n, f = (-v) >> 16, (-v) & 0xFFFF
-        es.append(exp2_frac(f) >> n if n < 32 else 0)
-    total = sum(es)
-    half = total // 2
-    p = [(e * 32768 + half) // total for e in es]
-    g = [pi - (32768 if i == label else 0) for i, pi in enumerate(p)]
-    ce = ((log2_q16(total) - (16 << 16) - vs[label]) * 45426) >> 16
-    pred = ys.index(ymax)
-    return SoftmaxOut(p, g, 32768 - p[label], sat_i32(max(ce, 0)), pred)
-
-
-# ---------------------------------------------------------------------------------------------
-# §5.2 the stochastic-rounding generator
-
-
-class Lcg:
-    """`state = state·1664525 + 1013904223 mod 2^32`, advanced before use; `rnd = state >> 16`.
-
-    `draws(n)` returns the next `n` values at once using the jump-ahead
-    `state_k = A_k·s0 + C_k` with `A_k = a^k`, `C_k = c·(1 + a + ... + a^(k-1))` (mod 2^32).
-    """
-
-    _a: np.ndarray = np.zeros(0, dtype=np.uint64)
-    _c: np.ndarray = np.zeros(0, dtype=np.uint64)
-
-    def __init__(self, seed: int) -> None:
-        self.state = int(seed) & 0xFFFFFFFF
-
-    def next16(self) -> int:
-        self.state = (self.state * LCG_A + LCG_C) & 0xFFFFFFFF
-        return self.state >> 16
-
-    @classmethod
-    def _tables(cls, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(cls._a) < n:
-            size = max(n, 2 * len(cls._a), 1024)
-            with np.errstate(over="ignore"):
-                a = np.cumprod(np.full(size, LCG_A, dtype=np.uint64))  # wraps mod 2^64
-                geo = np.cumsum(np.concatenate([np.ones(1, np.uint64), a[:-1]]))
-                c = geo * np.uint64(LCG_C)
-            cls._a = a & _MASK32
-            cls._c = c & _MASK32
-        return cls._a, cls._c
-
-    def draws(self, n: int) -> IntArray:
-        if n <= 0:
-            return np.zeros(0, dtype=np.int64)
-        a, c = self._tables(n)
-        states = (a[:n] * np.uint64(self.state) + c[:n]) & _MASK32  # < 2^64, no wrap
-        self.state = int(states[-1])
-        return (states >> np.uint64(16)).astype(np.int64)
-
-
-# ---------------------------------------------------------------------------------------------
-# Layers. Activations are flat `int64` buffers of shape (N, len) in HWC order.
-
-
-class Layer:
-    """Base class: a layer of the model, built from its descriptor."""
-
-    desc: LayerDesc
-
-    @property
-    def in_len(self) -> int:
-        return self.desc.in_len
-
-    @property
-    def out_len(self) -> int:
-        return self.desc.out_len
-
-    def forward(self, x: IntArray) -> tuple[IntArray, int]:
-        raise NotImplementedError
-
-    def backward(self, e: IntArray, exp: int, x: IntArray, y: IntArray) -> tuple[IntArray, int]:
-        """Error at the output (flat mantissas, exponent) → error at the input (§4.2)."""
-        raise NotImplementedError
-
-
-class ParamLayer(Layer):
-    """Dense, Conv1d and Conv2d: int8 weights (or an i16 master), per-channel quantization."""
-
-    def __init__(self, desc: LayerDesc, sec: ParamSection, storage: Storage) -> None:
-        self.desc = desc
-        self.relu = desc.relu
-        self.storage: Storage = storage
-        self.cout = desc.out_channels
-        self.fan = desc.fan
-        self.z_x = int(sec.z_x)
-        self.z_y = int(sec.z_y)
-        self.m = sec.m.astype(np.int64)
-        self.s = sec.s.astype(np.int64)
-        self.ue = sec.ue.astype(np.int64)
-        self.ube = sec.ube.astype(np.int64)
-        self.um = sec.um.astype(np.int64)
-        self.ubm = sec.ubm.astype(np.int64)
-        self.bias = sec.bias.astype(np.int64)
-        self.w8 = sec.weights.reshape(self.cout, self.fan).astype(np.int64)
-        self.w16: IntArray | None = self.w8 * 256 + 128 if storage == "i16" else None
-        self.s_max = int(self.s.max())
-        self._dshift = self.s_max - self.s  # in [0, 61]
-        self._dround = (np.int64(1) << self._dshift) >> 1
-        self._t = 31 - self.s  # requant shift, in [1, 62]
-        self._tround = np.int64(1) << (self._t - 1)
-        self._in_len = desc.in_len
-        self._out_len = desc.out_len
-        self.n_pos = self._out_len // self.cout
-        self._plans: dict[tuple[bool, int], ShiftPlan] = {}  # (bias?, E) → plan; per config
-        self._sync()
-        self._geometry()
-
-    def _geometry(self) -> None:
-        raise NotImplementedError
-
-    def _sync(self, rows: IntArray | None = None) -> None:
-        """Refresh the derived copies of the forward weights after a change (of `rows` only,
-        when given; the bias copy always)."""
-        if rows is None:
-            if self.w16 is not None:
-                self.w8 = self.w16 >> 8
-            self.w_f = self.w8.astype(np.float64)
-        elif rows.size:
-            if self.w16 is not None:
-                self.w8[rows] = self.w16[rows] >> 8
-            self.w_f[rows] = self.w8[rows]
-        self.bias_f = self.bias.astype(np.float64)
-
-    def section(self) -> ParamSection:
-        w = self.w8 if self.w16 is None else self.w16 >> 8
-        return ParamSection(
-            self.z_x,
-            self.z_y,
-            self.m,
-            self.s,
-            self.ue,
-            self.ube,
-            self.um,
-            self.ubm,
-            self.bias,
-            w.reshape(self.desc.weight_shape),
-        )
-
-    def cols(self, x: IntArray) -> IntArray:
-        """`xc = x − z_x` gathered per output position: float64 (N·n_pos, FAN), zero padding."""
-        raise NotImplementedError
-
-    def forward_cols(self, cols: np.ndarray, n: int) -> tuple[IntArray, int]:
-        # |acc| <= 2^31 + FAN·128·255 < 2^53: the float64 product is exact.
-        acc = (cols @ self.w_f.T + self.bias_f).astype(np.int64)
-        acc = clip(acc, I32_MIN, I32_MAX)
-        # requant (§1.2): |acc·m| < 2^62
-        v = self.z_y + clip((acc * self.m + self._tround) >> self._t, I32_MIN, I32_MAX)
-        if self.relu:  # values below z_y are the ReLU's clamp, not a saturation
-            nsat = int(np.count_nonzero(v > 127))
-            y = clip(v, self.z_y, 127)
-        else:
-            nsat = int(np.count_nonzero((v < -128) | (v > 127)))
-            y = clip(v, -128, 127)
-        return y.reshape(n, self._out_len), nsat
-
-    def forward(self, x: IntArray) -> tuple[IntArray, int]:
-        return self.forward_cols(self.cols(x), x.shape[0])
-
-    def to_delta(self, e: IntArray, exp: int, y: IntArray) -> tuple[IntArray, int, bool]:
-        """§4.1: error at the int8 output → δ (n_pos, OUT) with its exponent."""
-        e = e.reshape(self.n_pos, self.cout)
-        if self.relu:
-            e = np.where(y.reshape(self.n_pos, self.cout) == self.z_y, np.int64(0), e)
-        t = (e * self.m + self._dround) >> self._dshift  # shr_round by S − s[c] ∈ [0, 61]
-        return normalize(t, exp + self.s_max - 31, DELTA_BITS)
-
-    def input_error(self, delta: IntArray) -> IntArray:
-        """§4.2: δ (n_pos, OUT) → error at the input (flat, same exponent)."""
-        raise NotImplementedError
-
-
-class Dense(ParamLayer):
-    def _geometry(self) -> None:
-        pass
-
-    def cols(self, x: IntArray) -> np.ndarray:
-        return (x - self.z_x).astype(np.float64)
-
-    def input_error(self, delta: IntArray) -> IntArray:
-        # |δ| <= 2^12, |w| <= 128: sums far below 2^53
-        return (delta.astype(np.float64) @ self.w_f).astype(np.int64).reshape(self._in_len)
-
-
-class _Conv(ParamLayer):
-    """Shared im2col machinery; Conv1d is the H = 1 case."""
-
-    h: int
-    w: int
-    cin: int
-    kh: int
-    kw: int
-    stride: int
-    pad_h: int
-    pad_w: int
-    oh: int
-    ow: int
-
-    def _setup(self) -> None:
-        hp, wp = self.h + 2 * self.pad_h, self.w + 2 * self.pad_w
-        self.hp, self.wp = hp, wp
-        oy = np.arange(self.oh)[:, None, None, None, None] * self.stride
-        ox = np.arange(self.ow)[None, :, None, None, None] * self.stride
-        ky = np.arange(self.kh)[None, None, :, None, None]
-        kx = np.arange(self.kw)[None, None, None, :, None]
-        ci = np.arange(self.cin)[None, None, None, None, :]
-        idx = ((oy + ky) * wp + (ox + kx)) * self.cin + ci
-        self.gidx = idx.reshape(self.oh * self.ow, self.fan)  # into the padded flat input
-        self.gidx_flat = self.gidx.ravel()
-        self.padded_len = hp * wp * self.cin
-
-    def _pad(self, xc: IntArray) -> IntArray:
-        n = xc.shape[0]
-        if self.pad_h == 0 and self.pad_w == 0:
-            return xc
-        buf = np.zeros((n, self.hp, self.wp, self.cin), dtype=xc.dtype)
-        buf[:, self.pad_h : self.pad_h + self.h, self.pad_w : self.pad_w + self.w, :] = xc.reshape(
-            n, self.h, self.w, self.cin
-        )
-        return buf.reshape(n, self.padded_len)
-
-    def cols(self, x: IntArray) -> np.ndarray:
-        xc = self._pad((x - self.z_x).astype(np.float64))
-        return xc[:, self.gidx].reshape(-1, self.fan)
-
-    def input_error(self, delta: IntArray) -> IntArray:
-        g = delta.astype(np.float64) @ self.w_f  # (n_pos, FAN), exact
-        acc = np.bincount(self.gidx_flat, weights=g.ravel(), minlength=self.padded_len)
-        acc = acc.reshape(self.hp, self.wp, self.cin)[
-            self.pad_h : self.pad_h + self.h, self.pad_w : self.pad_w + self.w, :
-        ]
-        return acc.astype(np.int64).reshape(self.in_len)
-
-
-class Conv1d(_Conv):
-    def _geometry(self) -> None:
-        length, cin, _cout, k, stride, pad, lout = self.desc.dims[:7]
-        self.h, self.w, self.cin = 1, length, cin
-        self.kh, self.kw, self.stride = 1, k, stride
-        self.pad_h, self.pad_w, self.oh, self.ow = 0, pad, 1, lout
-        self._setup()
-
-
-class Conv2d(_Conv):
-    def _geometry(self) -> None:
-        h, w, cin, _cout, kh, kw, stride, pad, oh, ow = self.desc.dims
-        self.h, self.w, self.cin = h, w, cin
-        self.kh, self.kw, self.stride = kh, kw, stride
-        self.pad_h = self.pad_w = pad
-        self.oh, self.ow = oh, ow
-        self._setup()
-
-
-class _Pool(Layer):
-    def __init__(self, desc: LayerDesc) -> None:
-        self.desc = desc
-        self.h, self.w, self.c, self.ph, self.pw = desc.dims[:5]
-        self.oh, self.ow = self.h // self.ph, self.w // self.pw
-        self.n = self.ph * self.pw
-
-    def windows(self, x: IntArray) -> IntArray:
-        """(N, OH, OW, PH·PW, C), window elements in row-major scan order."""
-        n = x.shape[0]
-        v = x.reshape(n, self.h, self.w, self.c)[:, : self.oh * self.ph, : self.ow * self.pw, :]
-        v = v.reshape(n, self.oh, self.ph, self.ow, self.pw, self.c).transpose(0, 1, 3, 2, 4, 5)
-        return v.reshape(n, self.oh, self.ow, self.n, self.c)
-
-    def scatter(self, ew: IntArray) -> IntArray:
-        """Inverse of `windows` for one sample: (OH, OW, PH·PW, C) → flat input, 0 elsewhere."""
-        v = ew.reshape(self.oh, self.ow, self.ph, self.pw, self.c).transpose(0, 2, 1, 3, 4)
-        out = np.zeros((self.h, self.w, self.c), dtype=np.int64)
-        out[: self.oh * self.ph, : self.ow * self.pw, :] = v.reshape(
-            self.oh * self.ph, self.ow * self.pw, self.c
-        )
-        return out.reshape(self.in_len)
-
-
-class MaxPool2d(_Pool):
-    def forward(self, x: IntArray) -> tuple[IntArray, int]:
-        return self.windows(x).max(axis=3).reshape(x.shape[0], self.out_len), 0
-
-    def backward(self, e: IntArray, exp: int, x: IntArray, y: IntArray) -> tuple[IntArray, int]:
-        win = self.windows(x.reshape(1, -1))[0]
-        first = np.argmax(win, axis=2)  # first maximal element in scan order
-        ew = np.zeros_like(win)
-        np.put_along_axis(ew, first[:, :, None, :], e.reshape(self.oh, self.ow, 1, self.c), axis=2)
-        return self.scatter(ew), exp
-
-
-class AvgPool2d(_Pool):
-    def forward(self, x: IntArray) -> tuple[IntArray, int]:
-        s = self.windows(x).sum(axis=3)
-        y = (2 * s + self.n) // (2 * self.n)  # div_floor, round half up
-        return y.reshape(x.shape[0], self.out_len), 0
-
-    def backward(self, e: IntArray, exp: int, x: IntArray, y: IntArray) -> tuple[IntArray, int]:
-        qn = (65536 + self.n // 2) // self.n
-        t = e.reshape(self.oh, self.ow, 1, self.c) * qn
-        ew = np.broadcast_to(t, (self.oh, self.ow, self.n, self.c))
-        out, exp2, _ = normalize(self.scatter(ew), exp - 16, ERR_BITS)
-        return out, exp2
-
-
-class ReLU(Layer):
-    def __init__(self, desc: LayerDesc, z: int) -> None:
-        self.desc = desc
-        self.z = z
-
-    def forward(self, x: IntArray) -> tuple[IntArray, int]:
-        return np.maximum(x, self.z), 0
-
-    def backward(self, e: IntArray, exp: int, x: IntArray, y: IntArray) -> tuple[IntArray, int]:
-        return np.where(x.reshape(-1) > self.z, e, np.int64(0)), exp
-
-
-class Flatten(Layer):
-    def __init__(self, desc: LayerDesc) -> None:
-        self.desc = desc
-
-    def forward(self, x: IntArray) -> tuple[IntArray, int]:
-        return x, 0
-
-    def backward(self, e: IntArray, exp: int, x: IntArray, y: IntArray) -> tuple[IntArray, int]:
-        return e, exp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -930,18 +497,49 @@ class QModel:
         return crc
 
 
+# The names of this module and the public names of terrain_odt.model.qnn_layers and
+# terrain_odt.model.qnn_fixed.
 __all__ = [
+    "DELTA_BITS",
+    "ERR_BITS",
+    "I32_MAX",
+    "I32_MIN",
+    "LCG_A",
+    "LCG_C",
+    "MODES",
+    "R_MAX",
+    "V_MAX",
     "AvgPool2d",
     "Conv1d",
     "Conv2d",
     "Counters",
     "Dense",
     "Flatten",
+    "IntArray",
+    "Layer",
     "Lcg",
     "MaxPool2d",
+    "Mode",
     "ModelMeta",
+    "ParamLayer",
     "QModel",
     "ReLU",
+    "ShiftPlan",
+    "SoftmaxOut",
     "StepResult",
+    "Storage",
     "TrainConfig",
+    "clip",
+    "exp2_frac",
+    "log2_q16",
+    "normalize",
+    "requant_arr",
+    "sat_i32",
+    "scale_sat_arr",
+    "scale_sat_planned",
+    "shift_plan",
+    "shr_round",
+    "shr_round_arr",
+    "shr_round_scalar_shift",
+    "softmax_ce",
 ]

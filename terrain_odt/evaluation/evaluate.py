@@ -4,7 +4,8 @@
 
 The same logic the three nodes run (`streaming.FeatureStream` for `imu_features`,
 `labeling.Labeler` for `terrain_labeler`, `bridge.BridgeCore` for `odt_bridge`, configured from
-the same parameters by `terrain_odt.node_config`) is fed the bag's messages in log-time order.
+the same parameters by `terrain_odt.pipeline.node_config`) is fed the bag's messages in log-time
+order.
 Nothing depends on timing: the labeler's periodic re-publication happens at exact multiples of
 `1 / publish_rate_hz` of bag time, and the bridge runs synchronously (every window's training
 frames, replays, checks and inference are done and answered before the next message). So the
@@ -14,7 +15,8 @@ A *pass* is a fresh co-processor (`odt-emu` with the model's pretrained blob and
 or a real device reset to its pretrained model first) and a fresh bridge; the feature windows
 and labels are computed once and fed to every pass. Passes: **before** (training off: the
 pretrained model's predictions) and **after** (training on). Both are scored on exactly the same
-windows (`terrain_odt.scoring`): truth is the class in force over each window's span on the
+windows (`terrain_odt.evaluation.scoring`): truth is the class in force over each window's span on
+the
 truth topic, the evaluated part is the windows starting `operator_until` seconds or more into
 the playback (or `evaluate_from` seconds, when given: e.g. the second lap of a drive labelled
 from map regions, without an operator; with `labels_until`, the bridge gets no label from
@@ -46,11 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from .bridge import BridgeCore, ModelFileError, Outcome, load_model_files
-from .cdr import CdrError, imu_sample
-from .graph import NODES, ParamValue
-from .labeling import Labeler, UnknownLabel
-from .node_config import (
+from ..data.cdr import CdrError, imu_sample
+from ..paths import resolve
+from ..pipeline.bridge import BridgeCore, ModelFileError, Outcome, load_model_files
+from ..pipeline.labeling import Labeler, UnknownLabel
+from ..pipeline.node_config import (
     ConfigError,
     bridge_config,
     effective_params,
@@ -58,9 +60,10 @@ from .node_config import (
     stream_config,
     wheel_joints,
 )
-from .paths import resolve
+from ..ros.graph import NODES, ParamValue
+from ..signals.feature_msg import description_from_label, pack_features, parse_features
+from ..signals.streaming import FeatureStream, joint_wheel_sample
 from .scoring import Answer, TruthTimeline, Window, prequential, score_passes, window_key
-from .streaming import FeatureStream, joint_wheel_sample
 
 __all__ = ["EvalConfig", "EvalError", "evaluate", "front_end", "summary"]
 
@@ -87,7 +90,7 @@ class EvalConfig:
     #: `None`: a fresh `odt-emu` per pass; else a device or URL (reset to pretrained per pass).
     serial_port: str | None = None
     #: "emulator" (odt-emu, or the device of `serial_port`) or "qnn": the bit-exact reference
-    #: in-process (`terrain_odt.qnn_coprocessor`, for experiments that run many evaluations).
+    #: in-process (`terrain_odt.model.qnn_coprocessor`, for experiments that run many evaluations).
     coprocessor: str = "emulator"
     #: Emulated UART speed (0: unthrottled, the default: timing does not change any result).
     emulator_baud: int = 0
@@ -103,6 +106,16 @@ class EvalConfig:
     #: A bag without the truth topic is an error (evaluation); `terrain-odt dataset` with
     #: labeler labels needs no truth.
     require_truth: bool = True
+
+
+def bridge_input(
+    t_start: float, t_end: float, features: np.ndarray, description: str
+) -> tuple[float, float, list[float], str | None]:
+    """A window as odt_bridge receives it from imu_features: packed and parsed by the
+    /terrain/features layout (`feature_msg`), description included."""
+    p = pack_features(t_start, t_end, features, description)
+    t0, t1, x = parse_features(p.data, p.data_offset)
+    return t0, t1, x, description_from_label(p.label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +342,7 @@ def _front_end(
 
 def front_end(cfg: EvalConfig, log: Callable[[str], None] = print) -> _Front:
     """The windows (with truth) and bridge inputs of `cfg`'s bags, by the nodes' logic."""
-    from .launcher import LaunchError, resolve_param_files
+    from ..ros.launcher import LaunchError, resolve_param_files
 
     try:
         files = resolve_param_files(cfg.param_files)
@@ -361,7 +374,7 @@ def _run_pass(
     log: Callable[[str], None],
     binary: Path | None,
 ) -> _Pass:
-    from .emulator import EmulatorError, emulator
+    from ..link.emulator import EmulatorError, emulator
 
     bp = dict(params["odt_bridge"])
     bp["training_enabled"] = training
@@ -385,7 +398,7 @@ def _run_pass(
     factory: Any = None
     with contextlib.ExitStack() as stack:
         if cfg.coprocessor == "qnn":
-            from .qnn_coprocessor import factory as qnn_factory
+            from ..model.qnn_coprocessor import factory as qnn_factory
 
             if model.blob is None:
                 raise EvalError("the in-process co-processor needs odt_bridge.model_blob")
@@ -433,7 +446,8 @@ def _run_pass(
                     core.on_label(e[1], e[2])
                 else:
                     try:
-                        core.on_features(e[1], e[2], e[3], description=front.description)
+                        t0, t1, x, desc = bridge_input(e[1], e[2], e[3], front.description)
+                        core.on_features(t0, t1, x, description=desc)
                     except ValueError as exc:  # the features do not fit the model
                         raise EvalError(f"odt_bridge: {exc}") from exc
         core.finish()
@@ -483,7 +497,7 @@ def evaluate(
     cfg: EvalConfig, out_dir: Path | None = None, log: Callable[[str], None] = print
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the passes; returns (deterministic report, run facts: wall time, speed, link)."""
-    from .launcher import LaunchError, resolve_param_files
+    from ..ros.launcher import LaunchError, resolve_param_files
 
     if not cfg.bags:
         raise EvalError("no bag given")
@@ -498,7 +512,7 @@ def evaluate(
     if cfg.coprocessor not in ("emulator", "qnn"):
         raise EvalError(f"coprocessor must be 'emulator' or 'qnn', got {cfg.coprocessor!r}")
     if cfg.serial_port is None and cfg.coprocessor == "emulator":
-        from .emulator import EmulatorError, find_emulator
+        from ..link.emulator import EmulatorError, find_emulator
 
         try:
             binary = find_emulator(build=True, log=log)

@@ -2,7 +2,7 @@
 
     terrain-odt replay data/demo/borealtc_demo.mcap --emulator --operator-until 180
 
-One *pass* = a fresh graph (the three nodes of `terrain_odt.graph`, as the one-process launcher
+One *pass* = a fresh graph (the three nodes of `terrain_odt.ros.graph`, as the one-process launcher
 starts them, `use_sim_time` on) + a co-processor (a fresh `odt-emu` with the model's pretrained
 blob, or a real device) + a player that publishes the bag's messages as recorded (raw CDR) and
 `/clock`, paced to `rate` × real time, + a recorder of what the graph publishes.
@@ -15,7 +15,7 @@ the first part of the drive and predicts the rest on its own.
 
 Two passes make the report: **before** (training off: the pretrained model; with
 `compare_frozen`) and **after** (training on). Scoring is window by window, as in the
-deterministic `terrain-odt evaluate` (`terrain_odt.scoring`): every answer arrives on
+deterministic `terrain-odt evaluate` (`terrain_odt.evaluation.scoring`): every answer arrives on
 `/terrain/prediction_window` with its window's stamps, the windows the bag should produce are
 computed offline by the same feature logic, truth is taken over each window's span, and before
 and after are scored on exactly the windows answered in both passes; the report says how many
@@ -43,9 +43,18 @@ from typing import Any
 
 import numpy as np
 
-from .bagplay import OPERATOR_TOPIC, TRUTH_TOPIC, BagData, BagError, BagPlayer, read_bag, truth_at
-from .graph import ParamValue
-from .launcher import LaunchError
+from ..data.bagplay import (
+    OPERATOR_TOPIC,
+    TRUTH_TOPIC,
+    BagData,
+    BagError,
+    BagPlayer,
+    read_bag,
+    truth_at,
+)
+from ..ros.graph import ParamValue
+from ..ros.launcher import LaunchError
+from ..signals.feature_msg import KIND_CODES, PREDICTION_WINDOW_TOPIC, parse_prediction_window
 from .scoring import Answer, Window, prequential, score_passes, window_key
 
 __all__ = [
@@ -119,7 +128,7 @@ class PassResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bag access: terrain_odt.bagplay (the player is shared with the bag_player node)
+# Bag access: terrain_odt.data.bagplay (the player is shared with the bag_player node)
 
 
 def _read_bag(bag: Path, truth_topic: str) -> BagData:
@@ -156,7 +165,7 @@ def _progress(total: float, desc: str) -> Any:
 def _graph_command(
     cfg: ReplayConfig, overrides: Mapping[str, Mapping[str, Any]], stats_out: Path
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "terrain_odt.launcher", "--use-sim-time"]
+    cmd = [sys.executable, "-m", "terrain_odt.ros.launcher", "--use-sim-time"]
     cmd += ["--executor", cfg.executor]
     for f in cfg.param_files:
         cmd += ["--params-file", str(f)]
@@ -221,10 +230,9 @@ def run_pass(
     from rclpy.signals import SignalHandlerOptions
     from std_msgs.msg import Float32, Float64MultiArray, String
 
-    from .emulator import Emulator, EmulatorError, find_emulator
-    from .launcher import param_value, resolve_param_files
-    from .nodes.odt_bridge import KIND_CODES, PREDICTION_WINDOW_TOPIC, parse_prediction_window
-    from .paths import resolve
+    from ..link.emulator import Emulator, EmulatorError, find_emulator
+    from ..paths import resolve
+    from ..ros.launcher import param_value, resolve_param_files
 
     truth = bag_data.truth
     files = resolve_param_files(cfg.param_files)
@@ -431,9 +439,9 @@ def _running(
 
 
 def _model_classes(files: Sequence[Path], overrides: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    from .bridge import ModelFileError, load_model_files
-    from .launcher import param_value
-    from .paths import resolve
+    from ..paths import resolve
+    from ..pipeline.bridge import ModelFileError, load_model_files
+    from ..ros.launcher import param_value
 
     side = param_value(files, overrides, "odt_bridge", "model_sidecar")
     try:
@@ -444,7 +452,7 @@ def _model_classes(files: Sequence[Path], overrides: Mapping[str, Mapping[str, A
 
 def expected_windows(cfg: ReplayConfig) -> list[Window]:
     """The windows the bag produces, with truth over each, by the feature logic the node runs
-    (`terrain_odt.evaluate`'s front end): what each pass should answer."""
+    (`terrain_odt.evaluation.evaluate`'s front end): what each pass should answer."""
     from .evaluate import EvalConfig, EvalError, front_end
 
     ecfg = EvalConfig(

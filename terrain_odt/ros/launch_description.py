@@ -2,7 +2,7 @@
 
 Both launch files declare their arguments with `declare_graph_arguments` and start the nodes
 with `graph_node_actions` (from an `OpaqueFunction`), which makes one `launch_ros` `Node` per
-entry of `terrain_odt.graph.NODES`: a node added to the graph is started by every launcher
+entry of `terrain_odt.ros.graph.NODES`: a node added to the graph is started by every launcher
 without touching the launch files, and a launch file cannot name a node the graph does not have.
 
 Override arguments (`serial_port:=...`, `model_sidecar:=...`) default to empty, which means "the
@@ -151,7 +151,7 @@ def declare_graph_arguments(*, params_file: str) -> list[DeclareLaunchArgument]:
             "params_file",
             default_value=params_file,
             description="ROS parameter file of the nodes (all parameters: "
-            "python -m terrain_odt.graph --yaml)",
+            "python -m terrain_odt.ros.graph --yaml)",
         )
     ]
     for arg in OVERRIDE_ARGUMENTS:
@@ -191,7 +191,8 @@ def graph_node_actions(
     params_file_args: Sequence[str] = ("params_file",),
     use_sim_time: bool | None = None,
 ) -> list[Node]:
-    """One `Node` per entry of `terrain_odt.graph.NODES` (the `OpaqueFunction` of the launch files).
+    """One `Node` per entry of `terrain_odt.ros.graph.NODES` (the `OpaqueFunction` of the launch
+    files).
 
     `params_file_args`: launch arguments naming parameter files, loaded in this order (empty
     ones are skipped). `use_sim_time`: fixed, or None to read the `use_sim_time` argument.
@@ -221,7 +222,7 @@ def graph_node_actions(
 
 PLAYERS = ("auto", "ros2_bag", "terrain_odt")
 """Values of replay.launch.py's `player` argument: `ros2 bag play`, the project's own
-`bag_player` node (`terrain_odt.bagplay`), or auto = `ros2 bag` when it is installed."""
+`bag_player` node (`terrain_odt.data.bagplay`), or auto = `ros2 bag` when it is installed."""
 
 
 def ros2_bag_available() -> bool:

@@ -24,8 +24,8 @@ from typing import Any, NoReturn
 
 __all__ = ["EMU_BIN", "FIRMWARE", "Emulator", "EmulatorError", "emulator", "find_emulator"]
 
-#: Source checkout layout: `<repo>/terrain_odt/emulator.py` and `<repo>/firmware`.
-FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+#: Source checkout layout: `<repo>/terrain_odt/link/emulator.py` and `<repo>/firmware`.
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 EMU_BIN = FIRMWARE / "target" / "release" / "odt-emu"
 #: Environment variable naming an odt-emu binary (installed packages have no firmware tree).
 ENV_VAR = "TERRAIN_ODT_EMU"

@@ -1,6 +1,7 @@
 """Your own labelled bags → a training set (`terrain-odt dataset BAG... -o features.npz`).
 
-The windows are made by the feature node's logic (`terrain_odt.evaluate.front_end`: the same
+The windows are made by the feature node's logic (`terrain_odt.evaluation.evaluate.front_end`: the
+same
 extractor, parameters from the same files), so a model trained on them (`terrain-odt convert`)
 sees on the robot exactly what it was trained on. Labels per window:
 
@@ -26,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from .evaluate import EvalConfig, EvalError, front_end
-from .features import feature_names
-from .labeling import LabelTimeline
-from .node_config import ConfigError, effective_params, stream_config
+from ..evaluation.evaluate import EvalConfig, EvalError, front_end
+from ..pipeline.labeling import LabelTimeline
+from ..pipeline.node_config import ConfigError, effective_params, stream_config
+from ..signals.features import feature_names
 
 __all__ = ["build_dataset"]
 
@@ -46,7 +47,7 @@ def build_dataset(
         raise EvalError(f"labels must be 'truth' or 'labeler', got {labels!r}")
     if group_by not in ("bag", "stretch"):
         raise EvalError(f"group_by must be 'bag' or 'stretch', got {group_by!r}")
-    from .launcher import LaunchError, resolve_param_files
+    from ..ros.launcher import LaunchError, resolve_param_files
 
     try:
         files = resolve_param_files(cfg.param_files)

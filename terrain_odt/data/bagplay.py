@@ -1,7 +1,7 @@
 """The project's own rosbag2 player: a bag's messages (raw CDR, as recorded) and `/clock`, paced
 to `rate` × real time, through rclpy publishers.
 
-Used by the replay evaluation (`terrain_odt.replay`), by the `bag_player` node that
+Used by the replay evaluation (`terrain_odt.evaluation.replay`), by the `bag_player` node that
 `replay.launch.py` starts where `ros2 bag` is not installed (it has no pip wheel), and by tests.
 Reading uses `rosbags` (mcap and sqlite3, no ROS install needed).
 

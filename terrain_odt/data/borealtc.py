@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..signals.features import FeatureConfig, extract_windows
 from .csvdata import CsvError, read_table
-from .features import FeatureConfig, extract_windows
 
 CLASSES: tuple[str, ...] = ("ASPHALT", "FLOORING", "ICE", "SANDY_LOAM", "SNOW")
 """Terrain classes; the label of a class is its index here."""
@@ -46,7 +46,7 @@ def default_root() -> Path:
         return Path(env)
     if env := os.environ.get(DATA_ENV):
         return Path(env) / "borealtc"
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "borealtc"
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "borealtc"
 
 
 def available(root: str | Path | None = None) -> bool:
@@ -59,7 +59,7 @@ def available(root: str | Path | None = None) -> bool:
 class Run:
     """One recording: IMU `(N, 7)` and proprioception `(M, 5)` float64, time in column 0.
 
-    Also the form of any robot's recordings (`terrain_odt.csvdata`): `number` is then the run
+    Also the form of any robot's recordings (`terrain_odt.data.csvdata`): `number` is then the run
     name from the file name (an int when it is all digits), and `pro` may have no rows (no wheel
     data).
     """
@@ -157,7 +157,7 @@ class RunWindows:
     """Windows of several runs, row-aligned."""
 
     features: np.ndarray
-    """`(N, n_features)` float32 (`terrain_odt.features.feature_names`)."""
+    """`(N, n_features)` float32 (`terrain_odt.signals.features.feature_names`)."""
     labels: np.ndarray
     """`(N,)` int64 class index into `CLASSES`."""
     run_ids: np.ndarray

@@ -1,7 +1,8 @@
 """Recorded runs → one rosbag2 "drive" (MCAP storage, zstd-compressed chunks, via `rosbags`).
 
 Runs are BorealTC's (`terrain-odt bag-from-borealtc`) or any robot's CSV recordings
-(`terrain_odt.csvdata`, `terrain-odt bag-from-csv`): any class names, IMU rates and column orders.
+(`terrain_odt.data.csvdata`, `terrain-odt bag-from-csv`): any class names, IMU rates and column
+orders.
 
 Topics:
 
@@ -306,7 +307,9 @@ def convert(
         bag_dir = Path(tmp) / (out.stem if out.suffix == ".mcap" else out.name)
         writer = Writer(bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
-        writer.set_custom_data("terrain_odt.source", f"{source}, converted by terrain_odt.bagconv")
+        writer.set_custom_data(
+            "terrain_odt.source", f"{source}, converted by terrain_odt.data.bagconv"
+        )
         writer.set_custom_data("terrain_odt.segments", " ".join(str(s) for s in segs))
         writer.set_custom_data("terrain_odt.track_width_m", f"{track_width_m:g}")
         writer.set_custom_data("terrain_odt.wheel_radius_m", f"{wheel_radius_m:g}")

@@ -1,4 +1,4 @@
-"""One-process launcher: the graph of `terrain_odt.graph` in one process (an executor thread per
+"""One-process launcher: the graph of `terrain_odt.ros.graph` in one process (an executor thread per
 node by default).
 
 `ros2 launch terrain_odt robot.launch.py` starts each node as its own process; this launcher
@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
+from ..paths import resolve
 from .graph import NODES, NodeSpec, ParamValue, node_spec
-from .paths import resolve
 
 __all__ = ["Graph", "LaunchError", "parse_overrides", "running_graph"]
 
@@ -189,7 +189,7 @@ def running_graph(
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
 
-    from .nodes.common import ParamError
+    from ..nodes.common import ParamError
 
     if executor not in EXECUTORS:
         raise LaunchError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
@@ -239,7 +239,7 @@ def running_graph(
 def _spin(executor: Any, context: Any) -> None:
     from rclpy.executors import ExternalShutdownException
 
-    from .nodes.common import spin
+    from ..nodes.common import spin
 
     with contextlib.suppress(ExternalShutdownException):
         spin(executor, context)
@@ -312,7 +312,7 @@ class EmulatorSupervisor:
     the last exit status go to /diagnostics (`status()`)."""
 
     def __init__(self, binary: Path, baud: int, model: Path | None, flash: Path) -> None:
-        from .emulator import free_port
+        from ..link.emulator import free_port
 
         self.binary, self.baud, self.model, self.flash = binary, baud, model, flash
         self.port = free_port()
@@ -323,7 +323,7 @@ class EmulatorSupervisor:
         self.url = self.emu.url
 
     def _start(self) -> None:
-        from .emulator import Emulator
+        from ..link.emulator import Emulator
 
         self.emu = Emulator(
             self.binary, baud=self.baud, model=self.model, flash=self.flash, tcp_port=self.port
@@ -331,7 +331,7 @@ class EmulatorSupervisor:
 
     def check(self) -> str | None:
         """Restart a dead emulator; returns a message when it did (or could not)."""
-        from .emulator import EmulatorError
+        from ..link.emulator import EmulatorError
 
         if self.emu is not None and self.emu.alive:
             return None
@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
     """Run until Ctrl-C (the `terrain-odt launch` command)."""
     import tempfile
 
-    from .emulator import EmulatorError, find_emulator
+    from ..link.emulator import EmulatorError, find_emulator
 
     t_start = time.monotonic()
     try:
