@@ -93,14 +93,21 @@ define mcu_build
 	bash tools/build_mcu.sh
 	$(call header,no reachable panic in the firmware, per instruction set (tools/check_no_panic.sh))
 	bash tools/check_no_panic.sh
-	$(call header,board crates (tools/build_boards.sh))
-	@if [ -e tools/build_boards.sh ]; then bash tools/build_boards.sh; else echo "no board build script"; fi
+	$(call header,board crates: host tests (tools/build_boards.sh --test-only; .ci/run builds the images: make boards))
+	bash tools/build_boards.sh --test-only
 endef
 
 # ---------------------------------------------------------------------------------------------
 
 .PHONY: help setup test lint fmt golden bench-mcu mcu-setup demo clean mem models bench-ros fuzz
-.PHONY: bench-link
+.PHONY: bench-link boards
+
+# ---------------------------------------------------------------------------------------------
+#   make boards     board crates: host tests and the ESP32-C3 firmware images (tools/build_boards.sh;
+#                   about 90 s from scratch; CI runs it after make test)
+
+boards: mcu-setup
+	bash tools/build_boards.sh
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build the ESP32 board firmware (firmware/boards/) and test its host-side logic.
 #
-#   tools/build_boards.sh [--no-test] [--images]
+#   tools/build_boards.sh [--no-test] [--test-only] [--images]
 #
 # 1. `cargo test` of firmware/boards/common (partition layout, flash mapping with odt-app's
 #    storage and App on an in-memory NOR flash, receive ring, boot banner) with the host
-#    toolchain ($CARGO, default `cargo`). --no-test skips it.
+#    toolchain ($CARGO, default `cargo`). --no-test skips it; --test-only does only this.
 # 2. The ESP32-C3 firmware (RISC-V, riscv32imc-unknown-none-elf) with Debian's compiler, as
 #    tools/build_mcu.sh does: two variants, host link on UART0 and on USB-serial-JTAG, copied to
 #      $TARGET_DIR/riscv32imc-unknown-none-elf/release/odt-esp32c3-{uart,usb}
@@ -31,10 +31,12 @@ MCU_RUSTC=${MCU_RUSTC:-/usr/bin/rustc}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 run_tests=1
+test_only=0
 images=0
 while [ $# -gt 0 ]; do
     case $1 in
         --no-test) run_tests=0; shift ;;
+        --test-only) test_only=1; shift ;;
         --images) images=1; shift ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "build_boards.sh: unknown argument $1" >&2; exit 2 ;;
@@ -48,6 +50,10 @@ if [ "$run_tests" = 1 ]; then
     t0=$(date +%s)
     (cd "$BOARDS/common" && "$HOST_CARGO" test --quiet --target-dir "$TARGET_DIR")
     echo "    host tests: $(elapsed "$t0")"
+fi
+
+if [ "$test_only" = 1 ]; then
+    exit 0
 fi
 
 for tool in "$MCU_CARGO" "$MCU_RUSTC" ld.lld-22; do
