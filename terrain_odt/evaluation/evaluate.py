@@ -525,10 +525,11 @@ def evaluate(
     for name, training in plan:
         p = _run_pass(cfg, name, training, front, params, log, binary)
         passes.append(p)
+        sent = p.bridge["counters"].get("trained", 0)
         log(
             f"pass '{name}' (training {'on' if training else 'off'}): {len(p.answers)} windows "
-            f"answered, {p.bridge['counters'].get('trained', 0)} labelled windows trained, "
-            f"{p.wall_s:.2f} s"
+            f"answered, {sent} labelled windows "
+            f"{'trained' if training else 'predicted only (no training step)'}, {p.wall_s:.2f} s"
         )
     classes = list(passes[-1].bridge["class_names"])
     scores = score_passes(front.windows, {p.name: p.answers for p in passes}, classes)

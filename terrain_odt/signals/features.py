@@ -694,7 +694,7 @@ class WindowBuffer:
     def reset(self) -> None:
         """Forget all buffered samples and the time anchor (counters are kept)."""
         self._t: list[float] = []
-        self._x: list[np.ndarray] = []
+        self._x: list[list[float]] = []
         self._bad = _Bad()
         self._pending_bad: list[int] = []  # reason codes waiting for the next kept sample
         self._t_max = -math.inf
@@ -703,17 +703,23 @@ class WindowBuffer:
 
     def push(self, t: float, sample: Sequence[float] | np.ndarray) -> list[WindowEvent]:
         """Add one sample (time in s, 6 values in `AXES` order)."""
-        x = np.asarray(sample, dtype=np.float64).reshape(-1)
-        if x.shape[0] != len(AXES):
-            raise ValueError(f"sample must have {len(AXES)} values, got {x.shape[0]}")
+        # Plain floats, not a numpy array: six values per call, where numpy's per-call overhead
+        # is most of the cost (the same checks and values).
+        if type(sample) is list and all(type(v) is float for v in sample):
+            x = list(sample)  # the stream's own samples
+        else:
+            x = [float(v) for v in np.asarray(sample, dtype=np.float64).reshape(-1)]
+        if len(x) != len(AXES):
+            raise ValueError(f"sample must have {len(AXES)} values, got {len(x)}")
         t = float(t)
         if math.isfinite(t) and t <= self._t_max:
             return self._drop(Reject.NON_MONOTONIC)
         if math.isfinite(t):
             self._t_max = t
-        if not (math.isfinite(t) and np.isfinite(x).all()):
+        if not (math.isfinite(t) and all(math.isfinite(v) for v in x)):
             return self._drop(Reject.NONFINITE)
-        if (np.abs(x) > self.cfg.max_abs_value).any():
+        lim = self.cfg.max_abs_value
+        if any(abs(v) > lim for v in x):
             return self._drop(Reject.OUT_OF_RANGE)
         if self._t and t - self._t[-1] > self.cfg.window_s:
             # A pause longer than a window: a new part on its own grid (as extract_windows).
@@ -764,11 +770,15 @@ class WindowBuffer:
         cfg = self.cfg
         assert self._t0 is not None
         t0, fs, n, hop = self._t0, cfg.sample_rate_hz, cfg.window_samples, cfg.hop_samples
+        # The next window's last grid time, by the expression `_n_windows` settles on: before
+        # it no window is complete (most samples), without the grid arithmetic.
+        if self._t[-1] < t0 + (self._next * hop + n - 1) / fs:
+            return []
         n_ready = _n_windows(t0, self._t[-1], cfg) - self._next
         if n_ready <= 0:
             return []
         tg = np.asarray(self._t)
-        xg = np.stack(self._x)
+        xg = np.array(self._x, dtype=np.float64)
         feats, codes, starts = _evaluate(tg, xg, self._bad, t0, self._next, n_ready, cfg)
         events: list[WindowEvent] = []
         fi = 0
