@@ -6,7 +6,8 @@
    with config/terrain_odt.yaml), the bridge talks to `odt-emu` paced as a 921600-baud UART,
    with the shipped model. This process publishes IMU in real time at 100 Hz and at 400 Hz
    (the demo bag's IMU, linearly interpolated to 400 Hz; `imu_features` then runs with
-   `input_decimation` 4 so the model still sees 100 Hz) and subscribes to `/terrain/features`
+   `input_decimation` 4 so the model still sees 100 Hz), with the same drive's wheel joint
+   states on `/joint_states` (the default model's wheel features), and subscribes to `/terrain/features`
    and `/terrain/prediction`.
    * latency: from publishing the IMU sample that ends a window (the first sample stamped at or
      after the window's end, which is the one that completes it) to receiving the window's
@@ -78,6 +79,31 @@ def demo_imu() -> np.ndarray:
     return np.asarray(rows)
 
 
+def demo_joints(seconds: float) -> list[tuple[float, list[str], list[float], list[float]]]:
+    """The demo bag's wheel joint states (`/joint_states`) of the same span as `demo_imu`:
+    (seconds after the first IMU sample, names, velocities, efforts), in order."""
+    from rosbags.highlevel import AnyReader
+
+    out: list[tuple[float, list[str], list[float], list[float]]] = []
+    t_imu0: int | None = None
+    with AnyReader([BAG]) as r:
+        conns = [c for c in r.connections if c.topic in ("/imu/data", "/joint_states")]
+        for c, t_ns, raw in r.messages(connections=conns):
+            if c.topic == "/imu/data":
+                t_imu0 = t_ns if t_imu0 is None else t_imu0
+                continue
+            if t_imu0 is None:
+                continue
+            dt = (t_ns - t_imu0) * 1e-9
+            if dt > seconds:
+                break
+            m = r.deserialize(raw, c.msgtype)
+            out.append(
+                (dt, list(m.name), [float(v) for v in m.velocity], [float(v) for v in m.effort])
+            )
+    return out
+
+
 def upsample(x: np.ndarray, factor: int) -> np.ndarray:
     n = len(x)
     src = np.arange(n)
@@ -122,7 +148,7 @@ def live(
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, qos_profile_sensor_data
-    from sensor_msgs.msg import Imu
+    from sensor_msgs.msg import Imu, JointState
     from std_msgs.msg import Float64MultiArray, String
 
     factor = rate_hz // 100
@@ -158,6 +184,9 @@ def live(
             reliability=qos_profile_sensor_data.reliability,
         )
         pub = node.create_publisher(Imu, "/imu/data", qos)
+        # The default model uses wheel features: the wheels' joint states of the same drive.
+        jpub = node.create_publisher(JointState, "/joint_states", qos)
+        joints = demo_joints(seconds + 1.0)
         feats: list[tuple[float, float]] = []  # (receipt wall, window end stamp)
         preds: list[float] = []
         node.create_subscription(
@@ -184,6 +213,7 @@ def live(
             cpu0: dict[str, float] = {}
             wall_cpu0 = 0.0
             start = time.monotonic()
+            j = 0
             for i in range(n):
                 due = start + i / rate_hz
                 d = due - time.monotonic()
@@ -204,6 +234,14 @@ def live(
                 a.x, a.y, a.z = map(float, w[3:])
                 pub.publish(m)
                 pub_wall[i] = time.monotonic()
+                while j < len(joints) and joints[j][0] <= i / rate_hz:
+                    dt, names, vel, eff = joints[j]
+                    js = JointState()
+                    t_js = t0_ns + round(dt * 1e9)
+                    js.header.stamp.sec, js.header.stamp.nanosec = divmod(t_js, 1_000_000_000)
+                    js.name, js.velocity, js.effort = names, vel, eff
+                    jpub.publish(js)
+                    j += 1
             cpu1 = {k: cpu_seconds(p.pid) for k, p in procs.items()}
             cpu1["odt-emu"] = cpu_seconds(emu.proc.pid)
             wall = time.monotonic() - wall_cpu0
