@@ -7,12 +7,14 @@
    with the shipped model. This process publishes IMU in real time at 100 Hz and at 400 Hz
    (the demo bag's IMU, linearly interpolated to 400 Hz; `imu_features` then runs with
    `input_decimation` 4 so the model still sees 100 Hz), with the same drive's wheel joint
-   states on `/joint_states` (the default model's wheel features), and subscribes to `/terrain/features`
-   and `/terrain/prediction`.
+   states on `/joint_states` (the default model's wheel features), and subscribes to
+   `/terrain/features` and `/terrain/prediction`.
    * latency: from publishing the IMU sample that ends a window (the first sample stamped at or
      after the window's end, which is the one that completes it) to receiving the window's
-     prediction (inference over the emulated UART); the k-th prediction belongs to the k-th
-     window (no labels are given, so every window is an inference request);
+     prediction (inference over the emulated UART), matched by the window end stamp that
+     `/terrain/prediction_window` carries (no labels are given, so every window is an
+     inference request); with wheel features a window also waits for the wheel samples of
+     its span (joint states at about 7 Hz here);
    * both IMU modes of `imu_features`: polling (`imu_poll_hz` 500, the default) and one
      callback per message (`imu_poll_hz` 0);
    * CPU share per node: user + system CPU time of each node process (from /proc) over the
@@ -45,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from terrain_odt.link.emulator import Emulator, find_emulator  # noqa: E402
+from terrain_odt.signals.feature_msg import PREDICTION_WINDOW_TOPIC  # noqa: E402
 from tools import provenance  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "ros.json"
@@ -189,6 +192,9 @@ def live(
         joints = demo_joints(seconds + 1.0)
         feats: list[tuple[float, float]] = []  # (receipt wall, window end stamp)
         preds: list[float] = []
+        # Window end stamp -> receipt of its answer (/terrain/prediction_window carries the
+        # window of every answer, so a window without an answer cannot shift the pairing).
+        answered: dict[float, float] = {}
         node.create_subscription(
             Float64MultiArray,
             "/terrain/features",
@@ -197,6 +203,12 @@ def live(
         )
         node.create_subscription(
             String, "/terrain/prediction", lambda m: preds.append(time.monotonic()), 100
+        )
+        node.create_subscription(
+            Float64MultiArray,
+            PREDICTION_WINDOW_TOPIC,
+            lambda m: answered.setdefault(round(float(m.data[1]), 6), time.monotonic()),
+            100,
         )
         try:
             deadline = time.monotonic() + 60
@@ -260,13 +272,14 @@ def live(
     # Latency: window end stamp -> the IMU sample that completed it -> its publish time.
     lat_pred, lat_feat = [], []
     stamp_s = stamps / 1e9
-    for k, (t_recv, t_end) in enumerate(feats):
+    for t_recv, t_end in feats:
         idx = int(np.searchsorted(stamp_s, t_end - 1e-6))
         if idx >= n:
             continue
         lat_feat.append(t_recv - pub_wall[idx])
-        if k < len(preds):
-            lat_pred.append(preds[k] - pub_wall[idx])
+        t_ans = answered.get(round(t_end, 6))
+        if t_ans is not None:
+            lat_pred.append(t_ans - pub_wall[idx])
     lp = np.asarray(lat_pred) * 1e3
     lf = np.asarray(lat_feat) * 1e3
     share = {k: round((cpu1[k] - cpu0[k]) / wall, 4) for k in cpu1}
