@@ -63,7 +63,15 @@ from ..pipeline.node_config import (
 from ..ros.graph import NODES, ParamValue
 from ..signals.feature_msg import description_from_label, pack_features, parse_features
 from ..signals.streaming import FeatureStream, joint_wheel_sample
-from .scoring import Answer, TruthTimeline, Window, prequential, score_passes, window_key
+from .scoring import (
+    Answer,
+    TruthTimeline,
+    Window,
+    plot_confusions,
+    prequential,
+    score_passes,
+    window_key,
+)
 
 __all__ = ["EvalConfig", "EvalError", "evaluate", "front_end", "summary"]
 
@@ -645,23 +653,12 @@ def plots(
         paths.append(out_dir / "accuracy.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
-    classes = report["classes"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
-    for ax, n in zip(axes[0], names, strict=True):
-        pr = report["evaluated"]["passes"][n]
-        cm = np.asarray(pr["confusion"])
-        ax.imshow(cm, cmap="Blues")
-        for i in range(cm.shape[0]):
-            for j in range(cm.shape[1]):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(classes)), classes, fontsize=7)
-        acc = pr["accuracy"]
-        ax.set_title(f"{n}: {100 * acc:.1f} %" if acc is not None else n, fontsize=9)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("truth")
-    fig.tight_layout()
+    ev = report["evaluated"]["passes"]
     paths.append(out_dir / "confusion.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    plot_confusions(
+        plt,
+        paths[-1],
+        report["classes"],
+        [(n, ev[n]["confusion"], ev[n]["accuracy"]) for n in names],
+    )
     return paths

@@ -55,7 +55,7 @@ from ..data.bagplay import (
 from ..ros.graph import ParamValue
 from ..ros.launcher import LaunchError
 from ..signals.feature_msg import KIND_CODES, PREDICTION_WINDOW_TOPIC, parse_prediction_window
-from .scoring import Answer, Window, prequential, score_passes, window_key
+from .scoring import Answer, Window, plot_confusions, prequential, score_passes, window_key
 
 __all__ = [
     "OPERATOR_TOPIC",
@@ -559,25 +559,13 @@ def plots(
     paths.append(out_dir / "replay_accuracy.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
-    classes = rep["classes"]
-    n = len(rep["passes"])
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False)
-    for ax, (name, pr) in zip(axes[0], rep["passes"].items(), strict=True):
-        cm = np.asarray(pr["confusion_eval"])
-        ax.imshow(cm, cmap="Blues")
-        for i in range(cm.shape[0]):
-            for j in range(cm.shape[1]):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(classes)), classes, fontsize=7)
-        acc = pr["accuracy_eval"]
-        ax.set_title(f"{name}: {100 * acc:.1f} %" if acc is not None else name, fontsize=9)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("truth")
-    fig.tight_layout()
     paths.append(out_dir / "replay_confusion.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    plot_confusions(
+        plt,
+        paths[-1],
+        rep["classes"],
+        [(name, pr["confusion_eval"], pr["accuracy_eval"]) for name, pr in rep["passes"].items()],
+    )
     return paths
 
 

@@ -220,3 +220,25 @@ def prequential(answers: Mapping[WindowKey, Answer]) -> dict[str, Any]:
         "heldout_accuracy": acc(held),
         "heldout_windows": len(held),
     }
+
+
+def plot_confusions(
+    plt: Any, path: Any, classes: Sequence[str], passes: Sequence[tuple[str, Any, float | None]]
+) -> None:
+    """One confusion matrix per pass (name, matrix, accuracy) side by side, saved to `path`
+    (`plt`: matplotlib.pyplot, imported by the caller with its backend chosen)."""
+    fig, axes = plt.subplots(1, len(passes), figsize=(4.6 * len(passes), 4.2), squeeze=False)
+    for ax, (name, matrix, acc) in zip(axes[0], passes, strict=True):
+        cm = np.asarray(matrix)
+        ax.imshow(cm, cmap="Blues")
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_title(f"{name}: {100 * acc:.1f} %" if acc is not None else name, fontsize=9)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("truth")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
