@@ -657,3 +657,15 @@ def test_fragments_bad_label_and_reset(wide: FakeCoprocessor) -> None:
         applied = [(lab, f) for _, lab, f in wide.applied]
         tail = [(lab, f) for lab, f in as_list(x, y) if lab != 2][-len(applied) :]
         assert applied == tail
+
+
+def test_request_timeout_backs_off_over_a_stall(fake: FakeCoprocessor) -> None:
+    """A short timeout from quick measured round trips must not exhaust the retries while the
+    host is stalled for a moment (a loaded machine): each retry waits twice as long."""
+    with client(fake, retries=5, min_rto=0.005) as odt:
+        for _ in range(20):  # enough round trips for the measured timeout (about 5 ms)
+            odt.stats()
+        fake.response_delay = 0.12  # longer than all six 5 ms timeouts together
+        assert odt.stats().train_steps == 0
+        fake.response_delay = 0.0
+        assert odt.link_stats().timeouts >= 2

@@ -73,6 +73,9 @@ log = logging.getLogger(__package__)
 
 # What a pyserial port raises when the device goes away (a port closed under a concurrent call
 # can also raise TypeError/AttributeError/ValueError from inside pyserial).
+#: Longest a request's timeout grows to by backing off (a slow first timeout stays as it is).
+REQUEST_BACKOFF_MAX_S = 1.0
+
 _PORT_ERRORS = (serial.SerialException, OSError, TypeError, ValueError, AttributeError)
 
 _Done = list[tuple[Any, TrainResult | BaseException]]
@@ -634,6 +637,10 @@ class OdtClient:
                 elif not got:
                     with self._lock:
                         a.counters.inc("timeouts")
+                    # Back off (RFC 6298 5.5): a round trip measured on a quiet link makes a
+                    # short timeout, and a host stalled for a moment (a loaded machine) must
+                    # not exhaust every retry within that moment.
+                    timeout = min(2.0 * timeout, max(timeout, REQUEST_BACKOFF_MAX_S))
                 attempts += 1
                 # A HELLO is retried for connect_timeout at least (a noisy line loses many).
                 if attempts > retries and (
