@@ -568,8 +568,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="deterministic evaluation: bags through the nodes' logic in bag order, no DDS",
         description=(
             "Feed rosbag2 files (mcap or sqlite3, played back to back as one session) through "
-            "the logic of imu_features, terrain_labeler and odt_bridge in bag order, in one "
-            "process, against a fresh co-processor emulator per pass (or a device, reset to its "
+            "the logic of imu_features, terrain_labeler and odt_bridge in bag order, without "
+            "DDS, against a fresh co-processor emulator per pass (or a device, reset to its "
             "pretrained model per pass), and score the windows of the evaluated part before "
             "(training off) and after (training on) on-device fine-tuning, window by window. "
             "The same bags and parameters give identical reports on any machine."
@@ -625,6 +625,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="emulator: odt-emu (or --serial-port); qnn: the bit-exact reference in-process "
         "(faster, for experiments; checked against the emulator by the tests)",
     )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the passes one after the other after the front end, in this process "
+        "(default: each pass in a process of its own, fed as the front end goes; the same "
+        "report, in less time; always sequential with --serial-port)",
+    )
     p.add_argument("--out-dir", default="build/evaluate", help="report, windows, plots")
     p.add_argument("--summary-json", help="also write the headline numbers here")
     p.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
@@ -650,6 +657,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             labels_until=args.labels_until,
             compare_frozen=not args.no_before,
             coprocessor=args.coprocessor,
+            parallel=not args.sequential,
         )
         out = Path(args.out_dir)
         log = (lambda m: None) if args.quiet else (lambda m: print(f"[evaluate] {m}", flush=True))

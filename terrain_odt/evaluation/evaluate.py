@@ -14,15 +14,17 @@ same bags and parameters give bit-identical reports on any machine under any loa
 A *pass* is a fresh co-processor (`odt-emu` with the model's pretrained blob and an empty flash,
 or a real device reset to its pretrained model first) and a fresh bridge; the feature windows
 and labels are computed once and fed to every pass. Passes: **before** (training off: the
-pretrained model's predictions) and **after** (training on). Both are scored on exactly the same
-windows (`terrain_odt.evaluation.scoring`): truth is the class in force over each window's span on
-the
-truth topic, the evaluated part is the windows starting `operator_until` seconds or more into
-the playback (or `evaluate_from` seconds, when given: e.g. the second lap of a drive labelled
-from map regions, without an operator; with `labels_until`, the bridge gets no label from
-then on, whatever the cues say, so that part is predicted only). With `operator_until`, the
-evaluation acts as the operator: it gives the truth on the operator cue until then and clears
-it at that time.
+pretrained model's predictions) and **after** (training on). Each pass runs in a process of its
+own, fed the front end's events as they are produced (the passes mostly wait on their
+co-processors, so the evaluation takes about the front end's time); `parallel=False`
+(`--sequential`, and always with a device) runs them one after the other: the same report. Both
+are scored on exactly the same windows (`terrain_odt.evaluation.scoring`): truth is the class in
+force over each window's span on the truth topic, the evaluated part is the windows starting
+`operator_until` seconds or more into the playback (or `evaluate_from` seconds, when given: e.g.
+the second lap of a drive labelled from map regions, without an operator; with `labels_until`,
+the bridge gets no label from then on, whatever the cues say, so that part is predicted only).
+With `operator_until`, the evaluation acts as the operator: it gives the truth on the operator
+cue until then and clears it at that time.
 
 Several bags play back to back as one session (the co-processor keeps its training); each bag
 has its own clock (window ids carry the bag's index), `operator_until` counts playback seconds
@@ -38,10 +40,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import multiprocessing
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +115,9 @@ class EvalConfig:
     #: the part after it is predicted only, as after `operator_until`; default: no limit.
     labels_until: float | None = None
     compare_frozen: bool = True
+    #: Run each pass in a process of its own, fed as the front end goes (same report; not
+    #: with `serial_port`: one device runs one pass at a time).
+    parallel: bool = True
     #: A bag without the truth topic is an error (evaluation); `terrain-odt dataset` with
     #: labeler labels needs no truth.
     require_truth: bool = True
@@ -176,7 +183,10 @@ def _front_end(
     cfg: EvalConfig,
     params: Mapping[str, Mapping[str, ParamValue]],
     log: Callable[[str], None],
+    sink: Callable[[int, tuple[Any, ...]], None] | None = None,
 ) -> _Front:
+    """The front end over every bag; `sink(bag index, event)` (when given) gets each bridge
+    input as it is produced, in order, besides `front.events`."""
     front = _Front()
     scfg = stream_config(params["imu_features"])
     lcfg = labeler_config(params["terrain_labeler"])
@@ -194,6 +204,7 @@ def _front_end(
         stream.restart()
         labeler.reset()
         ev: list[tuple[Any, ...]] = []
+        add = ev.append if sink is None else _tee(ev, sink, seg)
         truth: list[tuple[float, str]] = []
         windows: list[tuple[float, float]] = []
         counts: dict[str, int] = {}
@@ -211,7 +222,7 @@ def _front_end(
             if labels_off is not None and t >= labels_off:  # noqa: B023 (this iteration only)
                 data = ""
             if force or data != published:
-                ev.append(("label", t, data))  # noqa: B023 (called in this iteration only)
+                add(("label", t, data))  # noqa: B023 (called in this iteration only)
                 published = data
 
         for topic, t_ns, raw, des in _messages(bag):
@@ -244,7 +255,7 @@ def _front_end(
                     continue
                 for w in stream.push(t if receipt else ts, sample):
                     if w.features is not None:
-                        ev.append(("window", w.t_start, w.t_end, w.features))
+                        add(("window", w.t_start, w.t_end, w.features))
                         windows.append((w.t_start, w.t_end))
             elif topic == JOINT_TOPIC and scfg.features.wheels:
                 m = des()
@@ -259,7 +270,7 @@ def _front_end(
                 if wheel is not None:
                     for w in stream.push_wheels(t if receipt else stamp, wheel):
                         if w.features is not None:
-                            ev.append(("window", w.t_start, w.t_end, w.features))
+                            add(("window", w.t_start, w.t_end, w.features))
                             windows.append((w.t_start, w.t_end))
             elif topic == ODOM_TOPIC:
                 m = des()
@@ -348,6 +359,16 @@ def _front_end(
     return front
 
 
+def _tee(
+    ev: list[tuple[Any, ...]], sink: Callable[[int, tuple[Any, ...]], None], seg: int
+) -> Callable[[tuple[Any, ...]], None]:
+    def add(e: tuple[Any, ...]) -> None:
+        ev.append(e)
+        sink(seg, e)
+
+    return add
+
+
 def front_end(cfg: EvalConfig, log: Callable[[str], None] = print) -> _Front:
     """The windows (with truth) and bridge inputs of `cfg`'s bags, by the nodes' logic."""
     from ..ros.launcher import LaunchError, resolve_param_files
@@ -371,17 +392,27 @@ class _Pass:
     bridge: dict[str, Any]
     link: dict[str, Any]
     wall_s: float
+    training: bool
+
+
+def _events(front: _Front) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """Every bridge input of `front`: (bag index, event), in order."""
+    for i, events in enumerate(front.events):
+        for e in events:
+            yield i, e
 
 
 def _run_pass(
     cfg: EvalConfig,
     name: str,
     training: bool,
-    front: _Front,
+    events: Iterable[tuple[int, tuple[Any, ...]]],
+    description: str,
     params: Mapping[str, Mapping[str, ParamValue]],
     log: Callable[[str], None],
     binary: Path | None,
 ) -> _Pass:
+    """One pass: a fresh co-processor and bridge fed `events` ((bag index, event) in order)."""
     from ..link.emulator import EmulatorError, emulator
 
     bp = dict(params["odt_bridge"])
@@ -447,17 +478,16 @@ def _run_pass(
                 raise EvalError(f"co-processor at {url}: reset to the pretrained model: {msg}")
         if not core.configured:
             raise EvalError(f"co-processor at {url}: {core.snapshot()['model_problem']}")
-        for i, events in enumerate(front.events):
+        for i, e in events:
             seg[0] = i
-            for e in events:
-                if e[0] == "label":
-                    core.on_label(e[1], e[2])
-                else:
-                    try:
-                        t0, t1, x, desc = bridge_input(e[1], e[2], e[3], front.description)
-                        core.on_features(t0, t1, x, description=desc)
-                    except ValueError as exc:  # the features do not fit the model
-                        raise EvalError(f"odt_bridge: {exc}") from exc
+            if e[0] == "label":
+                core.on_label(e[1], e[2])
+            else:
+                try:
+                    t0, t1, x, desc = bridge_input(e[1], e[2], e[3], description)
+                    core.on_features(t0, t1, x, description=desc)
+                except ValueError as exc:  # the features do not fit the model
+                    raise EvalError(f"odt_bridge: {exc}") from exc
         core.finish()
         core.refresh_stats()
         snap = core.snapshot()
@@ -466,7 +496,144 @@ def _run_pass(
     link = snap.pop("link", {})
     snap.pop("url", None)
     snap.pop("coprocessor", None)
-    return _Pass(name, answers, _jsonable(snap), _jsonable(link), wall)
+    return _Pass(name, answers, _jsonable(snap), _jsonable(link), wall, training)
+
+
+#: Events per message to a pass process: few messages, yet the passes follow the front end
+#: closely (32 events are about 10 s of a drive).
+_BATCH = 32
+
+
+class _PassProcess:
+    """A pass in a process of its own (fork), fed the front end's events as they are produced.
+
+    The passes mostly wait on their co-processors while the front end computes, so on two
+    cores the evaluation takes about the front end's time instead of the sum. The report is
+    the same as with sequential passes: every pass gets the same events in the same order and
+    nothing in a pass depends on timing (test_evaluate checks both ways give identical
+    reports)."""
+
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        name: str,
+        training: bool,
+        description: str,
+        params: Mapping[str, Mapping[str, ParamValue]],
+        binary: Path | None,
+        others: Sequence[_PassProcess],
+    ) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.name = name
+        self._conn, child = ctx.Pipe()
+        self._batch: list[tuple[int, tuple[Any, ...]]] = []
+        # The child closes the parent's ends it inherits (its own and the earlier passes'),
+        # so that closing them here reaches it as end of file.
+        inherited = [self._conn, *(o._conn for o in others)]
+        self._proc = ctx.Process(
+            target=_pass_main,
+            args=(child, inherited, cfg, name, training, description, params, binary),
+            name=f"terrain-odt evaluate: pass {name}",
+            daemon=True,
+        )
+        self._proc.start()
+        child.close()
+
+    def send(self, seg: int, event: tuple[Any, ...]) -> None:
+        self._batch.append((seg, event))
+        if len(self._batch) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._conn.poll():  # the pass ended early: only a failure does that
+            self._raise(self._conn.recv())
+        if self._batch:
+            self._conn.send(self._batch)
+            self._batch = []
+
+    def _raise(self, out: tuple[str, Any, list[str]]) -> None:
+        kind, value, _ = out
+        raise EvalError(value if kind == "error" else f"pass '{self.name}' ended early")
+
+    def result(self, log: Callable[[str], None]) -> _Pass:
+        """Send the rest, wait for the pass to finish; its log lines go to `log`."""
+        self._flush()
+        self._conn.send(None)
+        try:
+            out = self._conn.recv()
+        except EOFError:
+            self._proc.join(10)
+            raise EvalError(
+                f"pass '{self.name}': its process ended without a result "
+                f"(exit code {self._proc.exitcode})"
+            ) from None
+        for m in out[2]:
+            log(m)
+        if out[0] != "ok":
+            self._raise(out)
+        return out[1]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop the pass if it still runs (it sees end of file and closes its co-processor)."""
+        self._conn.close()
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+
+def _pass_main(
+    conn: Any,
+    inherited: Sequence[Any],
+    cfg: EvalConfig,
+    name: str,
+    training: bool,
+    description: str,
+    params: Mapping[str, Mapping[str, ParamValue]],
+    binary: Path | None,
+) -> None:
+    """A pass process: events from `conn` until `None`, then `("ok", _Pass, log lines)` or
+    `("error", message, log lines)` back."""
+    # Ctrl-C reaches the whole process group: the parent stops the passes by closing the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for c in inherited:
+        c.close()
+    lines: list[str] = []
+    done = False
+
+    def events() -> Iterator[tuple[int, tuple[Any, ...]]]:
+        nonlocal done
+        while True:
+            try:
+                batch = conn.recv()
+            except EOFError:
+                raise EvalError("the evaluation stopped") from None
+            if batch is None:
+                done = True
+                return
+            yield from batch
+
+    out: tuple[str, Any, list[str]]
+    try:
+        out = (
+            "ok",
+            _run_pass(cfg, name, training, events(), description, params, lines.append, binary),
+            lines,
+        )
+    except EvalError as exc:
+        out = ("error", str(exc), lines)
+    except Exception as exc:  # reported to the parent, which raises it
+        out = ("error", f"pass '{name}': {type(exc).__name__}: {exc}", lines)
+    try:
+        conn.send(out)
+        while not done:  # drain the events still coming, so the parent never blocks
+            done = conn.recv() is None
+    except (EOFError, OSError):
+        pass
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 class _QuietLog:
@@ -513,7 +680,7 @@ def evaluate(
     try:
         files = resolve_param_files(cfg.param_files)
         params = {n.name: effective_params(n, files, cfg.overrides) for n in NODES}
-        front = _front_end(cfg, params, log)
+        description = stream_config(params["imu_features"]).features.describe()
     except (LaunchError, ConfigError) as exc:
         raise EvalError(str(exc)) from exc
     binary = None
@@ -530,14 +697,44 @@ def evaluate(
             raise EvalError("odt-emu not found and cannot be built (is cargo installed?)")
     plan = ([("before", False)] if cfg.compare_frozen else []) + [("after", True)]
     passes: list[_Pass] = []
-    for name, training in plan:
-        p = _run_pass(cfg, name, training, front, params, log, binary)
-        passes.append(p)
+    # One device cannot run two passes at once; fresh emulators (or the reference) can.
+    if cfg.parallel and cfg.serial_port is None and _can_fork():
+        workers: list[_PassProcess] = []
+        try:
+            for name, training in plan:
+                workers.append(
+                    _PassProcess(cfg, name, training, description, params, binary, workers)
+                )
+
+            def sink(seg: int, e: tuple[Any, ...]) -> None:
+                for w in workers:
+                    w.send(seg, e)
+
+            front = _front_end(cfg, params, log, sink)
+            passes = [w.result(log) for w in workers]
+        except ConfigError as exc:
+            raise EvalError(str(exc)) from exc
+        finally:
+            for w in workers:
+                w.close()
+    else:
+        try:
+            front = _front_end(cfg, params, log)
+        except ConfigError as exc:
+            raise EvalError(str(exc)) from exc
+        for name, training in plan:
+            passes.append(
+                _run_pass(
+                    cfg, name, training, _events(front), front.description, params, log, binary
+                )
+            )
+    for p in passes:
         sent = p.bridge["counters"].get("trained", 0)
         log(
-            f"pass '{name}' (training {'on' if training else 'off'}): {len(p.answers)} windows "
-            f"answered, {sent} labelled windows "
-            f"{'trained' if training else 'predicted only (no training step)'}, {p.wall_s:.2f} s"
+            f"pass '{p.name}' (training {'on' if p.training else 'off'}): "
+            f"{len(p.answers)} windows answered, {sent} labelled windows "
+            f"{'trained' if p.training else 'predicted only (no training step)'}, "
+            f"{p.wall_s:.2f} s"
         )
     classes = list(passes[-1].bridge["class_names"])
     scores = score_passes(front.windows, {p.name: p.answers for p in passes}, classes)
