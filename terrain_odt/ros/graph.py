@@ -528,6 +528,15 @@ ODT_BRIDGE = NodeSpec(
             max=1.0,
         ),
         P(
+            "forget_tolerance",
+            1.0,
+            "a check also rolls back when the model's accuracy on one class of the source "
+            "validation windows fell more than this below that of the model fine-tuning "
+            "started from (forgetting a class; 1 = never)",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
             "validation_source_weight",
             0.8,
             "weight of the source validation windows in the validation score (the rest: "
