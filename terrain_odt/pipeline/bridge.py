@@ -46,7 +46,15 @@ import numpy as np
 from ..link import TOPK_OFF, LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
 from ..model.quantize import lr_to_fixed
 from ..model.sidecar import ModelFileError, ModelFiles, load_model_files
-from .finetune import Guard, Holdout, ReplayPlanner, Stored, class_accuracy, score
+from .finetune import (
+    Guard,
+    Holdout,
+    ReplayPlanner,
+    Stored,
+    class_accuracy,
+    pull_toward,
+    score,
+)
 from .labeling import LabelTimeline
 
 __all__ = [
@@ -96,6 +104,7 @@ class BridgeConfig:
     rollback_tolerance: float = 0.01
     validation_source_weight: float = 0.8
     forget_tolerance: float = 1.0
+    anchor_pull: float = 1.0
     #: Seed of the replay draws (and, offset, of the co-processor's rounding).
     seed: int = 0
 
@@ -118,6 +127,8 @@ class BridgeConfig:
             raise ValueError("rollback_tolerance must be in [0, 1]")
         if not 0.0 <= self.forget_tolerance <= 1.0:
             raise ValueError("forget_tolerance must be in [0, 1]")
+        if not 0.0 <= self.anchor_pull <= 1.0:
+            raise ValueError("anchor_pull must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -241,6 +252,8 @@ class BridgeCore:
         self._best_preds: dict[int, int] = {}
         #: Accuracy per class on the source validation windows at the last scoring.
         self._source_classes: np.ndarray | None = None
+        #: The model fine-tuning started from (`anchor_pull`).
+        self._anchor_blob: bytes | None = None
         self._guard_ready = False
         self._check_requested = False
         self._sync_trained: list[tuple[_Sample, Future[TrainResult]]] = []
@@ -786,6 +799,7 @@ class BridgeCore:
         self._best_preds = {}
         g.best_score = self._score(client, g.frozen, self._best_preds)
         g.anchor = self._source_classes if self._source_val else None
+        self._anchor_blob = g.best_blob
         g.since_check = 0
         self._check_requested = False
         self._guard_ready = True
@@ -803,6 +817,14 @@ class BridgeCore:
             g.accepted += 1
             g.best_blob = client.download_model()
             self._best_preds = cur_preds
+            if self.cfg.anchor_pull < 1.0 and self._anchor_blob is not None:
+                # Keep only part of the change since the start: fine-tuning stays near the
+                # model that knew the other ground (WiSE-FT, as a pull at every check).
+                g.best_blob = pull_toward(self._anchor_blob, g.best_blob, self.cfg.anchor_pull)
+                client.upload_model(g.best_blob)
+                self._send_params(client)
+                self._configured_session = client.session
+                self._best_preds = {}
         else:
             g.rollbacks += 1
             assert g.best_blob is not None

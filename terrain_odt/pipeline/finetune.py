@@ -42,6 +42,7 @@ __all__ = [
     "Stored",
     "class_accuracy",
     "load_source_windows",
+    "pull_toward",
     "save_source_windows",
     "score",
 ]
@@ -296,6 +297,28 @@ def score(
         return parts[0][1]
     w = sum(p[0] for p in parts)
     return sum(a * b for a, b in parts) / w if w > 0 else float(np.mean([b for _, b in parts]))
+
+
+def pull_toward(anchor: bytes, current: bytes, keep: float) -> bytes:
+    """The blob `current` with each weight and bias moved back toward `anchor`'s: `anchor +
+    round(keep × (current − anchor))` (integers, round half to even); the rest is `current`'s.
+
+    Both must be the same architecture with the same quantization (a fine-tuned model and the
+    model it started from). Raises `BlobError`/`ValueError` otherwise."""
+    from ..model.blob import decode_blob, encode_blob
+
+    a, c = decode_blob(anchor), decode_blob(current)
+    if a.layers != c.layers or (a.input_len, a.output_len) != (c.input_len, c.output_len):
+        raise ValueError("the blobs are not the same architecture")
+    for sa, sc in zip(a.params, c.params, strict=True):
+        if sa is None or sc is None:
+            continue
+        for name, lo, hi in (("weights", -128, 127), ("bias", -(2**31), 2**31 - 1)):
+            va = getattr(sa, name).astype(np.int64)
+            vc = getattr(sc, name).astype(np.int64)
+            v = va + np.rint(keep * (vc - va)).astype(np.int64)
+            setattr(sc, name, np.clip(v, lo, hi).astype(getattr(sc, name).dtype))
+    return encode_blob(c)
 
 
 def class_accuracy(pred: Sequence[int], y: Sequence[int], n_classes: int) -> np.ndarray:

@@ -537,6 +537,15 @@ ODT_BRIDGE = NodeSpec(
             max=1.0,
         ),
         P(
+            "anchor_pull",
+            1.0,
+            "share of the change since fine-tuning started that an accepted check keeps: "
+            "weights and biases are moved back toward the starting model by the rest "
+            "(1 = keep all)",
+            min=0.0,
+            max=1.0,
+        ),
+        P(
             "validation_source_weight",
             0.8,
             "weight of the source validation windows in the validation score (the rest: "
