@@ -46,15 +46,7 @@ import numpy as np
 from ..link import TOPK_OFF, LinkError, LinkTimeout, OdtClient, SetParams, Stats, TrainResult
 from ..model.quantize import lr_to_fixed
 from ..model.sidecar import ModelFileError, ModelFiles, load_model_files
-from .finetune import (
-    Guard,
-    Holdout,
-    ReplayPlanner,
-    Stored,
-    class_accuracy,
-    pull_toward,
-    score,
-)
+from .finetune import Guard, Holdout, ReplayPlanner, Stored, score
 from .labeling import LabelTimeline
 
 __all__ = [
@@ -103,8 +95,6 @@ class BridgeConfig:
     checkpoint_every: int = 20
     rollback_tolerance: float = 0.01
     validation_source_weight: float = 0.8
-    forget_tolerance: float = 1.0
-    anchor_pull: float = 1.0
     #: Seed of the replay draws (and, offset, of the co-processor's rounding).
     seed: int = 0
 
@@ -125,10 +115,6 @@ class BridgeConfig:
             raise ValueError("validation_source_weight must be in [0, 1]")
         if not 0.0 <= self.rollback_tolerance <= 1.0:
             raise ValueError("rollback_tolerance must be in [0, 1]")
-        if not 0.0 <= self.forget_tolerance <= 1.0:
-            raise ValueError("forget_tolerance must be in [0, 1]")
-        if not 0.0 <= self.anchor_pull <= 1.0:
-            raise ValueError("anchor_pull must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -238,10 +224,7 @@ class BridgeCore:
         )
         self.holdout = Holdout(n_classes, cfg.validation_share, cfg.validation_block, seed=cfg.seed)
         self.guard = Guard(
-            cfg.checkpoint_every,
-            cfg.rollback_tolerance,
-            cfg.validation_source_weight,
-            forget_tolerance=cfg.forget_tolerance,
+            cfg.checkpoint_every, cfg.rollback_tolerance, cfg.validation_source_weight
         )
         self._source_val = (
             [Stored(q, int(y)) for q, y in zip(source.val_x, source.val_y, strict=True)]
@@ -250,10 +233,6 @@ class BridgeCore:
         )
         #: Predictions of the accepted model per validation window (keyed by `Stored.uid`).
         self._best_preds: dict[int, int] = {}
-        #: Accuracy per class on the source validation windows at the last scoring.
-        self._source_classes: np.ndarray | None = None
-        #: The model fine-tuning started from (`anchor_pull`).
-        self._anchor_blob: bytes | None = None
         self._guard_ready = False
         self._check_requested = False
         self._sync_trained: list[tuple[_Sample, Future[TrainResult]]] = []
@@ -576,7 +555,6 @@ class BridgeCore:
             "checks": g.checks,
             "accepted": g.accepted,
             "rollbacks": g.rollbacks,
-            "forgetting_rollbacks": g.forgetting_rollbacks,
             "validation_score": g.last_score,
             "accepted_score": g.best_score,
             "validation_windows": self.holdout.held,
@@ -778,9 +756,6 @@ class BridgeCore:
                 cache[key] = p
             preds.append(p)
         n = len(robot)
-        self._source_classes = class_accuracy(
-            preds[n:], [w.label for w in self._source_val], len(self.model.class_names)
-        )
         return score(
             preds[:n],
             [w.label for w in robot],
@@ -798,8 +773,6 @@ class BridgeCore:
         g.frozen = self.holdout.snapshot()
         self._best_preds = {}
         g.best_score = self._score(client, g.frozen, self._best_preds)
-        g.anchor = self._source_classes if self._source_val else None
-        self._anchor_blob = g.best_blob
         g.since_check = 0
         self._check_requested = False
         self._guard_ready = True
@@ -813,33 +786,17 @@ class BridgeCore:
         self._check_requested = False
         cur_preds: dict[int, int] = {}
         current = self._score(client, g.frozen, cur_preds)
-        if g.judge(current, self._source_classes):
+        if g.judge(current):
             g.accepted += 1
             g.best_blob = client.download_model()
             self._best_preds = cur_preds
-            if self.cfg.anchor_pull < 1.0 and self._anchor_blob is not None:
-                # Keep only part of the change since the start: fine-tuning stays near the
-                # model that knew the other ground (WiSE-FT, as a pull at every check).
-                g.best_blob = pull_toward(self._anchor_blob, g.best_blob, self.cfg.anchor_pull)
-                client.upload_model(g.best_blob)
-                self._send_params(client)
-                self._configured_session = client.session
-                self._best_preds = {}
         else:
             g.rollbacks += 1
             assert g.best_blob is not None
-            if g.forgotten is not None:
-                k, lost = g.forgotten
-                self.log.warning(
-                    f"fine-tuning rolled back: class {self.model.class_names[k]} lost "
-                    f"{lost:.3f} of its accuracy on the source validation windows (more than "
-                    f"forget_tolerance {g.forget_tolerance}; rollback {g.rollbacks})"
-                )
-            else:
-                self.log.warning(
-                    f"fine-tuning rolled back: validation score {current:.3f} < accepted "
-                    f"{g.best_score:.3f} - {g.tolerance} (rollback {g.rollbacks})"
-                )
+            self.log.warning(
+                f"fine-tuning rolled back: validation score {current:.3f} < accepted "
+                f"{g.best_score:.3f} - {g.tolerance} (rollback {g.rollbacks})"
+            )
             client.upload_model(g.best_blob)
             self._send_params(client)
             self._configured_session = client.session

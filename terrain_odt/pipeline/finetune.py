@@ -40,9 +40,7 @@ __all__ = [
     "SourceWindows",
     "SourceWindowsError",
     "Stored",
-    "class_accuracy",
     "load_source_windows",
-    "pull_toward",
     "save_source_windows",
     "score",
 ]
@@ -299,39 +297,6 @@ def score(
     return sum(a * b for a, b in parts) / w if w > 0 else float(np.mean([b for _, b in parts]))
 
 
-def pull_toward(anchor: bytes, current: bytes, keep: float) -> bytes:
-    """The blob `current` with each weight and bias moved back toward `anchor`'s: `anchor +
-    round(keep × (current − anchor))` (integers, round half to even); the rest is `current`'s.
-
-    Both must be the same architecture with the same quantization (a fine-tuned model and the
-    model it started from). Raises `BlobError`/`ValueError` otherwise."""
-    from ..model.blob import decode_blob, encode_blob
-
-    a, c = decode_blob(anchor), decode_blob(current)
-    if a.layers != c.layers or (a.input_len, a.output_len) != (c.input_len, c.output_len):
-        raise ValueError("the blobs are not the same architecture")
-    for sa, sc in zip(a.params, c.params, strict=True):
-        if sa is None or sc is None:
-            continue
-        for name, lo, hi in (("weights", -128, 127), ("bias", -(2**31), 2**31 - 1)):
-            va = getattr(sa, name).astype(np.int64)
-            vc = getattr(sc, name).astype(np.int64)
-            v = va + np.rint(keep * (vc - va)).astype(np.int64)
-            setattr(sc, name, np.clip(v, lo, hi).astype(getattr(sc, name).dtype))
-    return encode_blob(c)
-
-
-def class_accuracy(pred: Sequence[int], y: Sequence[int], n_classes: int) -> np.ndarray:
-    """Accuracy per class `0 .. n_classes - 1` (NaN for a class with no window)."""
-    p, t = np.asarray(pred, dtype=np.int64), np.asarray(y, dtype=np.int64)
-    out = np.full(n_classes, np.nan)
-    for k in range(n_classes):
-        m = t == k
-        if m.any():
-            out[k] = float(np.mean(p[m] == k))
-    return out
-
-
 @dataclass
 class Guard:
     """Accept/rollback bookkeeping (the check itself talks to the co-processor, in the bridge).
@@ -353,28 +318,12 @@ class Guard:
     last_score: float | None = None
     #: The last check rolled back (the training since the check before made things worse).
     last_rolled_back: bool = False
-    #: A check also rolls back when the model's accuracy on a class of the source validation
-    #: windows fell more than this below the `anchor`'s (1.0: never). The score alone is
-    #: compared with the last accepted model, so small losses could add up check after check,
-    #: a whole class at a time; the anchor does not move.
-    forget_tolerance: float = 1.0
-    #: Per-class accuracy on the source validation windows of the model the guard started
-    #: from (the pretrained model, or the one last saved).
-    anchor: np.ndarray | None = None
-    #: Rollbacks for a forgotten class (part of `rollbacks`).
-    forgetting_rollbacks: int = 0
-    #: (class, accuracy lost) of the last check that rolled back for forgetting, else None.
-    forgotten: tuple[int, float] | None = None
 
     def due(self) -> bool:
         return self.every > 0 and self.since_check >= self.every
 
-    def judge(self, current: float | None, source_classes: np.ndarray | None = None) -> bool:
-        """True: keep the current model (accept); False: roll back to the accepted one.
-
-        `source_classes`: the current model's accuracy per class on the source validation
-        windows (NaN: no window of that class); with an `anchor` it also rolls back when a
-        class fell more than `forget_tolerance` below the anchor's accuracy on it."""
+    def judge(self, current: float | None) -> bool:
+        """True: keep the current model (accept); False: roll back to the accepted one."""
         self.checks += 1
         self.since_check = 0
         self.last_score = current
@@ -383,18 +332,5 @@ class Guard:
             or self.best_score is None
             or current >= self.best_score - self.tolerance
         )
-        self.forgotten = None
-        if (
-            ok
-            and self.forget_tolerance < 1.0
-            and self.anchor is not None
-            and source_classes is not None
-        ):
-            drop = self.anchor - source_classes
-            worst = int(np.nanargmax(drop)) if np.isfinite(drop).any() else -1
-            if worst >= 0 and drop[worst] > self.forget_tolerance:
-                self.forgotten = (worst, float(drop[worst]))
-                self.forgetting_rollbacks += 1
-                ok = False
         self.last_rolled_back = not ok
         return ok

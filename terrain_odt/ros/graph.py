@@ -528,24 +528,6 @@ ODT_BRIDGE = NodeSpec(
             max=1.0,
         ),
         P(
-            "forget_tolerance",
-            1.0,
-            "a check also rolls back when the model's accuracy on one class of the source "
-            "validation windows fell more than this below that of the model fine-tuning "
-            "started from (forgetting a class; 1 = never)",
-            min=0.0,
-            max=1.0,
-        ),
-        P(
-            "anchor_pull",
-            1.0,
-            "share of the change since fine-tuning started that an accepted check keeps: "
-            "weights and biases are moved back toward the starting model by the rest "
-            "(1 = keep all)",
-            min=0.0,
-            max=1.0,
-        ),
-        P(
             "validation_source_weight",
             0.8,
             "weight of the source validation windows in the validation score (the rest: "
