@@ -126,6 +126,18 @@ def test_own_outputs_do_not_count_as_dirty(repo: Path) -> None:
     assert "git_diff" not in rec
 
 
+def test_other_results_do_not_count_as_dirty(repo: Path) -> None:
+    # `make eval-laps` writes laps.json, then runs the next study into another file.
+    (repo / "bench" / "results" / "old.json").write_text('{"a": 2}\n')
+    (repo / "bench" / "results" / "new.json").write_text("{}\n")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "RESULTS.md").write_text("# results\n")
+    rec = provenance.record(
+        repo, outputs=[repo / "bench" / "results" / "x.json"], allow_dirty=False
+    )
+    assert "git_diff" not in rec
+
+
 def test_allow_dirty_records_the_diff(repo: Path) -> None:
     (repo / "src.py").write_text("x = 2\n")
     (repo / "new.py").write_text("y = 1\n")

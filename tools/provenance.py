@@ -4,7 +4,8 @@ Every script that writes recorded results (`bench/results/*.json`, `docs/*.md`) 
 `record()` before it starts working:
 
 * clean tree: returns `{"git": "<short HEAD>"}`;
-* dirty tree (modified, staged or untracked files, other than the script's own outputs): exits
+* dirty tree (modified, staged or untracked files, other than recorded results: the script's
+  own outputs, `bench/results/`, `docs/RESULTS.md`): exits
   with a message naming the changes, unless the script was given `--allow-dirty`; then it returns
   `{"git": "<short HEAD>-dirty", "git_diff": {"sha256", "stat", "untracked"}}` so that the result
   file says exactly which uncommitted changes produced it.
@@ -39,6 +40,11 @@ def _rel(root: Path, p: Path) -> str | None:
         return None
 
 
+#: Recorded results of every script: products of runs, never inputs of one, so changes to them
+#: (a make target that writes several, one after the other) do not make the tree dirty.
+RESULTS = ("bench/results/", "docs/RESULTS.md")
+
+
 def _excluded(path: str, outputs: Sequence[str]) -> bool:
     return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outputs)
 
@@ -56,7 +62,7 @@ def record(root: Path, outputs: Sequence[Path], allow_dirty: bool) -> dict[str, 
     own = [r for r in (_rel(root, Path(o)) for o in outputs) if r is not None]
     status = _git(root, "status", "--porcelain", "--untracked-files=all").splitlines()
     changed = [ln[3:].split(" -> ")[-1].strip('"') for ln in status if ln.strip()]
-    changed = [p for p in changed if not _excluded(p, own)]
+    changed = [p for p in changed if not _excluded(p, [*own, *RESULTS])]
     if not changed:
         return {"git": rev}
     recorded = [r for r in own if not r.startswith("build/")]
