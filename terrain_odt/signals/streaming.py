@@ -172,9 +172,13 @@ class FeatureStream:
         out = self.decimator.push(t, x)
         if out is None:
             return []
-        events = self.buffer.push(*out)
+        events = self.buffer.push_floats(*out)
         if not self.cfg.features.wheels:
             return events
+        if not events and not self._pending:
+            # Nothing waits for wheel samples (most IMU samples): the trimming of old wheel
+            # samples can wait for the next window, it keeps only what no window needs.
+            return []
         self._pending += events
         return self._release(t)
 
