@@ -290,3 +290,24 @@ def test_all_nan_stream_never_emits_features():
     t2, x2 = imu(400, seed=11, t0=t[-1] + 0.01)
     ev = run(s, t2, x2)
     assert len(accepted(ev)) == (400 - N_WIN) // HOP + 1
+
+
+def test_sample_checks_agree_with_the_batch_path_at_the_edges():
+    """The per-sample fast path (finite sum, min/max in range) decides like the batch screen:
+    +inf and -inf in one sample (sum NaN), values at and past the limit, a sum that overflows
+    although every value is finite (kept when the limit allows it)."""
+    t, x = imu(1200, seed=9)
+    t, x = t.copy(), x.copy()
+    x[100, 1], x[100, 2] = math.inf, -math.inf
+    x[300, 0] = 1e4  # at max_abs_value: kept
+    x[500, 3] = -1e4 - 1e-9  # just past it
+    x[700] = 1e4
+    s = FeatureStream()
+    events = run(s, t, x)
+    assert s.dropped_samples == {Reject.NONFINITE: 1, Reject.OUT_OF_RANGE: 1}
+    assert_same_as_batch(events, t, x)
+    wide = StreamConfig(features=FeatureConfig(max_abs_value=math.inf))
+    x[900] = 1.7e308  # finite, but six of them sum to inf
+    s = FeatureStream(wide)
+    run(s, t, x)
+    assert s.dropped_samples == {Reject.NONFINITE: 1}  # only the +inf/-inf sample
