@@ -75,22 +75,10 @@ pub fn forward_packed<const N: usize, const OUT: usize>(
         return;
     };
     let (pairs, tail) = buf.split_at_mut(2 * groups);
-    let (xq, xr) = x.as_chunks::<4>();
-    // `as_chunks` (fixed-size arrays) rather than `chunks_exact`: zipping the latter keeps a
-    // division by the chunk size, i.e. a divide-by-zero panic path, in the firmware.
-    // (x[4k], x[4k+2]) and (x[4k+1], x[4k+3]) sign-extended (SXTB16), minus z_x per lane
-    // (SSUB16): |x − z_x| ≤ 255 fits a lane.
-    let zz = dsp::pkhbt(zx as u32, zx as u32);
-    for ([p0, p1], x4) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
-        let v = word(x4);
-        *p0 = dsp::ssub16(dsp::sxtb16(v), zz) as i32;
-        *p1 = dsp::ssub16(dsp::sxtb16_ror8(v), zz) as i32;
-    }
-    for (t, &v) in tail.iter_mut().zip(xr) {
-        *t = v as i32 - zx;
-    }
+    crate::dense_asm::pack_input::<N>(x, zx, pairs, tail);
+    let packed = &*buf;
+    let (pairs, tail) = packed.split_at(2 * groups);
     let pairs = pairs.as_chunks::<2>().0;
-    let tail = &*tail;
     let mut sat = 0u32;
     let mut c = 0;
     while c + ROWS <= OUT {
@@ -100,10 +88,12 @@ pub fn forward_packed<const N: usize, const OUT: usize>(
         let Some(out) = y.get_mut(c..c + ROWS) else {
             break;
         };
-        let s = rows4_packed::<N>(blk, pairs, tail);
-        for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
-            *o = finish_output(v, q, c + k, relu, &mut sat);
-        }
+        // Unrolled on Armv7E-M (the pairs and the tail are contiguous in `buf`).
+        let s = match crate::dense_asm::sums4::<N>(blk, packed) {
+            Some(s) => s,
+            None => rows4_packed::<N>(blk, pairs, tail),
+        };
+        finish_rows(s, q, c, relu, out, &mut sat);
         c += ROWS;
     }
     while c < OUT {
@@ -117,6 +107,32 @@ pub fn forward_packed<const N: usize, const OUT: usize>(
         c += 1;
     }
     ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+}
+
+/// Outputs `c ..` of a block of rows from their sums: four at once by
+/// [`crate::dense_asm::finish4`] where it applies, else [`finish_output`] per output.
+#[inline(always)]
+fn finish_rows<const OUT: usize, const R: usize>(
+    s: [i32; R],
+    q: &ChannelParams<OUT>,
+    c: usize,
+    relu: bool,
+    out: &mut [i8],
+    sat: &mut u32,
+) {
+    if let (Ok(s4), Ok(o4)) = (
+        <[i32; 4]>::try_from(&s[..]),
+        <&mut [i8; 4]>::try_from(&mut *out),
+    ) {
+        if let Some((word, n)) = crate::dense_asm::finish4(s4, q, c, relu) {
+            *o4 = word.to_le_bytes().map(|b| b as i8);
+            *sat += n;
+            return;
+        }
+    }
+    for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+        *o = finish_output(v, q, c + k, relu, sat);
+    }
 }
 
 /// `Σ w·xc` of four consecutive rows of length `N` (packed input, see [`forward_packed`]).
