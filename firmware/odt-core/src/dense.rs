@@ -81,19 +81,33 @@ pub fn forward_packed<const N: usize, const OUT: usize>(
     let pairs = pairs.as_chunks::<2>().0;
     let mut sat = 0u32;
     let mut c = 0;
-    while c + ROWS <= OUT {
-        let Some(blk) = w.get(c * n..(c + ROWS) * n) else {
-            break;
-        };
-        let Some(out) = y.get_mut(c..c + ROWS) else {
-            break;
-        };
+    let fin = crate::dense_asm::Finish::new(q, relu);
+    // Blocks of four rows with their channel parameters, by iterators (pointer increments).
+    let blocks = w
+        .chunks_exact((ROWS * n).max(1))
+        .zip(y.chunks_exact_mut(ROWS))
+        .zip(q.bias.as_chunks::<ROWS>().0)
+        .zip(q.m.as_chunks::<ROWS>().0)
+        .zip(q.s.as_chunks::<ROWS>().0);
+    for ((((blk, out), b4), m4), s4) in blocks {
         // Unrolled on Armv7E-M (the pairs and the tail are contiguous in `buf`).
         let s = match crate::dense_asm::sums4::<N>(blk, packed) {
             Some(s) => s,
             None => rows4_packed::<N>(blk, pairs, tail),
         };
-        finish_rows(s, q, c, relu, out, &mut sat);
+        match fin.four(s, b4, m4, s4) {
+            Some((word, k)) => {
+                for (o, b) in out.iter_mut().zip(word.to_le_bytes()) {
+                    *o = b as i8;
+                }
+                sat += k;
+            }
+            None => {
+                for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+                    *o = finish_output(v, q, c + k, relu, &mut sat);
+                }
+            }
+        }
         c += ROWS;
     }
     while c < OUT {
@@ -107,32 +121,6 @@ pub fn forward_packed<const N: usize, const OUT: usize>(
         c += 1;
     }
     ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
-}
-
-/// Outputs `c ..` of a block of rows from their sums: four at once by
-/// [`crate::dense_asm::finish4`] where it applies, else [`finish_output`] per output.
-#[inline(always)]
-fn finish_rows<const OUT: usize, const R: usize>(
-    s: [i32; R],
-    q: &ChannelParams<OUT>,
-    c: usize,
-    relu: bool,
-    out: &mut [i8],
-    sat: &mut u32,
-) {
-    if let (Ok(s4), Ok(o4)) = (
-        <[i32; 4]>::try_from(&s[..]),
-        <&mut [i8; 4]>::try_from(&mut *out),
-    ) {
-        if let Some((word, n)) = crate::dense_asm::finish4(s4, q, c, relu) {
-            *o4 = word.to_le_bytes().map(|b| b as i8);
-            *sat += n;
-            return;
-        }
-    }
-    for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
-        *o = finish_output(v, q, c + k, relu, sat);
-    }
 }
 
 /// `Σ w·xc` of four consecutive rows of length `N` (packed input, see [`forward_packed`]).
@@ -556,6 +544,10 @@ pub fn forward_packed_n<const OUT: usize>(
     ctr: &mut Counters,
     scratch: &mut [i32],
 ) {
+    // Armv7E-M: blocks of four rows, sums and outputs in assembly.
+    if PACKED && crate::dense_asm::forward_packed_n4(n, rows, w, q, relu, x, y, ctr, scratch) {
+        return;
+    }
     let groups = n / 4;
     let zx = q.z_x as i32;
     let (Some(x), Some(buf)) = (x.get(..n), scratch.get_mut(..n - 2 * groups)) else {

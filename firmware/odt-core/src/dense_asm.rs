@@ -6,7 +6,7 @@
 //! * [`sums4`]: `Σ w·xc` of four rows, unrolled over the fan-in with no loop counter: per two
 //!   column groups one `LDM` of four pair words, then per row and group one `LDR`, two
 //!   `SXTB16`, two `SMLAD` (41 instructions per 32 multiply-accumulates).
-//! * [`finish4`]: requantization, zero point, clamp, ReLU and saturation count of four outputs
+//! * [`Finish::four`]: requantization, zero point, clamp, ReLU and saturation count of four outputs
 //!   (docs §2) in about 14 instructions each, for requant exponents `s ∈ [−31, −2]` (the
 //!   one-word path of [`crate::fixed::requant`]); otherwise the caller runs
 //!   [`crate::kernels::finish_output`]. Bit for bit the same outputs and counts.
@@ -31,7 +31,7 @@ pub const UNROLL_MAX_N: usize = 128;
     allow(dead_code)
 )]
 pub const fn unrolled(n: usize) -> bool {
-    cfg!(all(target_arch = "arm", target_feature = "dsp")) && n >= 4 && n <= UNROLL_MAX_N
+    cfg!(all(target_arch = "arm", target_feature = "dsp")) && n >= 8 && n <= UNROLL_MAX_N
 }
 
 /// The packed centred input of [`crate::dense::forward_packed`]: `pairs` gets
@@ -98,40 +98,43 @@ pub fn pack_input<const N: usize>(x: &[i8], zx: i32, pairs: &mut [i32], tail: &m
 /// is the same code).
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 macro_rules! group4u {
+    (first $p0:literal, $p1:literal) => {
+        group4u!(@ $p0, $p1, concat!("smuad {s1}, {t}, ", $p0, "\n"),
+            concat!("smuad {s2}, {t}, ", $p0, "\n"), concat!("smuad {s3}, {t}, ", $p0, "\n"),
+            concat!("smuad {s0}, {t}, ", $p0, "\n"))
+    };
     ($p0:literal, $p1:literal) => {
+        group4u!(@ $p0, $p1, concat!("smlad {s1}, {t}, ", $p0, ", {s1}\n"),
+            concat!("smlad {s2}, {t}, ", $p0, ", {s2}\n"),
+            concat!("smlad {s3}, {t}, ", $p0, ", {s3}\n"),
+            concat!("smlad {s0}, {t}, ", $p0, ", {s0}\n"))
+    };
+    (@ $p0:literal, $p1:literal, $f1:expr, $f2:expr, $f3:expr, $f0:expr) => {
         concat!(
             "ldr {a}, [{w}, #{n1}]\n",
             "sxtb16 {t}, {a}\n",
-            "smlad {s1}, {t}, ",
-            $p0,
-            ", {s1}\n",
+            $f1,
             "sxtb16 {a}, {a}, ror #8\n",
             "smlad {s1}, {a}, ",
             $p1,
             ", {s1}\n",
             "ldr {a}, [{w}, #{n2}]\n",
             "sxtb16 {t}, {a}\n",
-            "smlad {s2}, {t}, ",
-            $p0,
-            ", {s2}\n",
+            $f2,
             "sxtb16 {a}, {a}, ror #8\n",
             "smlad {s2}, {a}, ",
             $p1,
             ", {s2}\n",
             "ldr {a}, [{w}, #{n3}]\n",
             "sxtb16 {t}, {a}\n",
-            "smlad {s3}, {t}, ",
-            $p0,
-            ", {s3}\n",
+            $f3,
             "sxtb16 {a}, {a}, ror #8\n",
             "smlad {s3}, {a}, ",
             $p1,
             ", {s3}\n",
             "ldr {a}, [{w}], #4\n",
             "sxtb16 {t}, {a}\n",
-            "smlad {s0}, {t}, ",
-            $p0,
-            ", {s0}\n",
+            $f0,
             "sxtb16 {a}, {a}, ror #8\n",
             "smlad {s0}, {a}, ",
             $p1,
@@ -147,13 +150,17 @@ macro_rules! group4u {
 pub fn sums4<const N: usize>(blk: &[i8], packed: &[i32]) -> Option<[i32; 4]> {
     #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
     if unrolled(N) && blk.len() >= 4 * N && packed.len() >= 2 * (N / 4) + N % 4 {
-        let [mut s0, mut s1, mut s2, mut s3] = [0i32; 4];
+        let (s0, s1, s2, s3): (i32, i32, i32, i32);
         // SAFETY: row r's bytes `blk[r·N .. r·N + N]` (r ≤ 3, 4N ≤ len, checked) are read as
         // `N/4` words then `N mod 4` bytes (`3N + N ≤ 4095` fits the `LDR` offsets as
         // N ≤ UNROLL_MAX_N); `packed[..2·(N/4) + N mod 4]` (checked) is read in order, by
         // `LDM`/`LDRD` (word aligned `i32`). Unaligned `LDR` is allowed on Armv7-M. Read only.
         unsafe {
             core::arch::asm!(
+                // The first two groups start the sums (`SMUAD`, no zeroing), N ≥ 8.
+                "ldm {x}!, {{r0, r1, r2, r3}}",
+                group4u!(first "r0", "r1"),
+                group4u!("r2", "r3"),
                 ".rept {g2}",
                 "ldm {x}!, {{r0, r1, r2, r3}}",
                 group4u!("r0", "r1"),
@@ -176,17 +183,17 @@ pub fn sums4<const N: usize>(blk: &[i8], packed: &[i32]) -> Option<[i32; 4]> {
                 ".endr",
                 w = inout(reg) blk.as_ptr() => _,
                 x = inout(reg) packed.as_ptr() => _,
-                s0 = inout(reg) s0,
-                s1 = inout(reg) s1,
-                s2 = inout(reg) s2,
-                s3 = inout(reg) s3,
+                s0 = out(reg) s0,
+                s1 = out(reg) s1,
+                s2 = out(reg) s2,
+                s3 = out(reg) s3,
                 a = out(reg) _,
                 t = out(reg) _,
                 out("r0") _,
                 out("r1") _,
                 out("r2") _,
                 out("r3") _,
-                g2 = const N / 8,
+                g2 = const N / 8 - 1,
                 g1 = const (N / 4) % 2,
                 tl = const N % 4,
                 n1 = const N,
@@ -268,135 +275,362 @@ macro_rules! fin {
     };
 }
 
-/// Outputs `c .. c + 4` from their sums `s` (docs §2): the four int8 outputs as one
-/// little-endian word and the number of saturations, or `None` when a requant exponent is
-/// outside `[−31, −2]`, the channels do not exist, or the target has no DSP extension (the
-/// caller then runs [`crate::kernels::finish_output`] per output).
-#[inline(always)]
-pub fn finish4<const OUT: usize>(
-    s: [i32; 4],
-    q: &ChannelParams<OUT>,
-    c: usize,
+/// The layer constants of [`Finish::four`].
+#[derive(Clone, Copy)]
+#[cfg_attr(
+    not(all(target_arch = "arm", target_feature = "dsp")),
+    allow(dead_code)
+)]
+pub struct Finish {
+    zy: i32,
+    zy4: u32,
     relu: bool,
-) -> Option<(u32, u32)> {
-    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
-    {
-        let (Some(bias), Some(m), Some(sh)) = (
-            q.bias.get(c..c + 4),
-            q.m.get(c..c + 4),
-            q.s.get(c..c + 4).and_then(|v| v.first_chunk::<4>()),
-        ) else {
-            return None;
-        };
-        let kw = u32::from_le_bytes([sh[0] as u8, sh[1] as u8, sh[2] as u8, sh[3] as u8]);
-        let zy = q.z_y as i32;
-        let [mut s0, s1, s2, s3] = s;
-        // 8 (more than four outputs) tells that the assembly left the outputs to the caller.
-        let mut ns = 8u32;
-        // SAFETY (both blocks): reads `bias[c..c + 4]` and `m[c..c + 4]` (word aligned, in
-        // bounds, checked above); registers otherwise. Why each step equals the definition:
-        // see `finish4_mirror`.
-        if relu {
-            let zy4 = (q.z_y as u8 as u32) * 0x0101_0101;
-            unsafe {
-                core::arch::asm!(
-                    // k = 254 − s per byte (ASR amounts for t = 31 − s: k = t − 33); every
-                    // k ≤ 29 or leave it to the caller.
-                    "mov {t}, #0xFEFEFEFE",
-                    "usub8 {kw}, {t}, {kw}",
-                    "mov {t}, #0x1D1D1D1D",
-                    "uqsub8 {t}, {kw}, {t}",
-                    "cmp {t}, #0",
-                    "bne 9f",
-                    fin!("{s0}", "0", "{kw}", "", "lsr {ns}, {lo}, #31"),
-                    fin!("{s1}", "4", "{t}", "lsr {t}, {kw}, #8", "add {ns}, {ns}, {lo}, lsr #31"),
-                    fin!("{s2}", "8", "{t}", "lsr {t}, {kw}, #16", "add {ns}, {ns}, {lo}, lsr #31"),
-                    fin!("{s3}", "12", "{t}", "lsr {t}, {kw}, #24", "add {ns}, {ns}, {lo}, lsr #31"),
-                    "bfi {s0}, {s1}, #8, #8",
-                    "bfi {s0}, {s2}, #16, #8",
-                    "bfi {s0}, {s3}, #24, #8",
-                    // ReLU: max(y, z_y) per byte.
-                    "ssub8 {t}, {s0}, {zy4}",
-                    "sel {s0}, {s0}, {zy4}",
-                    "9:",
-                    s0 = inout(reg) s0,
-                    s1 = inout(reg) s1 => _,
-                    s2 = inout(reg) s2 => _,
-                    s3 = inout(reg) s3 => _,
-                    kw = inout(reg) kw => _,
-                    ns = inout(reg) ns,
-                    pb = in(reg) bias.as_ptr(),
-                    pm = in(reg) m.as_ptr(),
-                    zy = in(reg) zy,
-                    zy4 = in(reg) zy4,
-                    t = out(reg) _,
-                    lo = out(reg) _,
-                    options(pure, readonly, nostack)
-                );
-            }
-        } else {
-            unsafe {
-                core::arch::asm!(
-                    "mov {t}, #0xFEFEFEFE",
-                    "usub8 {kw}, {t}, {kw}",
-                    "mov {t}, #0x1D1D1D1D",
-                    "uqsub8 {t}, {kw}, {t}",
-                    "cmp {t}, #0",
-                    "bne 9f",
-                    fin_v!("{s0}", "0", "{kw}", ""),
-                    // Not saturated iff v = clamp(v): count those (CLZ(0) = 32).
-                    "ssat {t}, #8, {s0}",
-                    "sub {lo}, {s0}, {t}",
-                    "clz {lo}, {lo}",
-                    "lsr {ns}, {lo}, #5",
-                    "mov {s0}, {t}",
-                    fin_v!("{s1}", "4", "{t}", "lsr {t}, {kw}, #8"),
-                    "ssat {t}, #8, {s1}",
-                    "sub {lo}, {s1}, {t}",
-                    "clz {lo}, {lo}",
-                    "add {ns}, {ns}, {lo}, lsr #5",
-                    "bfi {s0}, {t}, #8, #8",
-                    fin_v!("{s2}", "8", "{t}", "lsr {t}, {kw}, #16"),
-                    "ssat {t}, #8, {s2}",
-                    "sub {lo}, {s2}, {t}",
-                    "clz {lo}, {lo}",
-                    "add {ns}, {ns}, {lo}, lsr #5",
-                    "bfi {s0}, {t}, #16, #8",
-                    fin_v!("{s3}", "12", "{t}", "lsr {t}, {kw}, #24"),
-                    "ssat {t}, #8, {s3}",
-                    "sub {lo}, {s3}, {t}",
-                    "clz {lo}, {lo}",
-                    "add {ns}, {ns}, {lo}, lsr #5",
-                    "bfi {s0}, {t}, #24, #8",
-                    "9:",
-                    s0 = inout(reg) s0,
-                    s1 = inout(reg) s1 => _,
-                    s2 = inout(reg) s2 => _,
-                    s3 = inout(reg) s3 => _,
-                    kw = inout(reg) kw => _,
-                    ns = inout(reg) ns,
-                    pb = in(reg) bias.as_ptr(),
-                    pm = in(reg) m.as_ptr(),
-                    zy = in(reg) zy,
-                    t = out(reg) _,
-                    lo = out(reg) _,
-                    options(pure, readonly, nostack)
-                );
-            }
+}
+
+impl Finish {
+    /// For a layer with parameters `q`.
+    #[inline(always)]
+    pub fn new<const OUT: usize>(q: &ChannelParams<OUT>, relu: bool) -> Self {
+        Self {
+            zy: q.z_y as i32,
+            zy4: (q.z_y as u8 as u32) * 0x0101_0101,
+            relu,
         }
-        if ns > 4 {
-            return None;
-        }
-        Some((s0 as u32, 4 - ns))
     }
-    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
-    {
-        let _ = (s, q, c, relu);
-        None
+
+    /// Four outputs from their sums `s` and their channels' biases `b`, multipliers `m` and
+    /// exponents `e` (docs §2): the int8 outputs as one little-endian word and the number of
+    /// saturations, or `None` when an exponent is outside `[−31, −2]` or the target has no DSP
+    /// extension (the caller then runs [`crate::kernels::finish_output`] per output).
+    #[inline(always)]
+    pub fn four(self, s: [i32; 4], b: &[i32; 4], m: &[i32; 4], e: &[i8; 4]) -> Option<(u32, u32)> {
+        #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+        {
+            let kw = u32::from_le_bytes(e.map(|v| v as u8));
+            let Self { zy, zy4, relu } = self;
+            let [mut s0, s1, s2, s3] = s;
+            // 8 (more than four outputs) tells that the assembly left the outputs to the caller.
+            let mut ns = 8u32;
+            // SAFETY (both blocks): reads `b` and `m` (word aligned arrays); registers
+            // otherwise. Why each step equals the definition: see `finish4_mirror`.
+            if relu {
+                unsafe {
+                    core::arch::asm!(
+                        // k = 254 − s per byte (ASR amounts for t = 31 − s: k = t − 33); every
+                        // k ≤ 29 or leave it to the caller.
+                        "mov {t}, #0xFEFEFEFE",
+                        "usub8 {kw}, {t}, {kw}",
+                        "mov {t}, #0x1D1D1D1D",
+                        "uqsub8 {t}, {kw}, {t}",
+                        "cmp {t}, #0",
+                        "bne 9f",
+                        fin!("{s0}", "0", "{kw}", "", "lsr {ns}, {lo}, #31"),
+                        fin!("{s1}", "4", "{t}", "lsr {t}, {kw}, #8", "add {ns}, {ns}, {lo}, lsr #31"),
+                        fin!("{s2}", "8", "{t}", "lsr {t}, {kw}, #16", "add {ns}, {ns}, {lo}, lsr #31"),
+                        fin!("{s3}", "12", "{t}", "lsr {t}, {kw}, #24", "add {ns}, {ns}, {lo}, lsr #31"),
+                        "bfi {s0}, {s1}, #8, #8",
+                        "bfi {s0}, {s2}, #16, #8",
+                        "bfi {s0}, {s3}, #24, #8",
+                        // ReLU: max(y, z_y) per byte.
+                        "ssub8 {t}, {s0}, {zy4}",
+                        "sel {s0}, {s0}, {zy4}",
+                        "9:",
+                        s0 = inout(reg) s0,
+                        s1 = inout(reg) s1 => _,
+                        s2 = inout(reg) s2 => _,
+                        s3 = inout(reg) s3 => _,
+                        kw = inout(reg) kw => _,
+                        ns = inout(reg) ns,
+                        pb = in(reg) b.as_ptr(),
+                        pm = in(reg) m.as_ptr(),
+                        zy = in(reg) zy,
+                        zy4 = in(reg) zy4,
+                        t = out(reg) _,
+                        lo = out(reg) _,
+                        options(pure, readonly, nostack)
+                    );
+                }
+            } else {
+                unsafe {
+                    core::arch::asm!(
+                        "mov {t}, #0xFEFEFEFE",
+                        "usub8 {kw}, {t}, {kw}",
+                        "mov {t}, #0x1D1D1D1D",
+                        "uqsub8 {t}, {kw}, {t}",
+                        "cmp {t}, #0",
+                        "bne 9f",
+                        fin_v!("{s0}", "0", "{kw}", ""),
+                        // Not saturated iff v = clamp(v): count those (CLZ(0) = 32).
+                        "ssat {t}, #8, {s0}",
+                        "sub {lo}, {s0}, {t}",
+                        "clz {lo}, {lo}",
+                        "lsr {ns}, {lo}, #5",
+                        "mov {s0}, {t}",
+                        fin_v!("{s1}", "4", "{t}", "lsr {t}, {kw}, #8"),
+                        "ssat {t}, #8, {s1}",
+                        "sub {lo}, {s1}, {t}",
+                        "clz {lo}, {lo}",
+                        "add {ns}, {ns}, {lo}, lsr #5",
+                        "bfi {s0}, {t}, #8, #8",
+                        fin_v!("{s2}", "8", "{t}", "lsr {t}, {kw}, #16"),
+                        "ssat {t}, #8, {s2}",
+                        "sub {lo}, {s2}, {t}",
+                        "clz {lo}, {lo}",
+                        "add {ns}, {ns}, {lo}, lsr #5",
+                        "bfi {s0}, {t}, #16, #8",
+                        fin_v!("{s3}", "12", "{t}", "lsr {t}, {kw}, #24"),
+                        "ssat {t}, #8, {s3}",
+                        "sub {lo}, {s3}, {t}",
+                        "clz {lo}, {lo}",
+                        "add {ns}, {ns}, {lo}, lsr #5",
+                        "bfi {s0}, {t}, #24, #8",
+                        "9:",
+                        s0 = inout(reg) s0,
+                        s1 = inout(reg) s1 => _,
+                        s2 = inout(reg) s2 => _,
+                        s3 = inout(reg) s3 => _,
+                        kw = inout(reg) kw => _,
+                        ns = inout(reg) ns,
+                        pb = in(reg) b.as_ptr(),
+                        pm = in(reg) m.as_ptr(),
+                        zy = in(reg) zy,
+                        t = out(reg) _,
+                        lo = out(reg) _,
+                        options(pure, readonly, nostack)
+                    );
+                }
+            }
+            if ns > 4 {
+                return None;
+            }
+            Some((s0 as u32, 4 - ns))
+        }
+        #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+        {
+            let _ = (self, s, b, m, e);
+            None
+        }
     }
 }
 
-/// [`finish4`]'s algorithm in portable Rust, step by step (for the host tests): with
+/// Ends the pairs of [`forward_packed_n4`]: no pair word of a centred input is this (its
+/// lanes are in [−255, 255]), so the kernel needs no loop counter.
+const SENTINEL: u32 = 0x8000_8000;
+
+/// [`crate::dense::forward_packed_n`] in blocks of four rows for a fan-in `n ≥ 8` known at
+/// run time: the packed input is `pairs`, two [`SENTINEL`] words, then the `n mod 4` tail (so
+/// `2·(n/4) + 2 + n mod 4 ≤ n` words of scratch), each block's sums by [`sums4_n`] and its
+/// outputs by [`Finish::four`] (or [`crate::kernels::finish_output`]), the last `rows mod 4`
+/// rows one by one. Returns `false` (doing nothing) for `n < 8` or short buffers.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_packed_n4<const OUT: usize>(
+    n: usize,
+    rows: usize,
+    w: &[i8],
+    q: &ChannelParams<OUT>,
+    relu: bool,
+    x: &[i8],
+    y: &mut [i8],
+    ctr: &mut crate::layer::Counters,
+    scratch: &mut [i32],
+) -> bool {
+    use crate::kernels::finish_output;
+    let groups = n / 4;
+    let rows = rows.min(OUT);
+    let len = 2 * groups + 2 + n % 4;
+    let (Some(x), Some(buf)) = (x.get(..n), scratch.get_mut(..len)) else {
+        return false;
+    };
+    if n < 8 || w.len() < rows * n || y.len() < rows {
+        return false;
+    }
+    let zx = q.z_x as i32;
+    let Some((pairs, rest)) = buf.split_at_mut_checked(2 * groups) else {
+        return false;
+    };
+    let Some((sent, tail)) = rest.split_at_mut_checked(2) else {
+        return false;
+    };
+    pack_input_rt(x, zx, pairs, tail);
+    sent.fill(SENTINEL as i32);
+    let packed = &*buf;
+    let (pairs, rest) = packed.split_at(2 * groups);
+    let tail = rest.get(2..).unwrap_or(&[]);
+    let fin = Finish::new(q, relu);
+    let mut sat = 0u32;
+    let mut c = 0;
+    let blocks = w
+        .chunks_exact(4 * n)
+        .zip(y.chunks_exact_mut(4))
+        .zip(q.bias.as_chunks::<4>().0)
+        .zip(q.m.as_chunks::<4>().0)
+        .zip(q.s.as_chunks::<4>().0)
+        .take(rows / 4);
+    for ((((blk, out), b4), m4), e4) in blocks {
+        let s = sums4_n(n, blk, packed);
+        match fin.four(s, b4, m4, e4) {
+            Some((word, k)) => {
+                for (o, b) in out.iter_mut().zip(word.to_le_bytes()) {
+                    *o = b as i8;
+                }
+                sat += k;
+            }
+            None => {
+                for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+                    *o = finish_output(v, q, c + k, relu, &mut sat);
+                }
+            }
+        }
+        c += 4;
+    }
+    while c < rows {
+        let row = w.get(c * n..(c + 1) * n).unwrap_or(&[]);
+        let v = dot_packed(row, pairs, tail);
+        if let Some(o) = y.get_mut(c) {
+            *o = finish_output(v, q, c, relu, &mut sat);
+        }
+        c += 1;
+    }
+    ctr.forward_saturations = ctr.forward_saturations.wrapping_add(sat);
+    true
+}
+
+/// [`pack_input`] for a run-time length (`x.len()` inputs).
+#[inline(always)]
+fn pack_input_rt(x: &[i8], zx: i32, pairs: &mut [i32], tail: &mut [i32]) {
+    let zz = crate::dsp::pkhbt(zx as u32, zx as u32);
+    let (xq, xr) = x.as_chunks::<4>();
+    for ([p0, p1], x4) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
+        let v = u32::from_le_bytes([x4[0] as u8, x4[1] as u8, x4[2] as u8, x4[3] as u8]);
+        *p0 = crate::dsp::ssub16(crate::dsp::sxtb16(v), zz) as i32;
+        *p1 = crate::dsp::ssub16(crate::dsp::sxtb16_ror8(v), zz) as i32;
+    }
+    for (t, &v) in tail.iter_mut().zip(xr) {
+        *t = v as i32 - zx;
+    }
+}
+
+/// `Σ w·xc` of one row over the packed input (portable; `SMLAD` emulated off Armv7E-M).
+#[inline(always)]
+fn dot_packed(row: &[i8], pairs: &[i32], tail: &[i32]) -> i32 {
+    let (body, rest) = row.as_chunks::<4>();
+    let mut s = 0i32;
+    for (a, &[p0, p1]) in body.iter().zip(pairs.as_chunks::<2>().0) {
+        let a = u32::from_le_bytes([a[0] as u8, a[1] as u8, a[2] as u8, a[3] as u8]);
+        s = crate::dsp::smlad(crate::dsp::sxtb16(a), p0 as u32, s);
+        s = crate::dsp::smlad(crate::dsp::sxtb16_ror8(a), p1 as u32, s);
+    }
+    for (&a, &xv) in rest.iter().zip(tail) {
+        s = s.wrapping_add(a as i32 * xv);
+    }
+    s
+}
+
+/// One column group of four rows with stride `{n}` in a register: rows 1 and 3 at `[wa, n]`,
+/// `[wb, n]`, rows 0 and 2 at `[wa]`, `[wb]` (post-incremented), the pairs in `{p0}`, `{p1}`.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! group4n {
+    () => {
+        concat!(
+            "ldr {a}, [{wa}, {n}]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s1}, {t}, {p0}, {s1}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {s1}, {a}, {p1}, {s1}\n",
+            "ldr {a}, [{wb}, {n}]\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s3}, {t}, {p0}, {s3}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {s3}, {a}, {p1}, {s3}\n",
+            "ldr {a}, [{wb}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s2}, {t}, {p0}, {s2}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {s2}, {a}, {p1}, {s2}\n",
+            "ldr {a}, [{wa}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "smlad {s0}, {t}, {p0}, {s0}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "smlad {s0}, {a}, {p1}, {s0}\n",
+        )
+    };
+}
+
+/// `Σ w·xc` of the four rows of `blk` (`4n` weights, `n ≥ 8`) over the packed input of
+/// [`forward_packed_n4`]. On Armv7E-M one loop of two column groups (44 instructions per 32
+/// multiply-accumulates) that ends at the [`SENTINEL`] (all twelve registers hold operands,
+/// none is left for a counter), the odd group first, then the tail columns (`LDRSB` + `MLA`).
+#[inline(always)]
+fn sums4_n(n: usize, blk: &[i8], packed: &[i32]) -> [i32; 4] {
+    let groups = n / 4;
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    if groups >= 2
+        && blk.len() >= 4 * n
+        && packed.len() >= 2 * groups + 2 + n % 4
+        && packed.get(2 * groups) == Some(&(SENTINEL as i32))
+    {
+        let [mut s0, mut s1, mut s2, mut s3] = [0i32; 4];
+        // SAFETY: row r's bytes `blk[r·n .. r·n + n]` (4n ≤ len, checked) are read as `n/4`
+        // words then `n mod 4` bytes, through `wa` (rows 0, 1) and `wb = wa + 2n` (rows 2, 3);
+        // `packed` is read in order: the `2·(n/4)` pair words, the sentinel pair (checked:
+        // the loop stops there; the pairs themselves never equal it) and the `n mod 4` tail
+        // words, `2·(n/4) + 2 + n mod 4 ≤ len` (checked). Unaligned `LDR` is allowed on
+        // Armv7-M; `LDRD` reads word-aligned `i32`s. Read only.
+        unsafe {
+            core::arch::asm!(
+                // An odd group count: one group before the loop of two.
+                "cmp {p0}, #0",
+                "beq 3f",
+                "ldrd {p0}, {p1}, [{x}], #8",
+                group4n!(),
+                "3:",
+                "ldrd {p0}, {p1}, [{x}], #8",
+                "2:",
+                group4n!(),
+                "ldrd {p0}, {p1}, [{x}], #8",
+                group4n!(),
+                "ldrd {p0}, {p1}, [{x}], #8",
+                "cmp {p0}, #0x80008000",
+                "bne 2b",
+                // The tail columns (x is past the sentinel pair).
+                "ands {p1}, {n}, #3",
+                "beq 5f",
+                "4:",
+                "ldr {p0}, [{x}], #4",
+                "ldrsb {a}, [{wa}, {n}]",
+                "mla {s1}, {a}, {p0}, {s1}",
+                "ldrsb {a}, [{wb}, {n}]",
+                "mla {s3}, {a}, {p0}, {s3}",
+                "ldrsb {a}, [{wb}], #1",
+                "mla {s2}, {a}, {p0}, {s2}",
+                "ldrsb {a}, [{wa}], #1",
+                "mla {s0}, {a}, {p0}, {s0}",
+                "subs {p1}, {p1}, #1",
+                "bne 4b",
+                "5:",
+                wa = inout(reg) blk.as_ptr() => _,
+                wb = inout(reg) blk.as_ptr().wrapping_add(2 * n) => _,
+                n = in(reg) n,
+                x = inout(reg) packed.as_ptr() => _,
+                s0 = inout(reg) s0,
+                s1 = inout(reg) s1,
+                s2 = inout(reg) s2,
+                s3 = inout(reg) s3,
+                a = out(reg) _,
+                t = out(reg) _,
+                p0 = inout(reg) groups % 2 => _,
+                p1 = out(reg) _,
+                options(pure, readonly, nostack)
+            );
+        }
+        return [s0, s1, s2, s3];
+    }
+    let pairs = packed.get(..2 * groups).unwrap_or(&[]);
+    let tail = packed.get(2 * groups + 2..).unwrap_or(&[]);
+    core::array::from_fn(|r| dot_packed(blk.get(r * n..(r + 1) * n).unwrap_or(&[]), pairs, tail))
+}
+
+/// [`Finish::four`]'s algorithm in portable Rust, step by step (for the host tests): with
 /// `k = 254 − (s as u8)` per byte (the `USUB8`), the fast path needs every `k ≤ 29`, i.e.
 /// `s ∈ [−31, −2]` (`UQSUB8` against 29 is zero); then `hi = (acc·m) >> 32` (`SMULL`),
 /// `((hi >> k) + 1) >> 1` is [`crate::fixed::requant`]'s one-word path (`t = 31 − s = k + 33`)
@@ -474,6 +708,42 @@ mod tests {
                 prop_assert_eq!(sat, want_sat);
             }
             prop_assert!(finish4_mirror(s, &q, 3, relu).is_none());
+        }
+    }
+
+    proptest! {
+        /// The four-row run-time kernel (portable sums here) equals the scalar kernel.
+        #[test]
+        fn forward_packed_n4_equals_scalar(
+            n in 1usize..40,
+            rows in 1usize..12,
+            data in proptest::collection::vec(any::<i8>(), 40 * 13),
+            seed in any::<u32>(),
+            relu in any::<bool>(),
+        ) {
+            let (x, w) = data.split_at(n);
+            let mut q = ChannelParams::<12>::new();
+            let mut r = seed;
+            for c in 0..12 {
+                r = r.wrapping_mul(1664525).wrapping_add(1013904223);
+                q.m[c] = (1 << 30) + (r >> 2) as i32 % (1 << 30);
+                q.s[c] = -((r >> 27) as i8) - 2;
+                q.bias[c] = (r as i32) >> 14;
+            }
+            q.z_x = x[0];
+            q.z_y = (seed >> 8) as i8;
+            let mut want = vec![0i8; rows];
+            let mut ctr0 = crate::layer::Counters::default();
+            let mut scratch = vec![0i32; n.max(8)];
+            crate::dense::forward_scalar_n::<12>(n, rows, w, &q, relu, x, &mut want, &mut ctr0, &mut scratch);
+            let mut y = vec![0i8; rows];
+            let mut ctr = crate::layer::Counters::default();
+            let done = forward_packed_n4::<12>(n, rows, w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
+            prop_assert_eq!(done, n >= 8);
+            if done {
+                prop_assert_eq!(y, want);
+                prop_assert_eq!(ctr.forward_saturations, ctr0.forward_saturations);
+            }
         }
     }
 
