@@ -1047,6 +1047,13 @@ fn back2(n: usize, w: &[i8], (o0, d0): (usize, i32), (o1, d1): (usize, i32), e: 
     let (Some(r0), Some(r1)) = (w.get(o0..o0 + n), w.get(o1..o1 + n)) else {
         return;
     };
+    back2_rows(r0, r1, d0, d1, e);
+}
+
+/// `e[j] += d0·r0[j] + d1·r1[j]` (wrapping) over the common length: [`back2_asm`] on
+/// Armv7E-M (|δ| < 2^15), the same sums in Rust for what it leaves.
+#[inline(always)]
+pub(crate) fn back2_rows(r0: &[i8], r1: &[i8], d0: i32, d1: i32, e: &mut [i32]) {
     let done = back2_asm(r0, r1, d0, d1, e);
     for ((ev, &a), &b) in e.iter_mut().zip(r0).zip(r1).skip(done) {
         *ev = ev.wrapping_add(d0 * a as i32).wrapping_add(d1 * b as i32);

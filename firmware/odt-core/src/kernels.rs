@@ -437,6 +437,23 @@ pub fn backward<Wt: Weight, const OUT: usize>(g: &Geom, w: &[Wt], d: &[i16], e_i
             return;
         }
     }
+    if let Some(w8) = Wt::as_i8(w) {
+        if crate::dense::PACKED {
+            backward_pairs::<OUT>(g, w8, d, e_in);
+            return;
+        }
+    }
+    backward_definition::<Wt, OUT>(g, w, d, e_in);
+}
+
+/// [`backward`] for any geometry and weight type: per position, live row and tap inside the
+/// image, `e_in += δ·w` over the tap's `cin` inputs (wrapping sums, docs §4.2).
+pub fn backward_definition<Wt: Weight, const OUT: usize>(
+    g: &Geom,
+    w: &[Wt],
+    d: &[i16],
+    e_in: &mut [i32],
+) {
     e_in.fill(0);
     let fan = g.fan();
     let mut dj = d.iter();
@@ -456,6 +473,84 @@ pub fn backward<Wt: Weight, const OUT: usize>(g: &Geom, w: &[Wt], d: &[i16], e_i
                         }
                     }
                 });
+            }
+        }
+    }
+}
+
+/// [`backward_definition`] on int8 weights with the live rows (δ ≠ 0) of each output position
+/// taken in pairs, as the dense kernel does ([`crate::dense::back2_rows`]: both δ in one word,
+/// `SXTB16` and `SMLAxy` on Armv7E-M, four partial sums loaded and stored once per pair): per
+/// kernel row inside the image one contiguous run of `kw·cin` inputs and weights, tap by tap
+/// where padding cuts it. An odd live row gets a zero partner (it adds nothing). The wrapping
+/// sums do not depend on the order of the terms, so `e_in` is the definition's.
+pub fn backward_pairs<const OUT: usize>(g: &Geom, w: &[i8], d: &[i16], e_in: &mut [i32]) {
+    e_in.fill(0);
+    let fan = g.fan();
+    let rows = (w.len() / fan.max(1)).min(OUT);
+    let row = |c: usize| w.get(c * fan..(c + 1) * fan).unwrap_or(&[]);
+    let mut dj = d.iter();
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            let mut pend: Option<(usize, i32)> = None;
+            for c in 0..rows {
+                let dv = match dj.next() {
+                    Some(&v) if v != 0 => v as i32,
+                    _ => continue,
+                };
+                match pend.take() {
+                    None => pend = Some((c, dv)),
+                    Some((c0, d0)) => back_pair(g, oh, ow, row(c0), row(c), d0, dv, e_in),
+                }
+            }
+            if let Some((c0, d0)) = pend {
+                back_pair(g, oh, ow, row(c0), row(c0), d0, 0, e_in);
+            }
+        }
+    }
+}
+
+/// Two rows' contribution at output position `(oh, ow)` to the input error (see
+/// [`backward_pairs`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn back_pair(
+    g: &Geom,
+    oh: usize,
+    ow: usize,
+    r0: &[i8],
+    r1: &[i8],
+    d0: i32,
+    d1: i32,
+    e_in: &mut [i32],
+) {
+    let run = g.kw * g.cin;
+    for kh in 0..g.kh {
+        let Some(ih) = g.in_row(oh, kh) else {
+            continue;
+        };
+        if let Some(iw) = g.in_cols_full(ow) {
+            let (xo, wo) = (g.in_at(ih, iw), g.w_at(kh, 0));
+            if let (Some(es), Some(a), Some(b)) = (
+                e_in.get_mut(xo..xo + run),
+                r0.get(wo..wo + run),
+                r1.get(wo..wo + run),
+            ) {
+                crate::dense::back2_rows(a, b, d0, d1, es);
+            }
+            continue;
+        }
+        for kw in 0..g.kw {
+            let Some(iw) = g.in_col(ow, kw) else {
+                continue;
+            };
+            let (xo, wo) = (g.in_at(ih, iw), g.w_at(kh, kw));
+            if let (Some(es), Some(a), Some(b)) = (
+                e_in.get_mut(xo..xo + g.cin),
+                r0.get(wo..wo + g.cin),
+                r1.get(wo..wo + g.cin),
+            ) {
+                crate::dense::back2_rows(a, b, d0, d1, es);
             }
         }
     }
@@ -996,6 +1091,27 @@ mod tests {
             let mut ctr = Counters::default();
             forward::<i8, OUT>(&g, w, &q, relu, x, &mut y, &mut ctr, &mut scratch);
             prop_assert_eq!(&y, &want);
+        }
+
+        #[test]
+        fn conv_backward_pairs_equal_the_definition(
+            g in geom(),
+            data in proptest::collection::vec(any::<i8>(), 8 * 8 * 5 * 9),
+            dsel in proptest::collection::vec((0u8..3, -(1i16 << 12)..=(1 << 12)), 8 * 8 * 8),
+        ) {
+            const OUT: usize = 8;
+            prop_assume!(g.is_consistent());
+            let w = &data[..g.cout * g.fan()];
+            // Mostly zero δ (as after pooling), so live rows come in odd and even counts.
+            let d: Vec<i16> = dsel[..g.npos() * g.cout]
+                .iter()
+                .map(|&(k, v)| if k == 0 { v } else { 0 })
+                .collect();
+            let mut want = vec![7i32; g.in_len()];
+            backward_definition::<i8, OUT>(&g, w, &d, &mut want);
+            let mut got = vec![-3i32; g.in_len()];
+            backward_pairs::<OUT>(&g, w, &d, &mut got);
+            prop_assert_eq!(got, want);
         }
 
         #[test]
