@@ -459,14 +459,17 @@ pub fn forward_packed_n4<const OUT: usize>(
     let fin = Finish::new(q, relu);
     let mut sat = 0u32;
     let mut c = 0;
-    let blocks = w
-        .chunks_exact(4 * n)
-        .zip(y.chunks_exact_mut(4))
-        .zip(q.bias.as_chunks::<4>().0)
+    // (Weight blocks by index: `chunks_exact` of a run-time size keeps a division by it, a
+    // divide-by-zero panic path, in the firmware.)
+    let params = q
+        .bias
+        .as_chunks::<4>()
+        .0
+        .iter()
         .zip(q.m.as_chunks::<4>().0)
-        .zip(q.s.as_chunks::<4>().0)
-        .take(rows / 4);
-    for ((((blk, out), b4), m4), e4) in blocks {
+        .zip(q.s.as_chunks::<4>().0);
+    for (out, ((b4, m4), e4)) in y.chunks_exact_mut(4).zip(params).take(rows / 4) {
+        let blk = w.get(c * n..(c + 4) * n).unwrap_or(&[]);
         let s = sums4_n(n, blk, packed);
         match fin.four(s, b4, m4, e4) {
             Some((word, k)) => {
