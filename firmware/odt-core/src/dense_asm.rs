@@ -459,8 +459,9 @@ pub fn forward_packed_n4<const OUT: usize>(
     let fin = Finish::new(q, relu);
     let mut sat = 0u32;
     let mut c = 0;
-    // (Weight blocks by index: `chunks_exact` of a run-time size keeps a division by it, a
-    // divide-by-zero panic path, in the firmware.)
+    // (Weight blocks split off one by one: `chunks_exact` of a run-time size keeps a division
+    // by it, a divide-by-zero panic path, in the firmware.)
+    let mut wrest = w;
     let params = q
         .bias
         .as_chunks::<4>()
@@ -469,7 +470,10 @@ pub fn forward_packed_n4<const OUT: usize>(
         .zip(q.m.as_chunks::<4>().0)
         .zip(q.s.as_chunks::<4>().0);
     for (out, ((b4, m4), e4)) in y.chunks_exact_mut(4).zip(params).take(rows / 4) {
-        let blk = w.get(c * n..(c + 4) * n).unwrap_or(&[]);
+        let Some((blk, rest)) = wrest.split_at_checked(4 * n) else {
+            break;
+        };
+        wrest = rest;
         let s = sums4_n(n, blk, packed);
         match fin.four(s, b4, m4, e4) {
             Some((word, k)) => {
