@@ -75,34 +75,38 @@ pub fn forward_packed<const N: usize, const OUT: usize>(
         return;
     };
     let (pairs, tail) = buf.split_at_mut(2 * groups);
-    let (xq, xr) = x.as_chunks::<4>();
-    // `as_chunks` (fixed-size arrays) rather than `chunks_exact`: zipping the latter keeps a
-    // division by the chunk size, i.e. a divide-by-zero panic path, in the firmware.
-    // (x[4k], x[4k+2]) and (x[4k+1], x[4k+3]) sign-extended (SXTB16), minus z_x per lane
-    // (SSUB16): |x − z_x| ≤ 255 fits a lane.
-    let zz = dsp::pkhbt(zx as u32, zx as u32);
-    for ([p0, p1], x4) in pairs.as_chunks_mut::<2>().0.iter_mut().zip(xq) {
-        let v = word(x4);
-        *p0 = dsp::ssub16(dsp::sxtb16(v), zz) as i32;
-        *p1 = dsp::ssub16(dsp::sxtb16_ror8(v), zz) as i32;
-    }
-    for (t, &v) in tail.iter_mut().zip(xr) {
-        *t = v as i32 - zx;
-    }
+    crate::dense_asm::pack_input::<N>(x, zx, pairs, tail);
+    let packed = &*buf;
+    let (pairs, tail) = packed.split_at(2 * groups);
     let pairs = pairs.as_chunks::<2>().0;
-    let tail = &*tail;
     let mut sat = 0u32;
     let mut c = 0;
-    while c + ROWS <= OUT {
-        let Some(blk) = w.get(c * n..(c + ROWS) * n) else {
-            break;
+    let fin = crate::dense_asm::Finish::new(q, relu);
+    // Blocks of four rows with their channel parameters, by iterators (pointer increments).
+    let blocks = w
+        .chunks_exact((ROWS * n).max(1))
+        .zip(y.chunks_exact_mut(ROWS))
+        .zip(q.bias.as_chunks::<ROWS>().0)
+        .zip(q.m.as_chunks::<ROWS>().0)
+        .zip(q.s.as_chunks::<ROWS>().0);
+    for ((((blk, out), b4), m4), s4) in blocks {
+        // Unrolled on Armv7E-M (the pairs and the tail are contiguous in `buf`).
+        let s = match crate::dense_asm::sums4::<N>(blk, packed) {
+            Some(s) => s,
+            None => rows4_packed::<N>(blk, pairs, tail),
         };
-        let Some(out) = y.get_mut(c..c + ROWS) else {
-            break;
-        };
-        let s = rows4_packed::<N>(blk, pairs, tail);
-        for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
-            *o = finish_output(v, q, c + k, relu, &mut sat);
+        match fin.four(s, b4, m4, s4) {
+            Some((word, k)) => {
+                for (o, b) in out.iter_mut().zip(word.to_le_bytes()) {
+                    *o = b as i8;
+                }
+                sat += k;
+            }
+            None => {
+                for (k, (o, &v)) in out.iter_mut().zip(&s).enumerate() {
+                    *o = finish_output(v, q, c + k, relu, &mut sat);
+                }
+            }
         }
         c += ROWS;
     }
@@ -540,6 +544,10 @@ pub fn forward_packed_n<const OUT: usize>(
     ctr: &mut Counters,
     scratch: &mut [i32],
 ) {
+    // Armv7E-M: blocks of four rows, sums and outputs in assembly.
+    if PACKED && crate::dense_asm::forward_packed_n4(n, rows, w, q, relu, x, y, ctr, scratch) {
+        return;
+    }
     let groups = n / 4;
     let zx = q.z_x as i32;
     let (Some(x), Some(buf)) = (x.get(..n), scratch.get_mut(..n - 2 * groups)) else {
@@ -1039,6 +1047,13 @@ fn back2(n: usize, w: &[i8], (o0, d0): (usize, i32), (o1, d1): (usize, i32), e: 
     let (Some(r0), Some(r1)) = (w.get(o0..o0 + n), w.get(o1..o1 + n)) else {
         return;
     };
+    back2_rows(r0, r1, d0, d1, e);
+}
+
+/// `e[j] += d0·r0[j] + d1·r1[j]` (wrapping) over the common length: [`back2_asm`] on
+/// Armv7E-M (|δ| < 2^15), the same sums in Rust for what it leaves.
+#[inline(always)]
+pub(crate) fn back2_rows(r0: &[i8], r1: &[i8], d0: i32, d1: i32, e: &mut [i32]) {
     let done = back2_asm(r0, r1, d0, d1, e);
     for ((ev, &a), &b) in e.iter_mut().zip(r0).zip(r1).skip(done) {
         *ev = ev.wrapping_add(d0 * a as i32).wrapping_add(d1 * b as i32);

@@ -184,8 +184,16 @@ pub fn softmax_q15(logits: &[i8], softmax_a: i32, p: &mut [i32]) -> u64 {
     if sum == 0 {
         return 0;
     }
+    // Every term is at most 2^16, so the numerators and the sum fit 32 bits for any realistic
+    // class count: a 32-bit division (one `UDIV` on Armv7-M, a short helper elsewhere) gives
+    // the same quotient as the 64-bit one, which stays for the rest.
+    let sum32 = u32::try_from(sum).ok().and_then(core::num::NonZeroU32::new);
     for pi in p.iter_mut() {
-        *pi = ((*pi as u64 * 32768 + sum / 2) / sum) as i32;
+        let num = *pi as u64 * 32768 + sum / 2;
+        *pi = match (sum32, u32::try_from(num)) {
+            (Some(s), Ok(n)) => (n / s) as i32,
+            _ => (num / sum) as i32,
+        };
     }
     sum
 }

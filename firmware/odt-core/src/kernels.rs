@@ -437,6 +437,23 @@ pub fn backward<Wt: Weight, const OUT: usize>(g: &Geom, w: &[Wt], d: &[i16], e_i
             return;
         }
     }
+    if let Some(w8) = Wt::as_i8(w) {
+        if crate::dense::PACKED {
+            backward_pairs::<OUT>(g, w8, d, e_in);
+            return;
+        }
+    }
+    backward_definition::<Wt, OUT>(g, w, d, e_in);
+}
+
+/// [`backward`] for any geometry and weight type: per position, live row and tap inside the
+/// image, `e_in += δ·w` over the tap's `cin` inputs (wrapping sums, docs §4.2).
+pub fn backward_definition<Wt: Weight, const OUT: usize>(
+    g: &Geom,
+    w: &[Wt],
+    d: &[i16],
+    e_in: &mut [i32],
+) {
     e_in.fill(0);
     let fan = g.fan();
     let mut dj = d.iter();
@@ -456,6 +473,84 @@ pub fn backward<Wt: Weight, const OUT: usize>(g: &Geom, w: &[Wt], d: &[i16], e_i
                         }
                     }
                 });
+            }
+        }
+    }
+}
+
+/// [`backward_definition`] on int8 weights with the live rows (δ ≠ 0) of each output position
+/// taken in pairs, as the dense kernel does ([`crate::dense::back2_rows`]: both δ in one word,
+/// `SXTB16` and `SMLAxy` on Armv7E-M, four partial sums loaded and stored once per pair): per
+/// kernel row inside the image one contiguous run of `kw·cin` inputs and weights, tap by tap
+/// where padding cuts it. An odd live row gets a zero partner (it adds nothing). The wrapping
+/// sums do not depend on the order of the terms, so `e_in` is the definition's.
+pub fn backward_pairs<const OUT: usize>(g: &Geom, w: &[i8], d: &[i16], e_in: &mut [i32]) {
+    e_in.fill(0);
+    let fan = g.fan();
+    let rows = (w.len() / fan.max(1)).min(OUT);
+    let row = |c: usize| w.get(c * fan..(c + 1) * fan).unwrap_or(&[]);
+    let mut dj = d.iter();
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            let mut pend: Option<(usize, i32)> = None;
+            for c in 0..rows {
+                let dv = match dj.next() {
+                    Some(&v) if v != 0 => v as i32,
+                    _ => continue,
+                };
+                match pend.take() {
+                    None => pend = Some((c, dv)),
+                    Some((c0, d0)) => back_pair(g, oh, ow, row(c0), row(c), d0, dv, e_in),
+                }
+            }
+            if let Some((c0, d0)) = pend {
+                back_pair(g, oh, ow, row(c0), row(c0), d0, 0, e_in);
+            }
+        }
+    }
+}
+
+/// Two rows' contribution at output position `(oh, ow)` to the input error (see
+/// [`backward_pairs`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn back_pair(
+    g: &Geom,
+    oh: usize,
+    ow: usize,
+    r0: &[i8],
+    r1: &[i8],
+    d0: i32,
+    d1: i32,
+    e_in: &mut [i32],
+) {
+    let run = g.kw * g.cin;
+    for kh in 0..g.kh {
+        let Some(ih) = g.in_row(oh, kh) else {
+            continue;
+        };
+        if let Some(iw) = g.in_cols_full(ow) {
+            let (xo, wo) = (g.in_at(ih, iw), g.w_at(kh, 0));
+            if let (Some(es), Some(a), Some(b)) = (
+                e_in.get_mut(xo..xo + run),
+                r0.get(wo..wo + run),
+                r1.get(wo..wo + run),
+            ) {
+                crate::dense::back2_rows(a, b, d0, d1, es);
+            }
+            continue;
+        }
+        for kw in 0..g.kw {
+            let Some(iw) = g.in_col(ow, kw) else {
+                continue;
+            };
+            let (xo, wo) = (g.in_at(ih, iw), g.w_at(kh, kw));
+            if let (Some(es), Some(a), Some(b)) = (
+                e_in.get_mut(xo..xo + g.cin),
+                r0.get(wo..wo + g.cin),
+                r1.get(wo..wo + g.cin),
+            ) {
+                crate::dense::back2_rows(a, b, d0, d1, es);
             }
         }
     }
@@ -720,6 +815,28 @@ pub fn conv_row_sums(
     vacc: &mut [i64],
     list: &mut [i32],
 ) -> bool {
+    conv_row_sums_with(g, zx, xs, nslots, rs, vacc, list, crate::dense::PACKED)
+}
+
+/// [`conv_row_sums`] with the paired path chosen by `pairs` (the target's default is
+/// [`crate::dense::PACKED`]; the host tests run both). With `pairs` and every live r a signed
+/// 16-bit value (the usual case: the largest in ten MNIST CNN benchmark steps is 5122), the
+/// live positions go two by two with `r₁`, `r₂` packed in one word, in blocks of 4 (or 3)
+/// weights read as one word per position: on Armv7E-M a loop in assembly (`SXTB16`, then `SMLABB`/
+/// `SMLATB` with `r₁` and `SMLABT`/`SMLATT` with `r₂`), elsewhere the same sums in Rust
+/// (`SMLAD` on the two inputs put side by side). They are the same wrapping 32-bit sums as
+/// the one-by-one path, so the results are bit for bit the same.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_row_sums_with(
+    g: &Geom,
+    zx: i32,
+    xs: &[i8],
+    nslots: usize,
+    rs: &[i32],
+    vacc: &mut [i64],
+    list: &mut [i32],
+    pairs: bool,
+) -> bool {
     let (in_len, npos) = (g.in_len(), g.npos());
     if g.ph != 0 || g.pw != 0 || vacc.len() != g.fan() || xs.len() < nslots * in_len {
         return false;
@@ -727,26 +844,34 @@ pub fn conv_row_sums(
     let Some(list) = list.get_mut(..2 * nslots * npos) else {
         return false;
     };
+    let Some(rs) = rs.get(..nslots * npos) else {
+        return false;
+    };
+    // One pass over the step factors: the live entries, Σ|r| (saturating: only `≤ 2^24`
+    // matters), Σ r (wrapping: exact whenever Σ|r| ≤ 2^24) and the OR of `r ^ (r >> 31)`,
+    // below 2^15 exactly when every r fits a signed 16-bit lane.
     let mut n = 0usize;
-    let mut sum_abs = 0u64;
-    let mut rsum = 0i64;
+    let mut sum_abs = 0u32;
+    let mut rsum = 0i32;
+    let mut mag = 0i32;
     {
         let mut slots = list.chunks_exact_mut(2);
-        for b in 0..nslots {
-            for oh in 0..g.oh {
-                for ow in 0..g.ow {
-                    let r = rs.get(b * npos + oh * g.ow + ow).copied().unwrap_or(0);
+        let step = g.sw * g.cin;
+        for (b, rsb) in rs.chunks_exact(npos.max(1)).enumerate() {
+            for (oh, rrow) in rsb.chunks_exact(g.ow.max(1)).enumerate() {
+                let base0 = b * in_len + g.in_at(oh * g.sh, 0);
+                for (ow, &r) in rrow.iter().enumerate() {
                     if r == 0 {
                         continue;
                     }
-                    let base = b * in_len + g.in_at(oh * g.sh, ow * g.sw);
                     if let Some([lr, lb]) = slots.next() {
                         *lr = r;
-                        *lb = base as i32;
+                        *lb = (base0 + ow * step) as i32;
                         n += 1;
                     }
-                    sum_abs += r.unsigned_abs() as u64;
-                    rsum += r as i64;
+                    sum_abs = sum_abs.saturating_add(r.unsigned_abs());
+                    rsum = rsum.wrapping_add(r);
+                    mag |= r ^ (r >> 31);
                 }
             }
         }
@@ -754,9 +879,36 @@ pub fn conv_row_sums(
     if sum_abs > 1 << 24 {
         return false;
     }
-    let live = list.get(..2 * n).unwrap_or(&[]).as_chunks::<2>().0;
     let run = g.kw * g.cin;
-    let corr = zx as i64 * rsum;
+    let corr = zx as i64 * rsum as i64;
+    if pairs && mag < 1 << 15 && n >= 2 {
+        if let Some(live) = pair_up(list, n) {
+            for (kh, acc) in vacc.chunks_exact_mut(run.max(1)).enumerate() {
+                let ko = g.in_at(kh, 0);
+                let mut j = 0usize;
+                while j < run {
+                    let left = run - j;
+                    let Some(a) = acc.get_mut(j..) else {
+                        break;
+                    };
+                    let o = ko + j;
+                    // Blocks of 4 (not 8): the Thumb loop of [`pair_loop`] keeps its
+                    // accumulators, both bases and the input pointer in registers.
+                    j += if left >= 4 {
+                        block_pairs::<4>(xs, o, &live, corr, a)
+                    } else if left == 3 {
+                        block_pairs::<3>(xs, o, &live, corr, a)
+                    } else if left == 2 {
+                        block_pairs::<2>(xs, o, &live, corr, a)
+                    } else {
+                        block_pairs::<1>(xs, o, &live, corr, a)
+                    };
+                }
+            }
+            return true;
+        }
+    }
+    let live = list.get(..2 * n).unwrap_or(&[]).as_chunks::<2>().0;
     for (kh, acc) in vacc.chunks_exact_mut(run.max(1)).enumerate() {
         let ko = g.in_at(kh, 0);
         let mut j = 0usize;
@@ -804,6 +956,227 @@ fn block_sums<const N: usize>(
         *v = ai as i64 - corr;
     }
     N
+}
+
+/// The live entries of [`conv_row_sums_with`] two by two, for 16-bit `r`: the quads
+/// `(r₁, base₁, r₁ | r₂ << 16, base₂)` (the live list in place, the packed pair over `r₂`; an
+/// odd last entry gets `r₂ = 0` at its own base), `maxb` the largest base, and a quad with a
+/// zero packed word after the last one, the end mark of the Thumb loop (a packed word is
+/// never 0: its low half is a live `r ≠ 0`).
+struct Pairs<'a> {
+    quads: &'a [[i32; 4]],
+    maxb: usize,
+}
+
+/// Pair the `n ≥ 1` live entries at the front of `list` in place ([`Pairs`]); `None` when
+/// `list` has no room for the odd entry's partner and the end mark.
+fn pair_up(list: &mut [i32], n: usize) -> Option<Pairs<'_>> {
+    let np = n.div_ceil(2);
+    // The end mark is a whole quad (the Thumb loop loads four words before testing).
+    if list.len() < 4 * np + 4 {
+        return None;
+    }
+    if n % 2 == 1 {
+        let b = list.get(2 * n - 1).copied().unwrap_or(0);
+        if let Some([r2, b2]) = list.get_mut(2 * n..2 * n + 2) {
+            *r2 = 0;
+            *b2 = b;
+        }
+    }
+    if let Some(z) = list.get_mut(4 * np + 2) {
+        *z = 0;
+    }
+    let (quads, _) = list.get_mut(..4 * np)?.as_chunks_mut::<4>();
+    let mut maxb = 0usize;
+    for q in quads.iter_mut() {
+        q[2] = crate::dsp::pkhbt(q[0] as u32, q[2] as u32) as i32;
+        // Bases are increasing, but the check below must not rely on it.
+        maxb = maxb.max(q[1] as u32 as usize).max(q[3] as u32 as usize);
+    }
+    Some(Pairs { quads, maxb })
+}
+
+/// [`block_sums`] over [`Pairs`]: `acc[i] = Σ r₁·x[base₁ + o + i] + r₂·x[base₂ + o + i] −
+/// corr` for `i < N ≤ 4`, from one word per position. Word loads may not run past `xs`: when
+/// `maxb + o + 4` is beyond it, the word starts `4 − N` bytes earlier (ending at the block's
+/// last input); when that is before `xs`, the bytes are read one by one.
+#[inline(always)]
+fn block_pairs<const N: usize>(
+    xs: &[i8],
+    o: usize,
+    live: &Pairs<'_>,
+    corr: i64,
+    acc: &mut [i64],
+) -> usize {
+    let mut a = [0i32; N];
+    let s = 4 - N;
+    if live.maxb + o + 4 <= xs.len() {
+        pair_loop::<N>(xs, o, 0, live, &mut a);
+    } else if o >= s && live.maxb + o + N <= xs.len() {
+        pair_loop::<N>(xs, o - s, s, live, &mut a);
+    } else {
+        for &[r1, p, rr, q] in live.quads {
+            let r2 = rr >> 16;
+            for (i, ai) in a.iter_mut().enumerate() {
+                let x = |b: i32| xs.get(b as usize + o + i).copied().unwrap_or(0) as i32;
+                *ai = ai
+                    .wrapping_add(r1.wrapping_mul(x(p)))
+                    .wrapping_add(r2.wrapping_mul(x(q)));
+            }
+        }
+    }
+    for (v, &ai) in acc.iter_mut().zip(&a) {
+        *v = ai as i64 - corr;
+    }
+    N
+}
+
+/// One position of the Thumb pair loop: the word at `xb + base`, its bytes as 16-bit lanes
+/// (`SXTB16`), three or four `SMLAxy` with `r₁` (`B`) or `r₂` (`T`) of the packed word in r2.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! pair_pos {
+    (4, $base:literal, $y:literal) => {
+        concat!(
+            "ldr {t}, [{xb}, ",
+            $base,
+            "]\n",
+            "sxtb16 {u}, {t}\n",
+            "sxtb16 {t}, {t}, ror #8\n",
+            "smlab",
+            $y,
+            " {a0}, {u}, r2, {a0}\n",
+            "smlat",
+            $y,
+            " {a2}, {u}, r2, {a2}\n",
+            "smlab",
+            $y,
+            " {a1}, {t}, r2, {a1}\n",
+            "smlat",
+            $y,
+            " {a3}, {t}, r2, {a3}\n",
+        )
+    };
+    (3, $base:literal, $y:literal) => {
+        concat!(
+            "ldr {t}, [{xb}, ",
+            $base,
+            "]\n",
+            "sxtb16 {u}, {t}\n",
+            "sxtb16 {t}, {t}, ror #8\n",
+            "smlab",
+            $y,
+            " {a0}, {u}, r2, {a0}\n",
+            "smlab",
+            $y,
+            " {a1}, {t}, r2, {a1}\n",
+            "smlat",
+            $y,
+            " {a2}, {u}, r2, {a2}\n",
+            "@ {a3} unused\n",
+        )
+    };
+    // Three inputs in bytes 1..3 of the word (the last block of an input).
+    (31, $base:literal, $y:literal) => {
+        concat!(
+            "ldr {t}, [{xb}, ",
+            $base,
+            "]\n",
+            "sxtb16 {u}, {t}, ror #16\n",
+            "sxtb16 {t}, {t}, ror #8\n",
+            "smlab",
+            $y,
+            " {a0}, {t}, r2, {a0}\n",
+            "smlab",
+            $y,
+            " {a1}, {u}, r2, {a1}\n",
+            "smlat",
+            $y,
+            " {a2}, {t}, r2, {a2}\n",
+            "@ {a3} unused\n",
+        )
+    };
+}
+
+/// The Thumb pair loop over the quads from `cur` up to the end mark: per quad one `LDM`, the
+/// end test and 14 (four inputs) or 12 (three) instructions for 8 or 6 multiply-accumulates.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! pair_asm {
+    ($kind:tt, $xb:expr, $cur:expr, $a:expr) => {{
+        let [mut a0, mut a1, mut a2, mut a3] = $a;
+        // SAFETY: reads the quads from `cur` to the end mark (inside the list, written by
+        // `pair_up`) and, per quad, one word at `xb + base` for both bases, inside `xs` (the
+        // caller's `maxb` check); registers only otherwise. SMLAxy wrap like the Rust sums
+        // (the Q flag they may set is read by nothing).
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldm {cur}!, {{r0, r1, r2, r3}}",
+                "cbz r2, 3f",
+                pair_pos!($kind, "r1", "b"),
+                pair_pos!($kind, "r3", "t"),
+                "b 2b",
+                "3:",
+                cur = inout(reg) $cur => _,
+                xb = in(reg) $xb,
+                t = out(reg) _,
+                u = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                options(nostack, readonly),
+            );
+        }
+        [a0, a1, a2, a3]
+    }};
+}
+
+/// The inner loop of [`block_pairs`]: words from `o` (every base `≤ maxb`, checked by the
+/// caller so that `base + o + 4 ≤ xs.len()`), byte `t` of them feeding `a[t − s]`. On
+/// Armv7E-M blocks of 4 and 3 run in assembly ([`pair_asm`]); this Rust loop (`SMLAD` on
+/// the two positions side by side) is the same sums everywhere else.
+#[inline(always)]
+fn pair_loop<const N: usize>(xs: &[i8], o: usize, s: usize, live: &Pairs<'_>, a: &mut [i32; N]) {
+    let x0 = xs.as_ptr().wrapping_add(o);
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    if N == 4 || N == 3 {
+        let cur = live.quads.as_ptr();
+        let acc = [0i32; 4];
+        let acc = match (N, s) {
+            (4, _) => pair_asm!(4, x0, cur, acc),
+            (_, 0) => pair_asm!(3, x0, cur, acc),
+            _ => pair_asm!(31, x0, cur, acc),
+        };
+        for (ai, &v) in a.iter_mut().zip(&acc) {
+            *ai = v;
+        }
+        return;
+    }
+    use crate::dsp::{pkhbt, pkhtb, smlad, sxtb16, sxtb16_ror8};
+    for &[_, p, rr, q] in live.quads {
+        // SAFETY: `p, q ≤ maxb` and `maxb + o + 4 ≤ xs.len()` (the caller's check), so both
+        // 4-byte reads are inside `xs`; unaligned reads are allowed.
+        let (wa, wb) = unsafe {
+            (
+                x0.add(p as u32 as usize).cast::<u32>().read_unaligned(),
+                x0.add(q as u32 as usize).cast::<u32>().read_unaligned(),
+            )
+        };
+        let (ae, ao, be, bo) = (sxtb16(wa), sxtb16_ror8(wa), sxtb16(wb), sxtb16_ror8(wb));
+        // Byte t of the words, both positions side by side: (x₁[t], x₂[t]).
+        let lanes = [pkhbt(ae, be), pkhbt(ao, bo), pkhtb(be, ae), pkhtb(bo, ao)];
+        for (t, &xl) in lanes.iter().enumerate() {
+            if t >= s {
+                if let Some(ai) = a.get_mut(t - s) {
+                    *ai = smlad(xl, rr as u32, *ai);
+                }
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -999,6 +1372,27 @@ mod tests {
         }
 
         #[test]
+        fn conv_backward_pairs_equal_the_definition(
+            g in geom(),
+            data in proptest::collection::vec(any::<i8>(), 8 * 8 * 5 * 9),
+            dsel in proptest::collection::vec((0u8..3, -(1i16 << 12)..=(1 << 12)), 8 * 8 * 8),
+        ) {
+            const OUT: usize = 8;
+            prop_assume!(g.is_consistent());
+            let w = &data[..g.cout * g.fan()];
+            // Mostly zero δ (as after pooling), so live rows come in odd and even counts.
+            let d: Vec<i16> = dsel[..g.npos() * g.cout]
+                .iter()
+                .map(|&(k, v)| if k == 0 { v } else { 0 })
+                .collect();
+            let mut want = vec![7i32; g.in_len()];
+            backward_definition::<i8, OUT>(&g, w, &d, &mut want);
+            let mut got = vec![-3i32; g.in_len()];
+            backward_pairs::<OUT>(&g, w, &d, &mut got);
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
         fn conv_row_sums_equal_the_definition(
             g in geom(),
             nslots in 1usize..3,
@@ -1022,6 +1416,44 @@ mod tests {
             prop_assert_eq!(fast, g.ph == 0 && g.pw == 0 && sum_abs <= 1 << 24);
             if fast {
                 prop_assert_eq!(got, want);
+            }
+        }
+
+        #[test]
+        fn conv_row_sums_pairs_equal_the_definition(
+            g in geom(),
+            nslots in 1usize..3,
+            data in proptest::collection::vec(any::<i8>(), 2 * 8 * 8 * 5),
+            rsel in proptest::collection::vec((0u8..8, any::<i16>()), 2 * 10 * 10),
+            zx in any::<i8>(),
+        ) {
+            prop_assume!(g.is_consistent());
+            let xs = &data[..nslots * g.in_len()];
+            // 16-bit step factors (the paired path), zeros, the lane limits and, rarely, one
+            // that does not fit (then the one-by-one path).
+            let rs: Vec<i32> = rsel[..nslots * g.npos()]
+                .iter()
+                .map(|&(k, r)| match k {
+                    0..=2 => 0,
+                    3 => i16::MIN as i32,
+                    4 => i16::MAX as i32,
+                    5 => (r >> 8) as i32,
+                    6 if r % 64 == 0 => 1 << 16,
+                    _ => r as i32,
+                })
+                .collect();
+            let mut want = vec![0i64; g.fan()];
+            conv_row_sums_definition(&g, zx as i32, xs, nslots, &rs, &mut want);
+            for pairs in [false, true] {
+                let mut got = vec![0i64; g.fan()];
+                let mut list = vec![0i32; 2 * nslots * g.npos()];
+                let fast = conv_row_sums_with(
+                    &g, zx as i32, xs, nslots, &rs, &mut got, &mut list, pairs,
+                );
+                prop_assert_eq!(fast, g.ph == 0 && g.pw == 0);
+                if fast {
+                    prop_assert_eq!(&got, &want);
+                }
             }
         }
     }

@@ -21,6 +21,7 @@
 
 pub mod blob;
 mod dense;
+mod dense_asm;
 pub mod dsp;
 pub mod dyn_mlp;
 pub mod fixed;

@@ -331,10 +331,14 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Forward pass; returns the offset of the logits in `acts`.
-    fn forward(&mut self, x: &[i8]) -> usize {
-        for (a, &v) in self.acts.iter_mut().zip(x) {
-            *a = v;
+    /// Forward pass; returns the offset of the logits in `acts`. With `keep_input` the input is
+    /// copied to the front of `acts` first (training stashes it from there); inference reads it
+    /// in place (the same outputs, without the copy).
+    fn forward(&mut self, x: &[i8], keep_input: bool) -> usize {
+        if keep_input {
+            for (a, &v) in self.acts.iter_mut().zip(x) {
+                *a = v;
+            }
         }
         let mut off = 0;
         let mut z = self.st.meta.input_zp;
@@ -344,7 +348,11 @@ impl Run<'_> {
                 *zs = z;
             }
             let (a, b) = self.acts.split_at_mut((off + n_in).min(self.acts.len()));
-            let xin = a.get(off..).unwrap_or(&[]);
+            let xin = if i == 0 && !keep_input {
+                x
+            } else {
+                a.get(off..).unwrap_or(&[])
+            };
             let y = b.get_mut(..n_out).unwrap_or(&mut []);
             l.forward(xin, z, y, &mut self.st.ctr, self.eb);
             z = l.out_zp(z);
@@ -356,7 +364,7 @@ impl Run<'_> {
     /// Inference: class and confidence; the Q15 probabilities are left in `ea`.
     pub fn infer(&mut self, x: &[i8]) -> Result<Prediction, Error> {
         self.check_input(x)?;
-        let off = self.forward(x);
+        let off = self.forward(x, false);
         let logits = self.acts.get(off..off + self.classes).unwrap_or(&[]);
         let p = self.ea.get_mut(..self.classes).unwrap_or(&mut []);
         softmax_q15(logits, self.st.meta.softmax_a, p);
@@ -374,7 +382,7 @@ impl Run<'_> {
         if label as usize >= self.classes {
             return Err(Error::BadLabel);
         }
-        let off = self.forward(x);
+        let off = self.forward(x, true);
         let logits = self.acts.get(off..off + self.classes).unwrap_or(&[]);
         let g = self.ea.get_mut(..self.classes).unwrap_or(&mut []);
         let loss = softmax_ce(logits, label as usize, self.st.meta.softmax_a, g);
