@@ -665,6 +665,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (EvalError, LaunchError) as exc:
         print(f"terrain-odt evaluate: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the passes and emulators are stopped on the way out
+        print("terrain-odt evaluate: interrupted", file=sys.stderr)
+        return 130
     head = summary(rep, run)
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)

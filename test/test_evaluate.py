@@ -126,3 +126,42 @@ def test_bad_input_is_a_clear_error(
     assert rc == 2 and "nothing to evaluate against" in capsys.readouterr().err
     rc, _ = run(tmp_path, "-p", "imu_features.window_s:=0.05")
     assert rc == 2 and "window_s" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_passes_and_their_emulators(emu_bin: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) while the passes run: exit 130 with one line, no
+    traceback, and no pass process or emulator left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "terrain_odt.cli", "evaluate", str(BAG), str(BAG), str(BAG)]
+    cmd += ["--params-file", str(PARAMS), "--out-dir", str(tmp_path), "-q"]
+    p = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+    def group() -> list[str]:
+        out = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True)
+        return out.stdout.split()
+
+    deadline = time.monotonic() + 60
+    while len(group()) < 5 and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the parent, two pass processes and their two emulators
+    assert p.poll() is None, "the evaluation ended before it could be interrupted"
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while group() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert group() == []
