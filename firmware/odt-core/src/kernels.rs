@@ -1375,7 +1375,8 @@ mod tests {
         fn conv_backward_pairs_equal_the_definition(
             g in geom(),
             data in proptest::collection::vec(any::<i8>(), 8 * 8 * 5 * 9),
-            dsel in proptest::collection::vec((0u8..3, -(1i16 << 12)..=(1 << 12)), 8 * 8 * 8),
+            // Up to 10 × 10 positions (8 × 8 with padding 1) of up to 8 channels.
+            dsel in proptest::collection::vec((0u8..3, -(1i16 << 12)..=(1 << 12)), 10 * 10 * 8),
         ) {
             const OUT: usize = 8;
             prop_assume!(g.is_consistent());
