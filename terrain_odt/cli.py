@@ -641,7 +641,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluation.evaluate import EvalConfig, EvalError, evaluate, summary
+    from .evaluation.evaluate import EvalConfig, EvalError, EvalInterrupted, evaluate, summary
     from .ros.launcher import DEFAULT_PARAMS, LaunchError, parse_overrides
 
     try:
@@ -662,12 +662,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = Path(args.out_dir)
         log = (lambda m: None) if args.quiet else (lambda m: print(f"[evaluate] {m}", flush=True))
         rep, run = evaluate(cfg, out_dir=out, log=log)
+    except EvalInterrupted:  # Ctrl-C: the passes and their emulators are closed
+        print("terrain-odt evaluate: interrupted", file=sys.stderr)
+        return 130
     except (EvalError, LaunchError) as exc:
         print(f"terrain-odt evaluate: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # the passes and emulators are stopped on the way out
-        print("terrain-odt evaluate: interrupted", file=sys.stderr)
-        return 130
     head = summary(rep, run)
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,13 @@ def test_bad_input_is_a_clear_error(
     assert rc == 2 and "window_s" in capsys.readouterr().err
 
 
-def test_ctrl_c_stops_the_passes_and_their_emulators(emu_bin: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "procs"),
+    [([], 2), (["--sequential"], 1)],  # emulators running at once
+)
+def test_ctrl_c_stops_the_passes_and_their_emulators(
+    emu_bin: Path, tmp_path: Path, extra: list[str], procs: int
+) -> None:
     """Ctrl-C (SIGINT to the process group) while the passes run: exit 130 with one line, no
     traceback, and no pass process or emulator left behind."""
     import os
@@ -138,7 +144,7 @@ def test_ctrl_c_stops_the_passes_and_their_emulators(emu_bin: Path, tmp_path: Pa
     import time
 
     cmd = [sys.executable, "-m", "terrain_odt.cli", "evaluate", str(BAG), str(BAG), str(BAG)]
-    cmd += ["--params-file", str(PARAMS), "--out-dir", str(tmp_path), "-q"]
+    cmd += ["--params-file", str(PARAMS), "--out-dir", str(tmp_path), "-q", *extra]
     p = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -149,13 +155,13 @@ def test_ctrl_c_stops_the_passes_and_their_emulators(emu_bin: Path, tmp_path: Pa
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
-    def group() -> list[str]:
-        out = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True)
-        return out.stdout.split()
+    def group(*only: str) -> list[str]:
+        cmd = ["pgrep", "-g", str(p.pid), *(("-f", only[0]) if only else ())]
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.split()
 
     deadline = time.monotonic() + 60
-    while len(group()) < 5 and p.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # the parent, two pass processes and their two emulators
+    while len(group("odt-emu")) < procs and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert p.poll() is None, "the evaluation ended before it could be interrupted"
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=30)

@@ -44,6 +44,7 @@ import multiprocessing
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ from .scoring import (
     window_key,
 )
 
-__all__ = ["EvalConfig", "EvalError", "evaluate", "front_end", "summary"]
+__all__ = ["EvalConfig", "EvalError", "EvalInterrupted", "evaluate", "front_end", "summary"]
 
 TRUTH_TOPIC = "/terrain/label_truth"
 OPERATOR_TOPIC = "/terrain/operator_label"
@@ -92,6 +93,48 @@ TIMING_KEYS = ("speed_x_realtime", "wall_s")
 
 class EvalError(RuntimeError):
     """The evaluation could not run (bad bag, parameters, model, co-processor); says why."""
+
+
+class EvalInterrupted(EvalError):
+    """Ctrl-C (SIGINT) during `evaluate`: it stopped between two messages, passes closed."""
+
+
+class _Stop:
+    """SIGINT during `evaluate` (main thread): a flag the loops check between messages, so
+    the evaluation unwinds by `EvalInterrupted` at a known point, its pass processes and
+    emulators closed, instead of by a KeyboardInterrupt raised anywhere."""
+
+    requested = False
+
+    def __init__(self) -> None:
+        self._old: Any = None
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def _handle(self, _sig: int, _frame: object) -> None:
+        if self.requested:  # the second Ctrl-C: do not wait for the loops
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise EvalInterrupted("interrupted")
+
+
+#: The evaluation's SIGINT flag while one runs (checked by the front end and the passes).
+_stop: _Stop | None = None
+
+
+def _check_stop() -> None:
+    if _stop is not None:
+        _stop.check()
 
 
 @dataclass(frozen=True)
@@ -226,6 +269,7 @@ def _front_end(
                 published = data
 
         for topic, t_ns, raw, des in _messages(bag):
+            _check_stop()
             counts[topic] = counts.get(topic, 0) + 1
             if first_ns is None:
                 first_ns = t_ns
@@ -479,6 +523,7 @@ def _run_pass(
         if not core.configured:
             raise EvalError(f"co-processor at {url}: {core.snapshot()['model_problem']}")
         for i, e in events:
+            _check_stop()
             seg[0] = i
             if e[0] == "label":
                 core.on_label(e[1], e[2])
@@ -552,6 +597,7 @@ class _PassProcess:
             self._batch = []
 
     def _raise(self, out: tuple[str, Any, list[str]]) -> None:
+        _check_stop()  # Ctrl-C also stops the emulators: the pass failing then is no error
         kind, value, _ = out
         raise EvalError(value if kind == "error" else f"pass '{self.name}' ended early")
 
@@ -560,9 +606,12 @@ class _PassProcess:
         self._flush()
         self._conn.send(None)
         try:
+            while not self._conn.poll(0.1):
+                _check_stop()
             out = self._conn.recv()
         except EOFError:
             self._proc.join(10)
+            _check_stop()
             raise EvalError(
                 f"pass '{self.name}': its process ended without a result "
                 f"(exit code {self._proc.exitcode})"
@@ -671,7 +720,21 @@ def _jsonable(v: Any) -> Any:
 def evaluate(
     cfg: EvalConfig, out_dir: Path | None = None, log: Callable[[str], None] = print
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the passes; returns (deterministic report, run facts: wall time, speed, link)."""
+    """Run the passes; returns (deterministic report, run facts: wall time, speed, link).
+
+    Ctrl-C (in the main thread) stops it between two messages: `EvalInterrupted`."""
+    global _stop
+    with _Stop() as stop:
+        _stop = stop
+        try:
+            return _evaluate(cfg, out_dir, log)
+        finally:
+            _stop = None
+
+
+def _evaluate(
+    cfg: EvalConfig, out_dir: Path | None, log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     from ..ros.launcher import LaunchError, resolve_param_files
 
     if not cfg.bags:
@@ -692,6 +755,7 @@ def evaluate(
         try:
             binary = find_emulator(build=True, log=log)
         except (EmulatorError, OSError, subprocess.CalledProcessError) as exc:
+            _check_stop()  # Ctrl-C during the build stops cargo too
             raise EvalError(f"odt-emu: {exc}") from exc
         if binary is None:
             raise EvalError("odt-emu not found and cannot be built (is cargo installed?)")
