@@ -515,7 +515,8 @@ def _run_pass(
             core.start()
         except Exception as exc:
             raise EvalError(f"co-processor at {url}: {exc}") from exc
-        stack.callback(core.close)
+        # On the way out after an error or Ctrl-C the link may be gone: do not wait long.
+        stack.callback(core.close, False, 1.0)
         if cfg.serial_port is not None:
             ok, msg = core.reset_pretrained()
             if not ok:
