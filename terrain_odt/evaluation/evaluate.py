@@ -789,9 +789,7 @@ def _evaluate(
             raise EvalError(str(exc)) from exc
         for name, training in plan:
             passes.append(
-                _run_pass(
-                    cfg, name, training, _events(front), front.description, params, log, binary
-                )
+                _run_pass(cfg, name, training, _events(front), description, params, log, binary)
             )
     for p in passes:
         sent = p.bridge["counters"].get("trained", 0)
