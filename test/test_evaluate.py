@@ -128,6 +128,31 @@ def test_bad_input_is_a_clear_error(
     assert rc == 2 and "window_s" in capsys.readouterr().err
 
 
+def test_a_failure_after_ctrl_c_is_the_interruption(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C reaches the emulators too (same process group): a link failing after it, e.g.
+    while a session still opens (seen in CI: 'could not open port'), reports the interruption,
+    while the same failure without Ctrl-C stays an error."""
+    from terrain_odt.evaluation import evaluate as ev
+
+    def fails(interrupted: bool) -> object:
+        def run(*_: object) -> object:
+            if interrupted:
+                assert ev._stop is not None
+                ev._stop.requested = True  # what the SIGINT handler sets
+            raise ev.EvalError("co-processor not reachable: could not open port")
+
+        return run
+
+    cfg = ev.EvalConfig(bags=(BAG,))
+    monkeypatch.setattr(ev, "_evaluate", fails(True))
+    with pytest.raises(ev.EvalInterrupted):
+        ev.evaluate(cfg)
+    monkeypatch.setattr(ev, "_evaluate", fails(False))
+    with pytest.raises(ev.EvalError, match="could not open port") as err:
+        ev.evaluate(cfg)
+    assert not isinstance(err.value, ev.EvalInterrupted)
+
+
 @pytest.mark.parametrize(
     ("extra", "procs"),
     [([], 2), (["--sequential"], 1)],  # emulators running at once

@@ -598,7 +598,6 @@ class _PassProcess:
             self._batch = []
 
     def _raise(self, out: tuple[str, Any, list[str]]) -> None:
-        _check_stop()  # Ctrl-C also stops the emulators: the pass failing then is no error
         kind, value, _ = out
         raise EvalError(value if kind == "error" else f"pass '{self.name}' ended early")
 
@@ -612,7 +611,6 @@ class _PassProcess:
             out = self._conn.recv()
         except EOFError:
             self._proc.join(10)
-            _check_stop()
             raise EvalError(
                 f"pass '{self.name}': its process ended without a result "
                 f"(exit code {self._proc.exitcode})"
@@ -729,6 +727,14 @@ def evaluate(
         _stop = stop
         try:
             return _evaluate(cfg, out_dir, log)
+        except EvalInterrupted:
+            raise
+        except Exception:
+            # Ctrl-C in a terminal also reaches the emulators (same process group), so a
+            # link or pass failing after it (e.g. while a session opens) is the interruption.
+            if stop.requested:
+                raise EvalInterrupted("interrupted") from None
+            raise
         finally:
             _stop = None
 
@@ -756,7 +762,6 @@ def _evaluate(
         try:
             binary = find_emulator(build=True, log=log)
         except (EmulatorError, OSError, subprocess.CalledProcessError) as exc:
-            _check_stop()  # Ctrl-C during the build stops cargo too
             raise EvalError(f"odt-emu: {exc}") from exc
         if binary is None:
             raise EvalError("odt-emu not found and cannot be built (is cargo installed?)")
