@@ -661,7 +661,8 @@ def test_fragments_bad_label_and_reset(wide: FakeCoprocessor) -> None:
 
 def test_request_timeout_backs_off_over_a_stall(fake: FakeCoprocessor) -> None:
     """A short timeout from quick measured round trips must not exhaust the retries while the
-    host is stalled for a moment (a loaded machine): each retry waits twice as long."""
+    co-processor is stalled for a moment (a loaded machine): once the line stays silent, each
+    retry waits twice as long."""
     with client(fake, retries=5, min_rto=0.005) as odt:
         for _ in range(20):  # enough round trips for the measured timeout (about 5 ms)
             odt.stats()
@@ -669,3 +670,32 @@ def test_request_timeout_backs_off_over_a_stall(fake: FakeCoprocessor) -> None:
         assert odt.stats().train_steps == 0
         fake.response_delay = 0.0
         assert odt.link_stats().timeouts >= 2
+
+
+def test_backoff_waits_for_silence_in_a_row() -> None:
+    """Answers lost whole between damaged ones (a noisy line, not a stall) keep the measured
+    timeout; two silent timeouts in a row double it, up to REQUEST_BACKOFF_MAX_S; a slow
+    first timeout is not shortened."""
+    from terrain_odt.link.client import REQUEST_BACKOFF_MAX_S, _Backoff
+
+    b = _Backoff(0.005)
+    for _ in range(5):  # lost, damaged, lost, damaged, ...
+        b.silent()
+        b.damaged()
+        assert b.timeout == 0.005
+    b.silent()
+    assert b.timeout == 0.005
+    b.silent()
+    assert b.timeout == 0.01
+    b.silent()
+    assert b.timeout == 0.02
+    b.damaged()
+    b.silent()
+    assert b.timeout == 0.02  # the line spoke: silence counts again from there
+    for _ in range(20):
+        b.silent()
+    assert b.timeout == REQUEST_BACKOFF_MAX_S
+    slow = _Backoff(2.5)
+    slow.silent()
+    slow.silent()
+    assert slow.timeout == 2.5

@@ -222,6 +222,8 @@ _MIN_STALE_AGE = 0.005
 _SLOW = frozenset({MsgType.SAVE, MsgType.RESTORE, MsgType.RESET_PRETRAINED, MsgType.UPLOAD_END})
 # Largest response frame per request type (for the timeout's frame-time term).
 _RESPONSE_BYTES = {MsgType.DOWNLOAD: MAX_FRAME, MsgType.HELLO: 48, MsgType.STATS: 56}
+#: ``DOWNLOAD_DATA`` frame bytes besides its data (header 4, lengths 8, CRC 4, COBS, delimiter).
+DOWNLOAD_OVERHEAD = 24
 
 
 #: Round trips of a request type measured before its timeout follows them.
@@ -444,6 +446,14 @@ class Arq:
         """Stop waiting for ``pend`` (answered or timed out)."""
         if self.requests.get(pend.seq) is pend:
             del self.requests[pend.seq]
+        self._forget(pend)
+
+    def _forget(self, pend: Pending) -> None:
+        # Its transmission is answered or given up on: left in the log it would take the next
+        # error that names no frame, and every later one would go to the frame before its own
+        # (each lost answer then cost a full timeout instead of an immediate retry).
+        if any(tx.pending is pend for tx in self.tx_log):
+            self.tx_log = deque(tx for tx in self.tx_log if tx.pending is not pend)
 
     def request_rtt(self, mtype: MsgType, pend: Pending) -> None:
         """``pend`` was answered at its first attempt: a round trip sample (Karn)."""
@@ -472,6 +482,7 @@ class Arq:
     def end_hello(self, pend: Pending) -> bool:
         """The handshake's HELLO was answered or timed out: True if a session began."""
         self.requests.pop(pend.seq, None)
+        self._forget(pend)
         if isinstance(pend.response, Info):
             return True
         if isinstance(pend.response, ErrorReply):
@@ -529,8 +540,10 @@ class Arq:
     def frame_time(self, nbytes: int) -> float:
         return nbytes * 10.0 / self.baudrate if self.baudrate > 0 else 0.0
 
-    def timeout(self, mtype: MsgType, req_bytes: int) -> float:
-        resp = _RESPONSE_BYTES.get(mtype, 32)
+    def timeout(self, mtype: MsgType, req_bytes: int, resp_bytes: int | None = None) -> float:
+        """Response timeout of a request; ``resp_bytes``: its answer's frame size if known
+        (a 16-byte ``DOWNLOAD`` block is not timed as a 1 KB frame)."""
+        resp = _RESPONSE_BYTES.get(mtype, 32) if resp_bytes is None else resp_bytes
         frames = 4.0 * self.frame_time(req_bytes + resp)
         est = self._req_rtt.get(mtype)
         if mtype not in _SLOW and est is not None and est[2] >= RTO_MIN_SAMPLES:
@@ -895,8 +908,11 @@ class Arq:
         behind at the head, where it would absorb every later error. Transmissions much older
         than the round trip time are taken as answered-and-lost and dropped first.
         """
-        if self.srtt is not None:
-            old = self.clock() - max(_MIN_STALE_AGE, 3.0 * self.srtt)
+        srtt = self.srtt
+        if srtt is None and self._req_rtt:  # no training yet: the requests' round trips
+            srtt = min(est[0] for est in self._req_rtt.values())
+        if srtt is not None:
+            old = self.clock() - max(_MIN_STALE_AGE, 3.0 * srtt)
             while len(self.tx_log) > 1 and self.tx_log[0].sent_at < old:
                 self.tx_log.popleft()
         return self.tx_log.popleft() if self.tx_log else None
