@@ -85,7 +85,7 @@ endef
 # ROS tests talk DDS on localhost only, in a domain of their own (test/conftest.py picks one).
 define py_test
 	$(call header,pytest)
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VPY) -m pytest -q
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VPY) -m pytest -q --durations=10
 endef
 
 define mcu_build
