@@ -293,12 +293,14 @@ def test_damage_after_a_timed_out_attempt_retries_the_current_one(damage: object
 def test_a_download_block_is_timed_by_its_own_size() -> None:
     """A 16-byte DOWNLOAD block's answer is a short frame: its timeout must not be that of a
     1 KB frame (at 115200 baud about 360 ms per lost answer instead of the 50 ms floor)."""
+    from terrain_odt.link import Download
     from terrain_odt.link.arq import DOWNLOAD_OVERHEAD
     from terrain_odt.link.protocol import MsgType
 
     arq = Arq(baudrate=115200, clock=Clock())
-    short = arq.timeout(MsgType.DOWNLOAD, 20, 16 + DOWNLOAD_OVERHEAD)
+    short = arq.request_timeout(Download(0, 16), 20)
     assert short == arq.timeout(MsgType.STATS, 20, 16 + DOWNLOAD_OVERHEAD)
+    assert short < arq.request_timeout(Download(0, 512), 20)
     assert short < arq.timeout(MsgType.DOWNLOAD, 20) / 5
 
 

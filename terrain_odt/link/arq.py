@@ -28,6 +28,7 @@ from .protocol import (
     PRED_UNKNOWN,
     PROTOCOL_VERSION,
     SEQ_MOD,
+    Download,
     ErrorCode,
     ErrorReply,
     FragAck,
@@ -540,9 +541,15 @@ class Arq:
     def frame_time(self, nbytes: int) -> float:
         return nbytes * 10.0 / self.baudrate if self.baudrate > 0 else 0.0
 
+    def request_timeout(self, msg: Message, frame_len: int) -> float:
+        """Response timeout of stop-and-wait request ``msg`` (``frame_len`` bytes on the wire):
+        a ``DOWNLOAD`` block's answer is timed by the block size asked for, not as a 1 KB frame."""
+        resp = msg.max_len + DOWNLOAD_OVERHEAD if isinstance(msg, Download) else None
+        return self.timeout(msg.TYPE, frame_len, resp)
+
     def timeout(self, mtype: MsgType, req_bytes: int, resp_bytes: int | None = None) -> float:
-        """Response timeout of a request; ``resp_bytes``: its answer's frame size if known
-        (a 16-byte ``DOWNLOAD`` block is not timed as a 1 KB frame)."""
+        """Response timeout of a request; ``resp_bytes``: its answer's frame size if known (else
+        the largest of its type)."""
         resp = _RESPONSE_BYTES.get(mtype, 32) if resp_bytes is None else resp_bytes
         frames = 4.0 * self.frame_time(req_bytes + resp)
         est = self._req_rtt.get(mtype)

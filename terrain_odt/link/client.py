@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import serial
 
-from .arq import DOWNLOAD_OVERHEAD, Arq, Entry, TrainResult
+from .arq import Arq, Entry, TrainResult
 from .framing import FrameDecoder, encode_frame
 from .protocol import (
     MAX_CHUNK,
@@ -631,8 +631,7 @@ class OdtClient:
                 seq = a.next_request_seq()
                 a.counters.inc("requests")
             frame = encode_frame(msg, seq)
-            resp_bytes = msg.max_len + DOWNLOAD_OVERHEAD if isinstance(msg, Download) else None
-            backoff = _Backoff(a.timeout(msg.TYPE, len(frame), resp_bytes))
+            backoff = _Backoff(a.request_timeout(msg, len(frame)))
             attempts = 0
             started = time.monotonic()
             while True:
