@@ -28,7 +28,9 @@ def test_overrides_reach_the_configs() -> None:
     br = nc.bridge_config(
         nc.effective_params(
             "odt_bridge",
-            overrides={"odt_bridge": {"rollback_tolerance": 0.05, "checkpoint_every": 7}},
+            overrides={
+                "odt_bridge": {"rollback_tolerance": 0.05, "checkpoint_every": 7, "seed": 3}
+            },
         )
     )
-    assert br.rollback_tolerance == 0.05 and br.checkpoint_every == 7
+    assert br.rollback_tolerance == 0.05 and br.checkpoint_every == 7 and br.seed == 3

@@ -535,6 +535,15 @@ ODT_BRIDGE = NodeSpec(
             min=0.0,
             max=1.0,
         ),
+        P(
+            "seed",
+            0,
+            "seed of the replay draws and held-back blocks (and, offset, of the co-processor's "
+            "stochastic rounding): the same bag and seed give the same model; other seeds show "
+            "how much a result owes to the draws",
+            min=0,
+            max=65535,
+        ),
         P("accuracy_window", 100, "labelled samples in the sliding prequential accuracy", min=1),
         P(
             "max_pending_samples",
