@@ -21,7 +21,9 @@ lap 2 starts, with the shipped parameters (`config/terrain_odt.yaml`) and only t
 changed. The JSON gives per arrangement: runs, windows, accuracy before/after on lap 2, the gain,
 per-class accuracy and forgetting (what a class lost), samples trained, checks and rollbacks; and
 the mean, min and max gain. Deterministic: the same data and code give the same file (apart from
-`wall_s`).
+`wall_s`). With `--seeds 0 1 2` (`make eval-laps`, laps.json) each arrangement is fine-tuned once
+per `odt_bridge.seed` (replay draws, held-back blocks, co-processor rounding): the rows are the
+first seed's, and the spread over the draws is given per arrangement and per seed.
 """
 
 from __future__ import annotations
@@ -128,6 +130,30 @@ def run_id(seg: bagconv.Segment) -> str:
     return f"{seg.terrain}/{seg.number:02d}"
 
 
+def seed_spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """With several seeds: per seed the mean and worst gain, and per arrangement the gain
+    averaged over the seeds (its worst and how many are below -2 points)."""
+    if not rows or "by_seed" not in rows[0]:
+        return {}
+    seeds = [b["seed"] for b in rows[0]["by_seed"]]
+    g = np.array([[b["gain"] for b in r["by_seed"]] for r in rows])  # arrangement x seed
+    per_arr = g.mean(axis=1)
+    return {
+        "by_seed": [
+            {
+                "seed": seed,
+                "gain": float(g[:, k].mean()),
+                "min_gain": float(g[:, k].min()),
+                "arrangements_worse_than_minus_2_points": int((g[:, k] < -0.02).sum()),
+            }
+            for k, seed in enumerate(seeds)
+        ],
+        "seed_mean_gain": float(per_arr.mean()),
+        "seed_mean_min_gain": float(per_arr.min()),
+        "seed_mean_arrangements_worse_than_minus_2_points": int((per_arr < -0.02).sum()),
+    }
+
+
 def pct(v: float | None, signed: bool = False) -> str:
     if v is None:
         return "–"
@@ -165,9 +191,28 @@ def markdown(out: dict[str, Any]) -> str:
         f"{pct(m['max_gain'], True)}); arrangements worse than −2 points: "
         f"{m['arrangements_worse_than_minus_2_points']}.",
         "",
-        "| # | lap 1 runs | lap 2 runs | windows | before % | after % | gain pts | classes "
-        "that lost (pts) | trained | steps | rollbacks | prequential % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    if "by_seed" in m:
+        per = "; ".join(
+            f"seed {b['seed']}: {pct(b['gain'], True)} (min {pct(b['min_gain'], True)}, "
+            f"{b['arrangements_worse_than_minus_2_points']} below −2)"
+            for b in m["by_seed"]
+        )
+        lines += [
+            f"**Over the draws** (`odt_bridge.seed`: replay draws, held-back blocks, rounding; "
+            f"the table shows seed {m['by_seed'][0]['seed']}, the default): {per}. Each "
+            "arrangement's gain averaged over the seeds: mean "
+            f"{pct(m['seed_mean_gain'], True)}, worst {pct(m['seed_mean_min_gain'], True)}, "
+            f"{m['seed_mean_arrangements_worse_than_minus_2_points']} below −2 points. Column "
+            "'per seed': the gain with each seed.",
+            "",
+        ]
+    seeded = "by_seed" in m
+    lines += [
+        "| # | lap 1 runs | lap 2 runs | windows | before % | after % | gain pts | "
+        + ("per seed | " if seeded else "")
+        + "classes that lost (pts) | trained | steps | rollbacks | prequential % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if seeded else ""),
     ]
     for r in out["arrangements"]:
         lost = ", ".join(
@@ -179,7 +224,12 @@ def markdown(out: dict[str, Any]) -> str:
             f"| {r['arrangement']} | {' '.join(s.split(':')[0] for s in r['lap1'])} | "
             f"{' '.join(s.split(':')[0] for s in r['lap2'])} | {r['evaluated_windows']} | "
             f"{pct(r['acc_before'])} | {pct(r['acc_after'])} | {pct(r['gain'], True)} | "
-            f"{lost or '–'} | {r['samples_trained']} | {r['training_steps']} | "
+            + (
+                " ".join(pct(b["gain"], True) for b in r["by_seed"]) + " | "
+                if "by_seed" in r
+                else ""
+            )
+            + f"{lost or '–'} | {r['samples_trained']} | {r['training_steps']} | "
             f"{r['rollbacks']} | {pct(r['prequential_accuracy'])} |"
         )
     lines += [
@@ -188,6 +238,33 @@ def markdown(out: dict[str, Any]) -> str:
         "diagnostic of the stream being trained on, not a measure of the next runs.",
     ]
     return "\n".join(lines)
+
+
+def evaluate_once(
+    args: argparse.Namespace, d: Path, bag: Path, model: Path, until: float, tag: str, seed: int
+) -> dict[str, Any] | None:
+    """One `terrain-odt evaluate` of an arrangement's bag with `odt_bridge.seed` = `seed`."""
+    summary = d / f"summary{tag}.json"
+    cmd = [
+        sys.executable, "-m", "terrain_odt.cli", "evaluate", str(bag), "-q",
+        "--params-file", str(ROOT / "config" / "terrain_odt.yaml"),
+        "-p", f"odt_bridge.model_sidecar:={model.with_suffix('.json')}",
+        "-p", f"odt_bridge.model_blob:={model}",
+        "-p", f"odt_bridge.seed:={seed}",
+        "--operator-until", f"{until:.3f}",
+        "--out-dir", str(d / f"evaluate{tag}"), "--summary-json", str(summary),
+    ]  # fmt: skip
+    if args.features == "imu":
+        cmd += ["-p", "imu_features.wheel_joints_left:=[]"]
+        cmd += ["-p", "imu_features.wheel_joints_right:=[]"]
+    cmd += ["--coprocessor", args.coprocessor]
+    for p in args.param:
+        cmd += ["-p", p]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        log(f"{d.name}: terrain-odt evaluate failed:\n{res.stdout}\n{res.stderr}")
+        return None
+    return dict(json.loads(summary.read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         help="passed on to terrain-odt evaluate (for studies; the committed file uses none)",
     )
     ap.add_argument("--only", type=int, nargs="*", help="run only these arrangements")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="odt_bridge.seed values (replay draws, held-back blocks, co-processor rounding): "
+        "each arrangement is fine-tuned once per seed; the first seed's results are the "
+        "arrangement's row, the others give the spread over the draws",
+    )
     ap.add_argument("--md", action="store_true", help="also write the docs/RESULTS.md section")
     ap.add_argument(
         "--shift",
@@ -291,27 +377,14 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=True, progress=None,
         )  # fmt: skip
         until = stats.segments[len(arr["lap1"])][1] - 0.5
-        tag = "" if args.shift == "none" else f"_{args.shift}"
-        summary = d / f"summary{tag}.json"
-        cmd = [
-            sys.executable, "-m", "terrain_odt.cli", "evaluate", str(bag), "-q",
-            "--params-file", str(ROOT / "config" / "terrain_odt.yaml"),
-            "-p", f"odt_bridge.model_sidecar:={model.with_suffix('.json')}",
-            "-p", f"odt_bridge.model_blob:={model}",
-            "--operator-until", f"{until:.3f}",
-            "--out-dir", str(d / f"evaluate{tag}"), "--summary-json", str(summary),
-        ]  # fmt: skip
-        if args.features == "imu":
-            cmd += ["-p", "imu_features.wheel_joints_left:=[]"]
-            cmd += ["-p", "imu_features.wheel_joints_right:=[]"]
-        cmd += ["--coprocessor", args.coprocessor]
-        for p in args.param:
-            cmd += ["-p", p]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if res.returncode != 0:
-            log(f"arrangement {a}: terrain-odt evaluate failed:\n{res.stdout}\n{res.stderr}")
-            return 1
-        s = json.loads(summary.read_text())
+        per_seed: list[dict[str, Any]] = []
+        for k, seed in enumerate(args.seeds):
+            tag = ("" if args.shift == "none" else f"_{args.shift}") + (f"_seed{seed}" if k else "")
+            s_k = evaluate_once(args, d, bag, model, until, tag, seed)
+            if s_k is None:
+                return 1
+            per_seed.append({"seed": seed, **s_k})
+        s = per_seed[0]
         rows.append(
             {
                 "arrangement": a,
@@ -333,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
                 "prequential_accuracy": s["prequential_accuracy"],
             }
         )
+        if len(per_seed) > 1:
+            rows[-1]["by_seed"] = [
+                {k: r[k] for k in ("seed", "acc_after", "gain", "rollbacks")} for r in per_seed
+            ]
         log(
             f"arrangement {a}: {100 * s['acc_before']:.1f} % -> {100 * s['acc_after']:.1f} % "
             f"({100 * s['gain']:+.1f} pts, {s['evaluated_windows']} windows, "
@@ -352,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             "source_val_frac": args.source_val_frac,
             "evaluation": f"terrain-odt evaluate, {args.coprocessor}, config/terrain_odt.yaml",
             "extra_parameters": args.param,
+            "seeds": args.seeds,
             "tuning_arrangements": args.tuning,
         },
         "arrangements": rows,
@@ -362,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             "min_gain": float(np.min(gains)),
             "max_gain": float(np.max(gains)),
             "arrangements_worse_than_minus_2_points": int(sum(g < -0.02 for g in gains)),
+            **seed_spread(rows),
         },
         "wall_s": round(time.monotonic() - t_start, 1),
     }
