@@ -192,7 +192,9 @@ def markdown(out: dict[str, Any]) -> str:
         f"{m['arrangements_worse_than_minus_2_points']}.",
         "",
     ]
-    if "by_seed" in m:
+    seeded = "by_seed" in m
+    if seeded:
+        first = m["by_seed"][0]["seed"]
         per = "; ".join(
             f"seed {b['seed']}: {pct(b['gain'], True)} (min {pct(b['min_gain'], True)}, "
             f"{b['arrangements_worse_than_minus_2_points']} below −2)"
@@ -200,14 +202,13 @@ def markdown(out: dict[str, Any]) -> str:
         )
         lines += [
             f"**Over the draws** (`odt_bridge.seed`: replay draws, held-back blocks, rounding; "
-            f"the table shows seed {m['by_seed'][0]['seed']}, the default): {per}. Each "
+            f"the table shows seed {first}{', the default' if first == 0 else ''}): {per}. Each "
             "arrangement's gain averaged over the seeds: mean "
             f"{pct(m['seed_mean_gain'], True)}, worst {pct(m['seed_mean_min_gain'], True)}, "
             f"{m['seed_mean_arrangements_worse_than_minus_2_points']} below −2 points. Column "
             "'per seed': the gain with each seed.",
             "",
         ]
-    seeded = "by_seed" in m
     lines += [
         "| # | lap 1 runs | lap 2 runs | windows | before % | after % | gain pts | "
         + ("per seed | " if seeded else "")
